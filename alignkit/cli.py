@@ -1,0 +1,161 @@
+"""`alignkit <command> [CONFIG.yaml] [key=value ...]` — the command-line interface.
+
+Training commands take an optional YAML config and `key=value` overrides (dotted keys for sections:
+`data.train=x.jsonl lora.r=8`). Without a config file, everything comes from the overrides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _train(method: str, argv: list[str]) -> int:
+    from alignkit.train import TRAINERS
+    from alignkit.train.config import METHOD_CONFIGS, load_config
+
+    config_path = None
+    if argv and "=" not in argv[0]:
+        config_path, argv = argv[0], argv[1:]
+    cfg = load_config(METHOD_CONFIGS[method], config_path, argv)
+    result = TRAINERS[method](cfg)
+    print(json.dumps({"final": str(result.final_dir), "steps": result.steps, "eval": result.eval_metrics}, indent=2))
+    return 0
+
+
+def _prepare(args) -> int:
+    from alignkit.models import prepare
+
+    path = prepare(args.model)
+    print(path)
+    return 0
+
+
+def _read_prompts(path: str) -> list:
+    """One prompt per line, or JSONL with a `prompt` field (a string or a list of messages)."""
+    prompts = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("{"):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SystemExit(f"{path}:{number}: not valid JSON ({e.msg})")
+            if "prompt" not in row:
+                raise SystemExit(f"{path}:{number}: field 'prompt': missing")
+            prompts.append(row["prompt"])
+        else:
+            prompts.append(line)
+    if not prompts:
+        raise SystemExit(f"{path}: no prompts")
+    return prompts
+
+
+def _generate(args) -> int:
+    from alignkit.models import load_causal_lm, load_tokenizer
+    from alignkit.rollouts import generate_responses
+    from alignkit.utils.io import atomic_write_text
+
+    prompts = _read_prompts(args.prompts)
+    tokenizer = load_tokenizer(args.model)
+    model = load_causal_lm(args.model)
+    responses = generate_responses(
+        model, tokenizer, prompts, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+        batch_size=args.batch_size, seed=args.seed,
+    )
+    lines = "".join(json.dumps({"prompt": p, "response": r}, ensure_ascii=False) + "\n" for p, r in zip(prompts, responses))
+    if args.out:
+        if Path(args.out).exists() and not args.overwrite:
+            raise SystemExit(f"{args.out} exists; pass --overwrite to replace it")
+        atomic_write_text(args.out, lines)
+    else:
+        sys.stdout.write(lines)
+    return 0
+
+
+def _chat(args) -> int:
+    from alignkit.models import load_causal_lm, load_tokenizer
+    from alignkit.rollouts import generate_responses
+
+    tokenizer = load_tokenizer(args.model)
+    model = load_causal_lm(args.model)
+    history: list[dict] = []
+    print("Chatting with", args.model, "- /reset clears the conversation, /exit or Ctrl-D quits.", flush=True)
+    while True:
+        try:
+            line = input("you> ")
+        except EOFError:
+            print()
+            return 0
+        if line.strip() == "/exit":
+            return 0
+        if line.strip() == "/reset":
+            history = []
+            continue
+        if not line.strip():
+            continue
+        history.append({"role": "user", "content": line})
+        reply = generate_responses(
+            model, tokenizer, [history], max_new_tokens=args.max_new_tokens, temperature=args.temperature
+        )[0]
+        history.append({"role": "assistant", "content": reply})
+        print(f"model> {reply}", flush=True)
+
+
+def _demo(args) -> int:
+    from alignkit.demo import run_demo
+
+    run_demo(args.out, model=args.model, fresh=args.fresh)
+    return 0
+
+
+TRAIN_COMMANDS = ("sft", "reward", "dpo", "orpo", "kto")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="alignkit", description="Align causal language models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in TRAIN_COMMANDS:
+        p = sub.add_parser(name, help=f"train with {name.upper()}: alignkit {name} [CONFIG.yaml] [key=value ...]")
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+    p = sub.add_parser("prepare", help="convert a model (alias or .gguf) once into the local cache")
+    p.add_argument("model")
+    p = sub.add_parser("generate", help="generate responses to a file of prompts")
+    p.add_argument("model")
+    p.add_argument("--prompts", required=True, help="one prompt per line, or JSONL with a 'prompt' field")
+    p.add_argument("--out", help="write JSONL here (default: stdout)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("chat", help="talk to a model interactively")
+    p.add_argument("model")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p = sub.add_parser("demo", help="SFT then DPO on the embedded model, with before/after figures")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--fresh", action="store_true", help="delete an earlier demo run in --out first")
+
+    args = parser.parse_args(argv)
+    from alignkit.data import DataError
+    from alignkit.models import ModelSpecError
+    from alignkit.train.config import ConfigError
+    from alignkit.train.loop import RunError
+
+    try:
+        if args.command in TRAIN_COMMANDS:
+            return _train(args.command, args.rest)
+        return {"prepare": _prepare, "generate": _generate, "chat": _chat, "demo": _demo}[args.command](args)
+    except (ConfigError, DataError, ModelSpecError, RunError) as e:
+        print(f"alignkit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

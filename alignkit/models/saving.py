@@ -1,0 +1,25 @@
+"""Save models in Hugging Face format (safetensors + config + tokenizer + chat template), atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from alignkit.models.lora import is_peft
+from alignkit.utils.io import atomic_dir
+
+
+def save_pretrained(model: nn.Module, tokenizer, out_dir: str | Path, *, merge_lora: bool = True, replace: bool = False):
+    """Write `model` and `tokenizer` to `out_dir`.
+
+    A LoRA model is saved merged into a plain model by default (loadable without PEFT); with merge_lora=False only the
+    adapter is written (PEFT format, `adapter_config.json` naming the base model). Merging modifies `model` in place,
+    so call it last.
+    """
+    if is_peft(model) and merge_lora:
+        model = model.merge_and_unload()
+    with atomic_dir(out_dir, replace=replace) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    return Path(out_dir)

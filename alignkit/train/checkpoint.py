@@ -1,0 +1,87 @@
+"""Checkpoints: trainable weights, optimizer, scheduler, RNG state and data position, each written atomically.
+
+A checkpoint directory `checkpoints/step-00000012/` appears only once everything in it is on disk, so a run killed at
+any moment leaves either the previous complete checkpoint or the new one — never a half-written one. The data
+position needs no file of its own: the sample order is a pure function of (seed, epoch), so the step count fixes it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from alignkit.utils.io import atomic_dir
+
+STATE_FILE = "trainer_state.json"
+
+
+def checkpoint_dir(output_dir: Path) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    root = checkpoint_dir(output_dir)
+    if not root.is_dir():
+        return []
+    done = [p for p in root.glob("step-*") if (p / STATE_FILE).is_file()]
+    return sorted(done, key=lambda p: int(p.name.split("-")[1]))
+
+
+def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    # named_parameters yields a tied weight once, which safetensors requires (it refuses shared storage).
+    return {n: p.detach().contiguous().cpu() for n, p in module.named_parameters() if p.requires_grad}
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(output_dir: Path, step: int, module: nn.Module, optimizer, scheduler, extra: dict, keep: int) -> Path:
+    path = checkpoint_dir(output_dir) / f"step-{step:08d}"
+    with atomic_dir(path, replace=True) as tmp:
+        save_file(trainable_state(module), str(tmp / "trainable.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save(rng_state(), tmp / "rng.pt")
+        # Written last: its presence marks the checkpoint complete even on filesystems without atomic rename.
+        (tmp / STATE_FILE).write_text(json.dumps({"step": step, **extra}, indent=2) + "\n")
+    for old in list_checkpoints(output_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def load_checkpoint(path: Path, module: nn.Module, optimizer, scheduler) -> dict:
+    weights = load_file(str(path / "trainable.safetensors"))
+    expected = {n for n, p in module.named_parameters() if p.requires_grad}
+    if set(weights) != expected:
+        missing, extra = sorted(expected - set(weights)), sorted(set(weights) - expected)
+        raise RuntimeError(
+            f"checkpoint {path} does not match this model: missing {missing[:5]}, unexpected {extra[:5]} "
+            "(was the run started with a different model or LoRA setting?)"
+        )
+    params = dict(module.named_parameters())
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value)
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+    set_rng_state(torch.load(path / "rng.pt", weights_only=False))
+    return json.loads((path / STATE_FILE).read_text())

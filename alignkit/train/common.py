@@ -1,0 +1,148 @@
+"""Plain functions every trainer uses: load the policy, load and render data, batch, and score sequences."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import torch
+from torch import nn
+
+from alignkit.data import load_records, pad_batch
+from alignkit.models import TokenLogps, apply_lora, load_causal_lm, load_tokenizer, per_row_sum
+from alignkit.train.config import TrainConfig
+from alignkit.train.loop import Run, RunError
+from alignkit.utils.io import atomic_torch_save
+
+
+def load_policy(cfg: TrainConfig):
+    """The model to train (fp32 master weights; bf16 comes from autocast) and its tokenizer; LoRA if configured."""
+    tokenizer = load_tokenizer(cfg.model)
+    model = load_causal_lm(cfg.model)
+    if cfg.lora is not None:
+        model = apply_lora(
+            model, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout, target_modules=cfg.lora.target_modules
+        )
+    return model, tokenizer
+
+
+def load_splits(cfg: TrainConfig, kind: str) -> tuple[list, list]:
+    """Training and eval records of `kind`; reports skipped records (with skip_invalid) instead of hiding them."""
+    splits = []
+    for source, limit in ((cfg.data.train, cfg.data.limit), (cfg.data.eval, cfg.data.eval_limit)):
+        if source is None:
+            splits.append([])
+            continue
+        result = load_records(source, kind, skip_invalid=cfg.data.skip_invalid, limit=limit)
+        if result.skipped:
+            print(f"{source}: skipped {result.skipped} invalid record(s); first: {result.errors[0]}", flush=True)
+        splits.append(result.records)
+    return splits[0], splits[1]
+
+
+def report_truncation(name: str, truncated: int, total: int, max_length: int) -> None:
+    if truncated:
+        print(f"{name}: {truncated} of {total} example(s) truncated to max_length={max_length}", flush=True)
+
+
+def batches(items: list, size: int, collate: Callable[[list], dict], device) -> Iterator[dict]:
+    for start in range(0, len(items), size):
+        batch = collate(items[start : start + size])
+        yield {k: v.to(device) for k, v in batch.items()}
+
+
+def pad_sequences(rendered: Iterable, pad_id: int, prefix: str = "") -> dict[str, torch.Tensor]:
+    padded = pad_batch(list(rendered), pad_id=pad_id, side="right")
+    return {f"{prefix}{k}": v for k, v in padded.items()}
+
+
+def sequence_logps(module: nn.Module, batch: dict, prefix: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-prob of the trained tokens of each row, and the number of those tokens: ([B], [B])."""
+    ids, attention, mask = (batch[f"{prefix}{k}"] for k in ("input_ids", "attention_mask", "loss_mask"))
+    logps, rows = module(ids, attention, mask)
+    n = ids.shape[0]
+    counts = per_row_sum(torch.ones_like(logps, dtype=torch.float32), rows, n)
+    return per_row_sum(logps.float(), rows, n), counts
+
+
+def fingerprint(*parts) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def cached_reference_logps(run: Run, name: str, reference: nn.Module, sequences: list, pad_id: int) -> torch.Tensor:
+    """Reference log-probs of rendered `sequences`, computed once and cached in the run directory: [N, 2].
+
+    Preference methods compare the policy to a frozen reference whose log-probs never change, so they are computed in
+    one no-grad pass before training (and kept on disk for resume) instead of running the reference every step; the
+    caller then frees the reference model. Row i holds (summed log-prob of the trained tokens, their count).
+    """
+    path = run.cache_path(f"{name}.pt")
+    stamp = fingerprint(
+        name, run.cfg.model, getattr(run.cfg, "ref_model", None), run.precision, [s.input_ids for s in sequences]
+    )
+    if path.is_file():
+        cached = torch.load(path, weights_only=True)
+        if cached.get("stamp") == stamp:
+            return cached["values"]
+    # Longest first keeps padding low within each batch; results are put back in the original order.
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i].input_ids))
+    values = torch.zeros(len(sequences), 2)
+    size = run.cfg.eval_batch_size or 2 * run.cfg.batch_size
+    reference.eval()
+    with torch.no_grad(), run.autocast():
+        for start in range(0, len(order), size):
+            idx = order[start : start + size]
+            batch = {k: v.to(run.device) for k, v in pad_sequences([sequences[i] for i in idx], pad_id).items()}
+            total, count = sequence_logps(reference, batch)
+            values[idx] = torch.stack([total, count], dim=-1).cpu()
+    if run.is_main:
+        atomic_torch_save({"stamp": stamp, "values": values}, path)
+    return values
+
+
+def require_items(name: str, items: list) -> None:
+    if not items:
+        raise RunError(f"{name}: no usable examples after loading and rendering")
+
+
+def make_token_logps(model: nn.Module) -> TokenLogps:
+    return TokenLogps(model)
+
+
+def final_saver(model: nn.Module, tokenizer, cfg: TrainConfig) -> Callable[[Path], None]:
+    from alignkit.models import save_pretrained
+
+    return lambda path: save_pretrained(model, tokenizer, path, merge_lora=cfg.save_merged, replace=cfg.overwrite)
+
+
+def render_pairs(tokenizer, records: list, max_length: int, name: str) -> list[dict]:
+    """Preference records -> [{"chosen": Rendered, "rejected": Rendered}] with identical prompt tokens."""
+    from alignkit.data import render_preference
+
+    items = []
+    for rec in records:
+        chosen, rejected = render_preference(tokenizer, rec, max_length=max_length)
+        items.append({"chosen": chosen, "rejected": rejected})
+    report_truncation(name, sum(it["chosen"].truncated or it["rejected"].truncated for it in items), len(items), max_length)
+    return [it for it in items if any(it["chosen"].loss_mask[1:]) and any(it["rejected"].loss_mask[1:])]
+
+
+def pair_collate(pad_id: int, extra_keys: tuple[str, ...] = ()) -> Callable[[list], dict]:
+    """Chosen rows then rejected rows, padded together so both go through the model in one forward pass."""
+
+    def collate(items: list[dict]) -> dict:
+        batch = pad_sequences([it["chosen"] for it in items] + [it["rejected"] for it in items], pad_id)
+        for key in extra_keys:
+            batch[key] = torch.tensor([it[key] for it in items], dtype=torch.float32)
+        return batch
+
+    return collate
+
+
+def pair_examples(batch: dict) -> int:
+    return batch["input_ids"].shape[0] // 2

@@ -1,0 +1,201 @@
+"""Typed configuration for every trainer: YAML file + `key=value` overrides, unknown keys rejected.
+
+One pydantic model per recipe. Every trainer shares `TrainConfig`'s keys (the documented interface); each method adds
+its own (e.g. DPO's `beta`). Nested keys use dots on the command line: `data.train=my.jsonl lora.r=16`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the file and key it concerns."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Strict):
+    train: str = Field(description="training data: a file (.jsonl/.json/.csv/.parquet), a datasets dir, hub name, or builtin:NAME")
+    eval: str | None = Field(default=None, description="evaluation data, same forms as train")
+    skip_invalid: bool = Field(default=False, description="skip bad records and report the count instead of failing")
+    limit: int | None = Field(default=None, ge=1, description="use at most this many training records")
+    eval_limit: int | None = Field(default=None, ge=1, description="use at most this many eval records")
+
+
+class LoraConfig(Strict):
+    r: int = Field(default=16, ge=1)
+    alpha: float = 32.0
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] | str = "all-linear"
+
+
+class TrainConfig(Strict):
+    model: str = Field(default="smollm2-135m", description="alias, HF model directory, .gguf file, or hub id")
+    data: DataConfig
+    output_dir: str
+    max_steps: int = Field(default=-1, description="optimizer steps; -1 = run `epochs` epochs")
+    epochs: float = Field(default=1.0, gt=0)
+    batch_size: int = Field(default=4, ge=1, description="examples per micro-batch per process")
+    eval_batch_size: int | None = Field(default=None, ge=1)
+    grad_accum: int = Field(default=1, ge=1)
+    lr: float = Field(default=1e-5, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    warmup_ratio: float = Field(default=0.0, ge=0, le=1)
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    max_grad_norm: float | None = Field(default=1.0, gt=0)
+    max_length: int = Field(default=512, ge=8)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    seed: int = 0
+    resume: Literal["auto", "never"] = Field(
+        default="auto", description="auto: continue from the newest checkpoint in output_dir if there is one"
+    )
+    overwrite: bool = Field(default=False, description="allow replacing a finished run in output_dir")
+    save_every: int = Field(default=0, ge=0, description="checkpoint every N steps (0 = only at the end)")
+    keep_checkpoints: int = Field(default=2, ge=1)
+    eval_every: int = Field(default=0, ge=0, description="evaluate every N steps (0 = at the end only)")
+    log_every: int = Field(default=1, ge=1)
+    report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(default_factory=list)
+    lora: LoraConfig | None = None
+    save_merged: bool = Field(default=True, description="with LoRA, save the final model merged (else the adapter)")
+    progress: bool = True
+
+
+class SFTConfig(TrainConfig):
+    lr: float = 2e-5
+
+
+class RewardConfig(TrainConfig):
+    loss: Literal["auto", "bradley_terry", "plackett_luce", "all_pairs", "rating"] = Field(
+        default="auto", description="auto: Bradley-Terry for pairs, Plackett-Luce for rankings, regression for ratings"
+    )
+    use_margin: bool = Field(default=True, description="use a pair's `margin` field in the Bradley-Terry loss")
+    center_rewards_coef: float = Field(default=0.0, ge=0)
+    lr: float = 1e-5
+
+
+class DPOConfig(TrainConfig):
+    beta: float = Field(default=0.1, gt=0)
+    loss: Literal["sigmoid", "robust", "ipo", "hinge"] = "sigmoid"
+    label_smoothing: float = Field(default=0.0, ge=0, lt=0.5)
+    ref_model: str | None = Field(default=None, description="reference policy; default: the starting model")
+    lr: float = 5e-6
+
+    @model_validator(mode="after")
+    def _robust_needs_smoothing(self):
+        if self.loss == "robust" and self.label_smoothing == 0:
+            raise ValueError("loss=robust needs label_smoothing > 0 (the assumed label-noise rate)")
+        return self
+
+
+class ORPOConfig(TrainConfig):
+    beta: float = Field(default=0.1, gt=0, description="weight of the odds-ratio term (lambda in the paper)")
+    lr: float = 8e-6
+
+
+class KTOConfig(TrainConfig):
+    beta: float = Field(default=0.1, gt=0)
+    desirable_weight: float = Field(default=1.0, gt=0)
+    undesirable_weight: float = Field(default=1.0, gt=0)
+    ref_model: str | None = None
+    lr: float = 5e-6
+
+
+C = TypeVar("C", bound=BaseModel)
+
+
+def _valid_keys(model: type[BaseModel]) -> list[str]:
+    return sorted(model.model_fields)
+
+
+def _check_keys(raw: dict, model: type[BaseModel], where: str, prefix: str = "") -> None:
+    """Reject unknown keys with the list of valid ones (pydantic's own message does not list them)."""
+    fields = model.model_fields
+    for key, value in raw.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(
+                f"{where}: unknown key '{dotted}'. Valid keys{' under ' + prefix[:-1] if prefix else ''}: "
+                + ", ".join(_valid_keys(model))
+            )
+        annotation = fields[key].annotation
+        sub = _submodel(annotation)
+        if sub is not None and isinstance(value, dict):
+            _check_keys(value, sub, where, prefix=f"{dotted}.")
+
+
+def _submodel(annotation) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """`["a.b=1", "c=x"]` -> `{"a": {"b": 1}, "c": "x"}`; values are parsed as YAML scalars/lists."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"override '{pair}': expected key=value")
+        key, value = pair.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"override '{pair}': empty key")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{pair}': '{part}' is not a section")
+        node[parts[-1]] = yaml.safe_load(value) if value != "" else None
+    return out
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
+    raw: dict = {}
+    where = "command line"
+    if path is not None:
+        where = str(path)
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} not found") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
+    raw = _merge(raw, parse_overrides(overrides or []))
+    _check_keys(raw, cls, where)
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"'{'.'.join(str(p) for p in err['loc']) or '(top level)'}': {err['msg']}" for err in e.errors()
+        )
+        raise ConfigError(f"{where}: {problems}") from None
+
+
+METHOD_CONFIGS: dict[str, type[TrainConfig]] = {
+    "sft": SFTConfig,
+    "reward": RewardConfig,
+    "dpo": DPOConfig,
+    "orpo": ORPOConfig,
+    "kto": KTOConfig,
+}

@@ -1,0 +1,121 @@
+"""Direct Preference Optimization (and IPO, hinge, robust/conservative variants) on (prompt, chosen, rejected) pairs."""
+
+from __future__ import annotations
+
+import functools
+
+
+
+from alignkit.losses import DPO_LOSSES
+from alignkit.models import TokenLogps, adapters_disabled, is_peft, load_causal_lm
+from alignkit.train.common import (
+    batches,
+    cached_reference_logps,
+    final_saver,
+    load_policy,
+    load_splits,
+    pair_collate,
+    pair_examples,
+    render_pairs,
+    require_items,
+    sequence_logps,
+)
+from alignkit.train.config import DPOConfig
+from alignkit.train.loop import Method, Run, TrainResult, configure_threads
+
+
+def attach_reference_logps(run: Run, name: str, items: list[dict], reference_logps) -> None:
+    """Store each pair's reference (chosen, rejected) summed log-probs and token counts on the item."""
+    sequences = [it["chosen"] for it in items] + [it["rejected"] for it in items]
+    values = reference_logps(name, sequences)
+    n = len(items)
+    for i, it in enumerate(items):
+        it["ref_chosen"], it["chosen_tokens"] = values[i].tolist()
+        it["ref_rejected"], it["rejected_tokens"] = values[n + i].tolist()
+
+
+def reference_scorer(run: Run, cfg, model, pad_id: int):
+    """A function (name, sequences) -> cached reference log-probs, using the right reference policy.
+
+    The reference is `ref_model` when given; with LoRA, the policy with adapters disabled; otherwise the policy itself
+    before its first update — so no second copy of the model is ever held.
+    """
+    def score(name, sequences):
+        if cfg.ref_model is not None:
+            reference = load_causal_lm(cfg.ref_model).to(run.device)
+            values = cached_reference_logps(run, name, TokenLogps(reference), sequences, pad_id)
+            del reference
+            return values
+        if is_peft(model):
+            with adapters_disabled(model):
+                return cached_reference_logps(run, name, TokenLogps(model).to(run.device), sequences, pad_id)
+        return cached_reference_logps(run, name, TokenLogps(model).to(run.device), sequences, pad_id)
+
+    return score
+
+
+def dpo_loss_fn(cfg: DPOConfig):
+    fn = DPO_LOSSES[cfg.loss]
+    if cfg.loss in ("sigmoid", "robust"):
+        fn = functools.partial(fn, label_smoothing=cfg.label_smoothing)
+    return functools.partial(fn, beta=cfg.beta)
+
+
+def train_dpo(cfg: DPOConfig) -> TrainResult:
+    configure_threads()
+    # 1. Run directory, policy, pairs rendered with identical prompt tokens for chosen and rejected.
+    run = Run(cfg, "dpo")
+    model, tokenizer = load_policy(cfg)
+    pad_id = tokenizer.pad_token_id
+    train_records, eval_records = load_splits(cfg, "preference")
+    train_items = render_pairs(tokenizer, train_records, cfg.max_length, cfg.data.train)
+    eval_items = render_pairs(tokenizer, eval_records, cfg.max_length, cfg.data.eval) if eval_records else []
+    require_items(cfg.data.train, train_items)
+
+    # 2. Reference log-probs once, before any update (cached on disk for resume).
+    score = reference_scorer(run, cfg, model, pad_id)
+    attach_reference_logps(run, "ref_train", train_items, score)
+    if eval_items:
+        attach_reference_logps(run, "ref_eval", eval_items, score)
+
+    keys = ("ref_chosen", "ref_rejected", "chosen_tokens", "rejected_tokens")
+    collate = pair_collate(pad_id, keys)
+    loss_fn = dpo_loss_fn(cfg)
+    # IPO's regression target assumes length-normalised log-ratios (Azar et al. 2023; TRL does the same).
+    average = cfg.loss == "ipo"
+
+    def pair_losses(module, batch):
+        total, _ = sequence_logps(module, batch)
+        n = total.shape[0] // 2
+        ref_c, ref_r = batch["ref_chosen"], batch["ref_rejected"]
+        pc, pr = total[:n], total[n:]
+        if average:
+            tc, tr = batch["chosen_tokens"], batch["rejected_tokens"]
+            pc, pr, ref_c, ref_r = pc / tc, pr / tr, ref_c / tc, ref_r / tr
+        losses, metrics = loss_fn(pc, pr, ref_c, ref_r)
+        metrics["logps_chosen"] = pc.detach()
+        metrics["logps_rejected"] = pr.detach()
+        return losses, metrics
+
+    # 3. Loss: summed over pairs; the loop divides by the global number of pairs in the step.
+    def loss(module, batch):
+        losses, metrics = pair_losses(module, batch)
+        return losses.sum(), metrics
+
+    def evaluate(module):
+        sums: dict[str, float] = {}
+        n = 0
+        for batch in batches(eval_items, cfg.eval_batch_size or cfg.batch_size, collate, run.device):
+            losses, metrics = pair_losses(module, batch)
+            for key, value in {"loss": losses, **metrics}.items():
+                sums[key] = sums.get(key, 0.0) + float(value.sum())
+            n += losses.shape[0]
+        return {k: v / n for k, v in sums.items()}
+
+    method = Method(
+        count=pair_examples, loss=loss, evaluate=evaluate if eval_items else None, examples=pair_examples
+    )
+    return run.train(TokenLogps(model), train_items, collate, method, final_saver(model, tokenizer, cfg))
+
+
+__all__ = ["train_dpo", "attach_reference_logps", "reference_scorer"]

@@ -1,0 +1,124 @@
+"""KTO: prospect-theoretic alignment from unpaired desirable / undesirable completions (Ethayarajh et al. 2024).
+
+Each example is scored against a reference point z0, an estimate of KL(policy || reference) from *mismatched* pairs:
+every prompt paired with another example's completion. The mismatch is fixed once (a seeded derangement) so the
+reference log-probs of those pairs can be cached like the matched ones.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+
+import torch
+
+from alignkit.data import render_prompt_completion
+from alignkit.losses import kto_kl_estimate, kto_loss
+from alignkit.models import TokenLogps
+from alignkit.train.common import (
+    batches,
+    final_saver,
+    load_policy,
+    load_splits,
+    pad_sequences,
+    report_truncation,
+    require_items,
+    sequence_logps,
+)
+from alignkit.train.config import KTOConfig
+from alignkit.train.dpo import reference_scorer
+from alignkit.train.loop import Method, Run, RunError, TrainResult, configure_threads
+
+
+def render_unpaired(tokenizer, records: list, max_length: int, seed: int, name: str) -> list[dict]:
+    if len(records) < 2:
+        raise RunError(f"{name}: KTO needs at least 2 examples (the KL reference point uses mismatched pairs)")
+    # A derangement: example i borrows the completion of example partner[i] != i.
+    rng = random.Random(seed)
+    order = list(range(len(records)))
+    rng.shuffle(order)
+    partner = {order[k]: order[(k + 1) % len(order)] for k in range(len(order))}
+    items = []
+    for i, rec in enumerate(records):
+        other = records[partner[i]]
+        items.append(
+            {
+                "seq": render_prompt_completion(tokenizer, rec.prompt, rec.completion, max_length=max_length),
+                "kl_seq": render_prompt_completion(tokenizer, rec.prompt, other.completion, max_length=max_length),
+                "label": float(rec.label),
+            }
+        )
+    report_truncation(name, sum(it["seq"].truncated for it in items), len(items), max_length)
+    return [it for it in items if any(it["seq"].loss_mask[1:]) and any(it["kl_seq"].loss_mask[1:])]
+
+
+def train_kto(cfg: KTOConfig) -> TrainResult:
+    configure_threads()
+    # 1. Run directory, policy, unpaired examples (preference data is split into chosen=good / rejected=bad).
+    run = Run(cfg, "kto")
+    model, tokenizer = load_policy(cfg)
+    pad_id = tokenizer.pad_token_id
+    train_records, eval_records = load_splits(cfg, "unpaired")
+    train_items = render_unpaired(tokenizer, train_records, cfg.max_length, cfg.seed, cfg.data.train)
+    eval_items = render_unpaired(tokenizer, eval_records, cfg.max_length, cfg.seed, cfg.data.eval) if eval_records else []
+    require_items(cfg.data.train, train_items)
+
+    # 2. Reference log-probs of matched and mismatched sequences, once.
+    score = reference_scorer(run, cfg, model, pad_id)
+    for name, items in (("ref_train", train_items), ("ref_eval", eval_items)):
+        if items:
+            values = score(name, [it["seq"] for it in items] + [it["kl_seq"] for it in items])
+            for i, it in enumerate(items):
+                it["ref"], it["ref_kl"] = float(values[i, 0]), float(values[len(items) + i, 0])
+
+    def collate(items):
+        batch = pad_sequences([it["seq"] for it in items] + [it["kl_seq"] for it in items], pad_id)
+        for key in ("label", "ref", "ref_kl"):
+            batch[key] = torch.tensor([it[key] for it in items], dtype=torch.float32)
+        return batch
+
+    loss_fn = functools.partial(
+        kto_loss, beta=cfg.beta, desirable_weight=cfg.desirable_weight, undesirable_weight=cfg.undesirable_weight
+    )
+
+    # 3. One forward over matched + mismatched rows; z0 from this micro-batch's mismatched rows.
+    def example_losses(module, batch):
+        total, _ = sequence_logps(module, batch)
+        n = total.shape[0] // 2
+        kl = kto_kl_estimate(total[n:], batch["ref_kl"])
+        losses, metrics = loss_fn(total[:n], batch["ref"], batch["label"] > 0.5, kl)
+        desirable = metrics["desirable"]
+        # Per-example statistics that average correctly across micro-batches (the loss's NaN-masked split does not).
+        stats = {
+            "rewards": metrics["rewards"],
+            "kl": metrics["kl"].expand_as(losses),
+            "desirable_rewards_sum": metrics["rewards"] * desirable,
+            "desirable": desirable,
+        }
+        return losses, stats
+
+    def loss(module, batch):
+        losses, stats = example_losses(module, batch)
+        return losses.sum(), stats
+
+    def evaluate(module):
+        sums: dict[str, float] = {}
+        n = 0
+        for batch in batches(eval_items, cfg.eval_batch_size or cfg.batch_size, collate, run.device):
+            losses, stats = example_losses(module, batch)
+            for key, value in {"loss": losses, **stats}.items():
+                sums[key] = sums.get(key, 0.0) + float(value.sum())
+            n += losses.shape[0]
+        good = sums.pop("desirable")
+        good_rewards = sums.pop("desirable_rewards_sum")
+        out = {k: v / n for k, v in sums.items()}
+        if 0 < good < n:
+            out["desirable_rewards"] = good_rewards / good
+            out["undesirable_rewards"] = (sums["rewards"] - good_rewards) / (n - good)
+        return out
+
+    def examples(batch):
+        return batch["label"].shape[0]
+
+    method = Method(count=examples, loss=loss, evaluate=evaluate if eval_items else None, examples=examples)
+    return run.train(TokenLogps(model), train_items, collate, method, final_saver(model, tokenizer, cfg))

@@ -1,0 +1,64 @@
+"""Metrics: always to `metrics.jsonl` in the run directory; to tensorboard / wandb / trackio when asked.
+
+Trackers are imported only when requested, so none of them is a dependency of the core package.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from alignkit.utils.io import atomic_write_text
+
+
+class MetricsLog:
+    def __init__(self, output_dir: Path, report_to: list[str], config: dict, resume_step: int = 0):
+        self.path = Path(output_dir) / "metrics.jsonl"
+        if resume_step and self.path.exists():
+            # Drop lines logged after the checkpoint we resume from: those steps are about to be redone.
+            kept = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= resume_step]
+            atomic_write_text(self.path, "".join(k + "\n" for k in kept))
+        elif self.path.exists():
+            self.path.unlink()
+        self._file = open(self.path, "a", encoding="utf-8")
+        self._trackers = [_open_tracker(name, output_dir, config) for name in report_to]
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        record = {"step": step, "time": round(time.time(), 3), **{k: _plain(v) for k, v in metrics.items()}}
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        for tracker in self._trackers:
+            tracker(step, metrics)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _plain(value):
+    return float(value) if hasattr(value, "__float__") and not isinstance(value, (int, bool)) else value
+
+
+def _open_tracker(name: str, output_dir: Path, config: dict):
+    if name == "tensorboard":
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=str(Path(output_dir) / "tensorboard"))
+
+        def log_tb(step, metrics):
+            for key, value in metrics.items():
+                writer.add_scalar(key, float(value), step)
+            writer.flush()
+
+        return log_tb
+    if name == "wandb":
+        import wandb
+
+        run = wandb.init(dir=str(output_dir), config=config)
+        return lambda step, metrics: run.log(dict(metrics), step=step)
+    if name == "trackio":
+        import trackio
+
+        trackio.init(project="alignkit", config=config)
+        return lambda step, metrics: trackio.log(dict(metrics), step=step)
+    raise ValueError(f"unknown tracker {name!r}; valid: tensorboard, wandb, trackio")

@@ -1,0 +1,56 @@
+"""ORPO: SFT on the chosen response plus an odds-ratio preference term, with no reference model (Hong et al. 2024)."""
+
+from __future__ import annotations
+
+from alignkit.losses import orpo_loss
+from alignkit.models import TokenLogps
+from alignkit.train.common import (
+    batches,
+    final_saver,
+    load_policy,
+    load_splits,
+    pair_collate,
+    pair_examples,
+    render_pairs,
+    require_items,
+    sequence_logps,
+)
+from alignkit.train.config import ORPOConfig
+from alignkit.train.loop import Method, Run, TrainResult, configure_threads
+
+
+def train_orpo(cfg: ORPOConfig) -> TrainResult:
+    configure_threads()
+    # 1. Run directory, policy and pairs.
+    run = Run(cfg, "orpo")
+    model, tokenizer = load_policy(cfg)
+    train_records, eval_records = load_splits(cfg, "preference")
+    train_items = render_pairs(tokenizer, train_records, cfg.max_length, cfg.data.train)
+    eval_items = render_pairs(tokenizer, eval_records, cfg.max_length, cfg.data.eval) if eval_records else []
+    require_items(cfg.data.train, train_items)
+    collate = pair_collate(tokenizer.pad_token_id)
+
+    # 2. Per-pair loss from length-averaged log-probs (the odds are defined on the per-token average, paper eq. 4).
+    def pair_losses(module, batch):
+        total, tokens = sequence_logps(module, batch)
+        n = total.shape[0] // 2
+        avg = total / tokens
+        return orpo_loss(-avg[:n], avg[:n], avg[n:], cfg.beta)
+
+    def loss(module, batch):
+        losses, metrics = pair_losses(module, batch)
+        return losses.sum(), metrics
+
+    def evaluate(module):
+        sums: dict[str, float] = {}
+        n = 0
+        for batch in batches(eval_items, cfg.eval_batch_size or cfg.batch_size, collate, run.device):
+            losses, metrics = pair_losses(module, batch)
+            for key, value in {"loss": losses, **metrics}.items():
+                sums[key] = sums.get(key, 0.0) + float(value.sum())
+            n += losses.shape[0]
+        return {k: v / n for k, v in sums.items()}
+
+    method = Method(count=pair_examples, loss=loss, evaluate=evaluate if eval_items else None, examples=pair_examples)
+    # 3. Train and save.
+    return run.train(TokenLogps(model), train_items, collate, method, final_saver(model, tokenizer, cfg))

@@ -1,0 +1,75 @@
+"""Supervised fine-tuning on demonstrations: minimise the NLL of the trained (assistant / completion) tokens."""
+
+from __future__ import annotations
+
+import math
+
+
+
+from alignkit.data import LMRecord, render_messages, render_prompt_completion
+from alignkit.train.common import (
+    batches,
+    final_saver,
+    load_policy,
+    load_splits,
+    pad_sequences,
+    report_truncation,
+    require_items,
+    sequence_logps,
+)
+from alignkit.train.config import SFTConfig
+from alignkit.train.loop import Method, Run, TrainResult, configure_threads
+
+
+def render_sft(tokenizer, records: list, max_length: int, name: str) -> list:
+    items = []
+    for rec in records:
+        if isinstance(rec, LMRecord):
+            items.append(render_messages(tokenizer, rec.text, max_length=max_length))
+        else:
+            items.append(render_prompt_completion(tokenizer, rec.prompt, rec.completion, max_length=max_length))
+    report_truncation(name, sum(it.truncated for it in items), len(items), max_length)
+    # An example whose trained tokens were all cut away would contribute nothing but padding.
+    return [it for it in items if any(it.loss_mask[1:])]
+
+
+def train_sft(cfg: SFTConfig) -> TrainResult:
+    configure_threads()
+    # 1. Run directory (refuses to clobber a finished run; finds a checkpoint to resume).
+    run = Run(cfg, "sft")
+    # 2. Model, tokenizer, data rendered to ids + assistant-only loss masks.
+    model, tokenizer = load_policy(cfg)
+    train_records, eval_records = load_splits(cfg, "sft")
+    train_items = render_sft(tokenizer, train_records, cfg.max_length, cfg.data.train)
+    eval_items = render_sft(tokenizer, eval_records, cfg.max_length, cfg.data.eval) if eval_records else []
+    require_items(cfg.data.train, train_items)
+    pad_id = tokenizer.pad_token_id
+
+    def collate(items):
+        return pad_sequences(items, pad_id)
+
+    # 3. Loss: summed NLL of trained tokens; the loop divides by the step's global token count.
+    def count(batch):
+        return int(batch["loss_mask"][:, 1:].sum())
+
+    def loss(module, batch):
+        total, tokens = sequence_logps(module, batch)
+        return -total.sum(), {"tokens": tokens}
+
+    def evaluate(module):
+        nll, tokens = 0.0, 0.0
+        for batch in batches(eval_items, cfg.eval_batch_size or cfg.batch_size, collate, run.device):
+            total, count_ = sequence_logps(module, batch)
+            nll -= float(total.sum())
+            tokens += float(count_.sum())
+        return {"loss": nll / tokens, "perplexity": math.exp(min(50.0, nll / tokens))}
+
+    from alignkit.models import TokenLogps
+
+    module = TokenLogps(model)
+    method = Method(count=count, loss=loss, evaluate=evaluate if eval_items else None)
+    # 4. Train; the final model goes to <output_dir>/final in HF format.
+    return run.train(module, train_items, collate, method, final_saver(model, tokenizer, cfg))
+
+
+__all__ = ["train_sft", "render_sft"]
