@@ -1,0 +1,256 @@
+"""Read raw rows (plain dicts) from the places users keep datasets.
+
+Each row comes with a location string used in error messages:
+
+* ``.jsonl``  -> ``path:LINE`` (1-based, as editors count)
+* ``.json``   -> ``path:[INDEX]`` (0-based list index)
+* ``.csv``    -> ``path:LINE`` (1-based line where the record starts; the header is line 1)
+* ``.parquet`` and ``save_to_disk`` folders -> ``path:row N`` (0-based, as ``dataset[N]``)
+* hub datasets -> ``org/name:split row N``
+* ``builtin:NAME`` -> ``builtin:NAME:LINE``
+
+Rows are not validated here beyond "is it an object"; formats.py does that.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import DataError, describe
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+BUILTIN_PREFIX = "builtin:"
+_HUB_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")
+_FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+# CSV has no types: these columns may hold JSON (lists of messages, rankings, scores).
+_CSV_JSON_FIELDS = frozenset(
+    {"messages", "prompt", "completion", "chosen", "rejected", "responses", "ranking", "scores"}
+)
+_CSV_NUMBER_FIELDS = frozenset({"rating", "margin"})
+_CSV_BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
+
+# A row is a dict, or the DataError that reading it produced. Readers yield errors instead of
+# raising them so that load_records(skip_invalid=True) can step over a malformed line.
+RowOrError = dict[str, Any] | DataError
+
+
+def read_rows(source: str | Path, split: str = "train") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield ``(location, row)`` for every row of ``source``; raise DataError on a bad row."""
+    for where, row in iter_rows(source, split):
+        if isinstance(row, DataError):
+            raise row
+        yield where, row
+
+
+def iter_rows(source: str | Path, split: str = "train") -> Iterator[tuple[str, RowOrError]]:
+    """Like read_rows, but a row that cannot be read is yielded as its DataError."""
+    text = str(source)
+    if isinstance(source, str) and text.startswith(BUILTIN_PREFIX):
+        yield from _read_builtin(text[len(BUILTIN_PREFIX) :])
+        return
+    path = Path(source)
+    if path.is_dir():
+        yield from _read_saved_dataset(path, split)
+    elif path.is_file():
+        yield from _read_file(path, text, split)
+    elif isinstance(source, str) and _looks_like_hub_name(text):
+        yield from _read_hub(text, split)
+    else:
+        raise DataError(
+            text,
+            "an existing .jsonl/.json/.csv/.parquet file, a save_to_disk folder, "
+            "a hub dataset name (org/name) or builtin:NAME",
+            "no such file or directory",
+        )
+
+
+def _looks_like_hub_name(text: str) -> bool:
+    return bool(_HUB_NAME.match(text)) and not text.endswith(_FILE_SUFFIXES)
+
+
+def _read_file(path: Path, label: str, split: str) -> Iterator[tuple[str, RowOrError]]:
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return _read_jsonl(path, label)
+    if suffix == ".json":
+        return _read_json(path, label, split)
+    if suffix == ".csv":
+        return _read_csv(path, label)
+    if suffix == ".parquet":
+        return _read_parquet(path, label)
+    raise DataError(label, "a file ending in .jsonl, .json, .csv or .parquet", f"'{suffix}'")
+
+
+def _as_object(where: str, value: Any) -> RowOrError:
+    if isinstance(value, dict):
+        return value
+    return DataError(where, "a JSON object", describe(value))
+
+
+def _read_jsonl(path: Path, label: str) -> Iterator[tuple[str, RowOrError]]:
+    # Binary lines, decoded one by one, so a bad byte spoils only its own line.
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            where = f"{label}:{number}"
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as error:
+                yield where, DataError(where, "UTF-8 text", f"undecodable bytes ({error.reason})")
+                continue
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as error:
+                yield where, DataError(
+                    where, "one JSON object per line", f"invalid JSON ({error.msg} at column {error.colno})"
+                )
+                continue
+            yield where, _as_object(where, value)
+
+
+def _read_json(path: Path, label: str, split: str) -> Iterator[tuple[str, RowOrError]]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as error:
+        raise DataError(
+            f"{label}:{error.lineno}", "valid JSON", f"invalid JSON ({error.msg} at column {error.colno})"
+        ) from None
+    except UnicodeDecodeError as error:
+        raise DataError(label, "UTF-8 text", f"undecodable bytes ({error.reason})") from None
+    rows = _json_row_list(document, label, split)
+    for index, value in enumerate(rows):
+        where = f"{label}:[{index}]"
+        yield where, _as_object(where, value)
+
+
+def _json_row_list(document: Any, label: str, split: str) -> list[Any]:
+    """A .json file holds a list of rows, or an object with that list under the split or "data"."""
+    if isinstance(document, list):
+        return document
+    if isinstance(document, dict):
+        for key in (split, "data"):
+            if isinstance(document.get(key), list):
+                return document[key]
+    raise DataError(
+        label,
+        f"a JSON list of objects, or an object with such a list under '{split}' or 'data'",
+        describe(document) if not isinstance(document, dict) else f"an object with keys {sorted(document)}",
+    )
+
+
+def _read_csv(path: Path, label: str) -> Iterator[tuple[str, RowOrError]]:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None:
+            return
+        # Reading fieldnames consumed the header, so line_num now points at its last line.
+        last_line = reader.line_num
+        for cells in reader:
+            # A quoted cell may span lines; point at the line where the record starts.
+            where = f"{label}:{last_line + 1}"
+            last_line = reader.line_num
+            yield where, _csv_row(cells)
+
+
+def _csv_row(cells: dict[str | None, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for name, text in cells.items():
+        # Surplus cells have no name and short rows leave None; an empty cell is how CSV says
+        # "this row has no such field" (e.g. no margin), so it counts as missing too.
+        if name is None or not text:
+            continue
+        row[name] = _csv_value(name, text)
+    return row
+
+
+def _csv_value(name: str, text: str) -> Any:
+    """Give a CSV cell the type its column needs; leave it as text when it does not parse."""
+    stripped = text.strip()
+    if name == "label":
+        return _CSV_BOOLEANS.get(stripped.lower(), text)
+    if name in _CSV_NUMBER_FIELDS:
+        try:
+            return float(stripped)
+        except ValueError:
+            return text
+    if name in _CSV_JSON_FIELDS and stripped[:1] in ("[", "{"):
+        try:
+            return json.loads(stripped)
+        except json.JSONDecodeError:
+            return text
+    return text
+
+
+def _read_parquet(path: Path, label: str) -> Iterator[tuple[str, RowOrError]]:
+    import pyarrow.parquet as pq
+
+    index = 0
+    for batch in pq.ParquetFile(path).iter_batches():
+        for row in batch.to_pylist():
+            yield f"{label}:row {index}", row
+            index += 1
+
+
+def _read_saved_dataset(path: Path, split: str) -> Iterator[tuple[str, RowOrError]]:
+    if not ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
+        raise DataError(
+            str(path),
+            "a folder written by datasets' save_to_disk",
+            "a folder without state.json or dataset_dict.json",
+        )
+    from datasets import DatasetDict, load_from_disk
+
+    dataset = load_from_disk(str(path))
+    label = str(path)
+    if isinstance(dataset, DatasetDict):
+        if split not in dataset:
+            raise DataError(label, f"a split named '{split}'", f"splits {sorted(dataset)}")
+        dataset = dataset[split]
+        label = f"{path}[{split}]"
+    for index, row in enumerate(dataset):
+        yield f"{label}:row {index}", row
+
+
+def _read_hub(name: str, split: str) -> Iterator[tuple[str, RowOrError]]:
+    from datasets import load_dataset
+
+    try:
+        dataset = load_dataset(name, split=split)
+    except Exception as error:  # noqa: BLE001 - any failure here means "not loadable"; say why.
+        raise DataError(
+            name, "a local path or a loadable hub dataset", f"{type(error).__name__}: {error}"
+        ) from error
+    for index, row in enumerate(dataset):
+        yield f"{name}:{split} row {index}", row
+
+
+def _builtin_folder() -> Traversable:
+    return resources.files("alignkit.data").joinpath("builtin")
+
+
+def builtin_names() -> list[str]:
+    """Names usable as ``builtin:NAME``."""
+    folder = _builtin_folder()
+    if not folder.is_dir():
+        return []
+    return sorted(entry.name[: -len(".jsonl")] for entry in folder.iterdir() if entry.name.endswith(".jsonl"))
+
+
+def _read_builtin(name: str) -> Iterator[tuple[str, RowOrError]]:
+    label = f"{BUILTIN_PREFIX}{name}"
+    entry = _builtin_folder().joinpath(f"{name}.jsonl")
+    if not entry.is_file():
+        raise DataError(label, f"one of the built-in datasets {builtin_names()}", "no such dataset")
+    # as_file gives a real path even when the package is installed zipped.
+    with resources.as_file(entry) as path:
+        yield from _read_jsonl(path, label)
