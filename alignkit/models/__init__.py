@@ -1,6 +1,13 @@
 """Load any causal LM (HF directory, hub id, .gguf file, embedded alias), LoRA, scoring heads, and saving."""
 
-from alignkit.models.forward import SequenceScores, TokenLogps, full_token_logps, per_row_sum, unwrap_peft
+from alignkit.models.forward import (
+    SequenceScores,
+    TokenLogps,
+    full_token_logps,
+    per_row_sum,
+    selected_logits,
+    unwrap_peft,
+)
 from alignkit.models.loading import (
     DEFAULT_MODEL,
     EMBEDDED,
@@ -31,5 +38,6 @@ __all__ = [
     "per_row_sum",
     "prepare",
     "save_pretrained",
+    "selected_logits",
     "unwrap_peft",
 ]

@@ -2,7 +2,7 @@
 
 `TokenLogps` runs the transformer body over the whole sequence but applies the output projection (vocab-sized, the
 most expensive matmul of a small model, and a [tokens, vocab] softmax) only at the positions whose *next* token is
-trained. `SequenceScores` pools the hidden state of each sequence's last real token through a 1-output head.
+trained (`selected_logits`). `SequenceScores` pools the hidden state of each sequence's last real token through a 1-output head.
 
 Both are nn.Modules so that a distributed wrapper (DDP via accelerate) sees a normal forward call.
 """
@@ -37,12 +37,31 @@ def _postprocess_logits(config, logits: torch.Tensor) -> torch.Tensor:
     return logits
 
 
+def selected_logits(model: nn.Module, input_ids, attention_mask, loss_mask):
+    """Logits only where a trained token is predicted: (logits [N, V], rows [N], labels [N]).
+
+    Runs the transformer body over the whole sequence but applies the output projection (vocab-sized, the most
+    expensive matmul of a small model) only at positions whose *next* token is trained. Position t predicts token
+    t+1, so a trained token at position 0 (no prefix) is ignored.
+    """
+    base = unwrap_peft(model)
+    hidden = base.get_decoder()(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=_position_ids(attention_mask),
+        use_cache=False,
+    ).last_hidden_state
+    rows, cols = loss_mask[:, 1:].nonzero(as_tuple=True)
+    logits = _postprocess_logits(base.config, base.get_output_embeddings()(hidden[rows, cols]))
+    return logits, rows, input_ids[rows, cols + 1]
+
+
 class TokenLogps(nn.Module):
     """Per-token log-probs of the trained tokens of a right- or left-padded batch.
 
     forward(input_ids [B,T], attention_mask [B,T], loss_mask [B,T] bool) -> (logps [N], rows [N])
     where N = loss_mask[:, 1:].sum(): the log-prob the model assigns to each trained token given its prefix, and the
-    batch row it belongs to (sum per row with `per_row_sum`). A trained token at position 0 has no prefix and is ignored.
+    batch row it belongs to (sum per row with `per_row_sum`).
     """
 
     def __init__(self, model: nn.Module):
@@ -50,18 +69,7 @@ class TokenLogps(nn.Module):
         self.model = model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor):
-        base = unwrap_peft(self.model)
-        hidden = base.get_decoder()(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=_position_ids(attention_mask),
-            use_cache=False,
-        ).last_hidden_state
-        # Position t predicts token t+1: select the hidden states just before each trained token.
-        rows, cols = loss_mask[:, 1:].nonzero(as_tuple=True)
-        logits = base.get_output_embeddings()(hidden[rows, cols])
-        logits = _postprocess_logits(base.config, logits)
-        labels = input_ids[rows, cols + 1]
+        logits, rows, labels = selected_logits(self.model, input_ids, attention_mask, loss_mask)
         return token_logprobs(logits, labels), rows
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from alignkit.data import Preference, Ranked, Rating, render_preference, render_prompt_completion
+from alignkit.data import Preference, Ranked, Rating, render_preference, render_prompt_completion, render_responses
 from alignkit.losses import (
     all_pairs_ranking_loss,
     bradley_terry_loss,
@@ -43,7 +43,7 @@ def render_reward_items(tokenizer, records: list, max_length: int, name: str) ->
             chosen, rejected = render_preference(tokenizer, rec, max_length=max_length)
             items.append({"seqs": [chosen, rejected], "gold": [1.0, 0.0], "margin": rec.margin or 0.0})
         elif isinstance(rec, Ranked):
-            seqs = [render_prompt_completion(tokenizer, rec.prompt, r, max_length=max_length) for r in rec.responses]
+            seqs = render_responses(tokenizer, rec.prompt, rec.responses, max_length=max_length)
             items.append({"seqs": seqs, "gold": list(rec.scores), "margin": 0.0})
         else:
             seq = render_prompt_completion(tokenizer, rec.prompt, rec.completion, max_length=max_length)
