@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from alignkit.data import load_records
-from alignkit.eval import preference_report
+from alignkit.eval import preference_reports
 from alignkit.models import load_causal_lm, load_tokenizer
 from alignkit.rollouts import generate_responses
 from alignkit.train import train_dpo, train_sft
@@ -92,9 +92,11 @@ def run_demo(out: str = "runs/demo", *, model: str = "smollm2-135m", fresh: bool
                          "builtin:preference_eval")
     models = {"base": load_causal_lm(model), "sft": load_causal_lm(str(sft_final)), "dpo": load_causal_lm(str(dpo_final))}
     pad = tokenizer.pad_token_id
+    comparisons = [("base", "base"), ("sft", "base"), ("dpo", "base"), ("dpo", "sft")]
+    reports = preference_reports(models, comparisons, pairs, pad, beta=BETA)
     results = {
-        "vs_base": {name: preference_report(m, models["base"], pairs, pad, beta=BETA).as_dict() for name, m in models.items()},
-        "dpo_vs_sft": preference_report(models["dpo"], models["sft"], pairs, pad, beta=BETA).as_dict(),
+        "vs_base": {name: reports[f"{name}/base"].as_dict() for name in models},
+        "dpo_vs_sft": reports["dpo/sft"].as_dict(),
     }
 
     # 4. A few held-out prompts answered by each model (greedy, so reproducible).

@@ -95,3 +95,96 @@ def print_table(results: list[dict], baseline: str = "trl") -> list[str]:
             )
     print("\n".join(lines), flush=True)
     return lines
+
+
+def bench_main(script: str, workers: dict, make_rows, tokens_per_step, describe: str) -> None:
+    """Command line shared by the benchmarks: parent mode runs every (precision, impl) worker and prints the table."""
+    import argparse
+    import resource
+    import tempfile
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--worker", nargs=4, metavar=("IMPL", "PRECISION", "DATA", "STEPS"))
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+
+    if args.worker:
+        impl, precision, data, steps = args.worker
+        with tempfile.TemporaryDirectory() as tmp:
+            res = workers[impl](Path(data), precision, int(steps), Path(tmp) / "run")
+        res["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+        print(json.dumps(res))
+        return
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = write_jsonl(make_rows(), Path(tmp) / "data.jsonl")
+        tokens = tokens_per_step(data)
+        print(f"{describe}; {tokens:.0f} tokens per step on average; {args.steps} steps", flush=True)
+        results = []
+        for precision in args.precisions.split(","):
+            for impl in ("trl", "alignkit"):
+                res = run_worker(script, [impl, precision, str(data), str(args.steps)])
+                s = step_seconds(res["step_end_times"])
+                results.append(
+                    {
+                        "impl": impl, "precision": precision, "s_per_step": s, "tokens_per_s": tokens / s,
+                        "peak_rss_gb": res["peak_rss_gb"], "total_s": res["step_end_times"][-1] - res["t0"],
+                    }
+                )
+                print(json.dumps(results[-1]), flush=True)
+        print_table(results)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+def trl_worker(trainer_name: str, data: Path, precision: str, steps: int, out: Path, **config) -> dict:
+    """Run TRL's `<trainer_name>Trainer` with its `<trainer_name>Config` on the embedded model; step end times."""
+    import time
+
+    import datasets
+    import trl
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+    from alignkit.models import prepare
+
+    times: list[float] = []
+
+    class StepTimes(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            times.append(time.time())
+
+    t0 = time.time()
+    path = str(prepare("smollm2-135m"))
+    model = AutoModelForCausalLM.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    dataset = datasets.load_dataset("json", data_files=str(data), split="train")
+    args = getattr(trl, f"{trainer_name}Config")(
+        output_dir=str(out), max_steps=steps, bf16=precision == "bf16", logging_steps=1, report_to=[],
+        save_strategy="no", use_cpu=True, dataloader_num_workers=0, lr_scheduler_type="constant", disable_tqdm=True,
+        **config,
+    )
+    trainer = getattr(trl, f"{trainer_name}Trainer")(
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[StepTimes()]
+    )
+    trainer.train()
+    trainer.save_model(str(out / "final"))
+    return {"step_end_times": times, "t0": t0}
+
+
+def alignkit_worker(method: str, data: Path, precision: str, steps: int, out: Path, **config) -> dict:
+    """Run alignkit's trainer for `method` on the embedded model; step end times from its metrics.jsonl."""
+    import time
+
+    from alignkit.train import TRAINERS
+    from alignkit.train.config import METHOD_CONFIGS, DataConfig
+
+    cfg = METHOD_CONFIGS[method](
+        model="smollm2-135m", data=DataConfig(train=str(data)), output_dir=str(out), max_steps=steps,
+        precision=precision, progress=False, scheduler="constant", **config,
+    )
+    t0 = time.time()
+    TRAINERS[method](cfg)
+    times = [json.loads(line)["time"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {"step_end_times": times, "t0": t0}

@@ -1,4 +1,4 @@
-"""Shared fixtures: offline tiny tokenizer/model, and a writer for dataset files in every format."""
+"""Shared fixtures: offline tiny tokenizer/model (also saved as an HF directory), and a writer for dataset files."""
 
 from __future__ import annotations
 
@@ -19,6 +19,15 @@ DATA_FORMATS = ("jsonl", "json", "csv", "parquet", "disk", "diskdict")
 @pytest.fixture(scope="session")
 def tiny_tok():
     return tiny_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("tiny-model")
+    tokenizer = tiny_tokenizer()
+    tiny_model(tokenizer, seed=0).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Preference metrics of a policy on held-out pairs, and its drift (KL) from a reference model.
+"""Preference metrics of policies on held-out pairs, and their drift (KL) from reference models.
 
 For each (prompt, chosen, rejected) pair, with sequence log-probs log pi(y|x) of the trained (completion) tokens:
 
@@ -32,43 +32,69 @@ class PreferenceReport:
         return asdict(self)
 
 
+@dataclass
+class _Sums:
+    pref: int = 0
+    reward: int = 0
+    margin: float = 0.0
+    kl: float = 0.0
+    tokens: int = 0
+
+
 @torch.no_grad()
-def preference_report(policy, reference, items: list[dict], pad_id: int, *, beta: float = 0.1, batch_size: int = 8,
-                      autocast=None) -> PreferenceReport:
-    """Metrics of `policy` on rendered pairs `items` ([{"chosen": Rendered, "rejected": Rendered}])."""
-    policy.eval()
-    reference.eval()
-    pref_correct = reward_correct = 0
-    margin_sum = kl_sum = 0.0
-    kl_tokens = 0
+def preference_reports(
+    models: dict, comparisons: list[tuple[str, str]], items: list[dict], pad_id: int, *, beta: float = 0.1,
+    batch_size: int = 8,
+) -> dict[str, PreferenceReport]:
+    """Reports for each (policy, reference) pair of names in `comparisons`, keyed "policy/reference".
+
+    Each model runs once per batch, however many comparisons it appears in. `items` are rendered pairs
+    ([{"chosen": Rendered, "rejected": Rendered}]).
+    """
+    needed = sorted({name for pair in comparisons for name in pair})
+    for name in needed:
+        models[name].eval()
+    sums = {pair: _Sums() for pair in comparisons}
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
         n = len(chunk)
         batch = pad_batch([it["chosen"] for it in chunk] + [it["rejected"] for it in chunk], pad_id=pad_id)
-        args = (batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
-        with autocast() if autocast else torch.autocast("cpu", enabled=False):
-            logits_p, rows, labels = selected_logits(policy, *args)
-            logits_r, _, _ = selected_logits(reference, *args)
-        logp = torch.log_softmax(logits_p.float(), -1)
-        logq = torch.log_softmax(logits_r.float(), -1)
-        token_p = logp.gather(-1, labels[:, None]).squeeze(-1)
-        token_q = logq.gather(-1, labels[:, None]).squeeze(-1)
-        kl = (logp.exp() * (logp - logq)).sum(-1)
-        counts = torch.zeros(2 * n).index_add(0, rows, torch.ones_like(token_p))
-        seq_p = torch.zeros(2 * n).index_add(0, rows, token_p)
-        seq_q = torch.zeros(2 * n).index_add(0, rows, token_q)
-        avg = seq_p / counts
-        rewards = beta * (seq_p - seq_q)
-        pref_correct += int((avg[:n] > avg[n:]).sum())
-        reward_correct += int((rewards[:n] > rewards[n:]).sum())
-        margin_sum += float((rewards[:n] - rewards[n:]).sum())
-        kl_sum += float(kl.sum())
-        kl_tokens += kl.numel()
+        logprobs, rows, labels = {}, None, None
+        for name in needed:
+            logits, rows, labels = selected_logits(models[name], batch["input_ids"], batch["attention_mask"],
+                                                   batch["loss_mask"])
+            logprobs[name] = torch.log_softmax(logits.float(), -1)
+        counts = torch.zeros(2 * n).index_add(0, rows, torch.ones(rows.shape[0]))
+        seq = {
+            name: torch.zeros(2 * n).index_add(0, rows, lp.gather(-1, labels[:, None]).squeeze(-1))
+            for name, lp in logprobs.items()
+        }
+        for policy, reference in comparisons:
+            s = sums[(policy, reference)]
+            avg = seq[policy] / counts
+            rewards = beta * (seq[policy] - seq[reference])
+            lp, lq = logprobs[policy], logprobs[reference]
+            s.pref += int((avg[:n] > avg[n:]).sum())
+            s.reward += int((rewards[:n] > rewards[n:]).sum())
+            s.margin += float((rewards[:n] - rewards[n:]).sum())
+            s.kl += float((lp.exp() * (lp - lq)).sum())
+            s.tokens += lp.shape[0]
     total = len(items)
-    return PreferenceReport(
-        pairs=total,
-        preference_accuracy=pref_correct / total,
-        reward_accuracy=reward_correct / total,
-        reward_margin=margin_sum / total,
-        kl_to_reference=kl_sum / max(kl_tokens, 1),
-    )
+    return {
+        f"{policy}/{reference}": PreferenceReport(
+            pairs=total,
+            preference_accuracy=s.pref / total,
+            reward_accuracy=s.reward / total,
+            reward_margin=s.margin / total,
+            kl_to_reference=s.kl / max(s.tokens, 1),
+        )
+        for (policy, reference), s in sums.items()
+    }
+
+
+def preference_report(policy, reference, items: list[dict], pad_id: int, *, beta: float = 0.1,
+                      batch_size: int = 8) -> PreferenceReport:
+    """Metrics of one `policy` against one `reference` (see the module docstring)."""
+    reports = preference_reports({"policy": policy, "reference": reference}, [("policy", "reference")], items, pad_id,
+                                 beta=beta, batch_size=batch_size)
+    return reports["policy/reference"]

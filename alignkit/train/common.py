@@ -146,3 +146,16 @@ def pair_collate(pad_id: int, extra_keys: tuple[str, ...] = ()) -> Callable[[lis
 
 def pair_examples(batch: dict) -> int:
     return batch["input_ids"].shape[0] // 2
+
+
+def mean_over(module: nn.Module, items: list, batch_size: int, collate: Callable[[list], dict], device,
+              example_losses: Callable[[nn.Module, dict], tuple[torch.Tensor, dict]]) -> dict[str, float]:
+    """Mean per-example loss and statistics over `items`: the evaluation of every per-example method."""
+    sums: dict[str, float] = {}
+    n = 0
+    for batch in batches(items, batch_size, collate, device):
+        losses, metrics = example_losses(module, batch)
+        for key, value in {"loss": losses, **metrics}.items():
+            sums[key] = sums.get(key, 0.0) + float(value.sum())
+        n += losses.shape[0]
+    return {k: v / n for k, v in sums.items()}

@@ -9,11 +9,11 @@ import functools
 from alignkit.losses import DPO_LOSSES
 from alignkit.models import TokenLogps, adapters_disabled, is_peft, load_causal_lm
 from alignkit.train.common import (
-    batches,
     cached_reference_logps,
     final_saver,
     load_policy,
     load_splits,
+    mean_over,
     pair_collate,
     pair_examples,
     render_pairs,
@@ -103,14 +103,7 @@ def train_dpo(cfg: DPOConfig) -> TrainResult:
         return losses.sum(), metrics
 
     def evaluate(module):
-        sums: dict[str, float] = {}
-        n = 0
-        for batch in batches(eval_items, cfg.eval_batch_size or cfg.batch_size, collate, run.device):
-            losses, metrics = pair_losses(module, batch)
-            for key, value in {"loss": losses, **metrics}.items():
-                sums[key] = sums.get(key, 0.0) + float(value.sum())
-            n += losses.shape[0]
-        return {k: v / n for k, v in sums.items()}
+        return mean_over(module, eval_items, cfg.eval_batch_size or cfg.batch_size, collate, run.device, pair_losses)
 
     method = Method(
         count=pair_examples, loss=loss, evaluate=evaluate if eval_items else None, examples=pair_examples

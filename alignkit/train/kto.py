@@ -16,10 +16,10 @@ from alignkit.data import render_prompt_completion
 from alignkit.losses import kto_kl_estimate, kto_loss
 from alignkit.models import TokenLogps
 from alignkit.train.common import (
-    batches,
     final_saver,
     load_policy,
     load_splits,
+    mean_over,
     pad_sequences,
     report_truncation,
     require_items,
@@ -102,19 +102,13 @@ def train_kto(cfg: KTOConfig) -> TrainResult:
         return losses.sum(), stats
 
     def evaluate(module):
-        sums: dict[str, float] = {}
-        n = 0
-        for batch in batches(eval_items, cfg.eval_batch_size or cfg.batch_size, collate, run.device):
-            losses, stats = example_losses(module, batch)
-            for key, value in {"loss": losses, **stats}.items():
-                sums[key] = sums.get(key, 0.0) + float(value.sum())
-            n += losses.shape[0]
-        good = sums.pop("desirable")
-        good_rewards = sums.pop("desirable_rewards_sum")
-        out = {k: v / n for k, v in sums.items()}
-        if 0 < good < n:
+        out = mean_over(module, eval_items, cfg.eval_batch_size or cfg.batch_size, collate, run.device, example_losses)
+        # Class means from the overall means: E[r | desirable] = E[r * d] / E[d].
+        good = out.pop("desirable")
+        good_rewards = out.pop("desirable_rewards_sum")
+        if 0 < good < 1:
             out["desirable_rewards"] = good_rewards / good
-            out["undesirable_rewards"] = (sums["rewards"] - good_rewards) / (n - good)
+            out["undesirable_rewards"] = (out["rewards"] - good_rewards) / (1 - good)
         return out
 
     def examples(batch):

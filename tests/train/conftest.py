@@ -1,4 +1,4 @@
-"""Fixtures for trainer tests: a tiny random model saved as an HF directory, and small learnable datasets."""
+"""Fixtures for trainer tests: small datasets a tiny model can learn."""
 
 from __future__ import annotations
 
@@ -8,16 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from alignkit.models.tiny import tiny_model, tiny_tokenizer
-
-
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("tiny-model")
-    tokenizer = tiny_tokenizer()
-    tiny_model(tokenizer, seed=0).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
 
 
 def _jsonl(path: Path, rows: list[dict]) -> str:

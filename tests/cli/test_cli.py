@@ -1,0 +1,80 @@
+"""The command line: training commands, config errors, generate and chat."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from alignkit.cli import main
+
+
+def test_train_command_with_overrides_writes_final_model(tiny_dir, tmp_path, capsys):
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"q{i}", "completion": f"a{i}"}) + "\n" for i in range(8)))
+    out = tmp_path / "run"
+    code = main(["sft", f"model={tiny_dir}", f"data.train={data}", f"output_dir={out}", "max_steps=2",
+                 "precision=fp32", "progress=false"])
+    assert code == 0
+    stdout = capsys.readouterr().out
+    summary = json.loads(stdout[stdout.rindex('{\n  "final"'):])
+    assert summary["steps"] == 2 and summary["final"] == str(out / "final")
+    assert (out / "final" / "config.json").is_file() and (out / "final" / "tokenizer.json").is_file()
+    assert (out / "final" / "chat_template.jinja").is_file() or "chat_template" in (
+        out / "final" / "tokenizer_config.json").read_text()
+
+
+def test_unknown_key_exits_2_with_the_valid_keys(tmp_path, capsys):
+    code = main(["dpo", f"output_dir={tmp_path}", "data.train=x.jsonl", "bta=0.1"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "unknown key 'bta'" in err and "beta" in err
+
+
+def test_bad_data_exits_2_naming_file_line_and_field(tiny_dir, tmp_path, capsys):
+    data = tmp_path / "bad.jsonl"
+    data.write_text(json.dumps({"prompt": "p", "chosen": "c", "rejected": "r"}) + "\n"
+                    + json.dumps({"prompt": "p", "chosen": 3, "rejected": "r"}) + "\n")
+    code = main(["dpo", f"model={tiny_dir}", f"data.train={data}", f"output_dir={tmp_path / 'run'}", "progress=false"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{data}:2" in err and "'chosen'" in err
+
+
+def test_generate_is_deterministic_and_refuses_to_overwrite(tiny_dir, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("hello\n" + json.dumps({"prompt": [{"role": "user", "content": "hi"}]}) + "\n\nbye\n")
+    outs = []
+    for name in ("a.jsonl", "b.jsonl"):
+        out = tmp_path / name
+        assert main(["generate", tiny_dir, "--prompts", str(prompts), "--out", str(out), "--max-new-tokens", "8"]) == 0
+        outs.append([json.loads(line) for line in out.read_text().splitlines()])
+    assert outs[0] == outs[1]
+    assert [row["prompt"] for row in outs[0]] == ["hello", [{"role": "user", "content": "hi"}], "bye"]
+    assert all(isinstance(row["response"], str) for row in outs[0])
+    before = (tmp_path / "a.jsonl").read_text()
+    try:
+        main(["generate", tiny_dir, "--prompts", str(prompts), "--out", str(tmp_path / "a.jsonl")])
+        raise AssertionError("expected a refusal to overwrite")
+    except SystemExit as e:
+        assert "exists" in str(e)
+    assert (tmp_path / "a.jsonl").read_text() == before
+
+
+def test_generate_reports_a_malformed_prompt_line(tiny_dir, tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "ok"}\n{"prompt": \n')
+    try:
+        main(["generate", tiny_dir, "--prompts", str(prompts)])
+        raise AssertionError("expected an error")
+    except SystemExit as e:
+        assert f"{prompts}:2" in str(e)
+
+
+def test_chat_answers_each_line_and_quits(tiny_dir):
+    proc = subprocess.run(
+        [sys.executable, "-m", "alignkit.cli", "chat", tiny_dir, "--max-new-tokens", "4"],
+        input="hello\n/reset\nagain\n/exit\n", capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("model> ") == 2
