@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install -q -c constraints.txt
+# Demo, tests and benchmarks run offline: the embedded model is local, so nothing may wait on a model hub.
+OFFLINE := HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 
 .PHONY: install prepare demo test bench clean
 
@@ -20,17 +22,17 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 # Dequantize the embedded model once into $ALIGNKIT_HOME (default ~/.cache/alignkit).
 prepare: install
-	$(VENV)/bin/alignkit prepare smollm2-135m
+	$(OFFLINE) $(VENV)/bin/alignkit prepare smollm2-135m
 
 demo: prepare
-	$(VENV)/bin/alignkit demo
+	$(OFFLINE) $(VENV)/bin/alignkit demo
 
 test: prepare
-	$(PY) -m pytest -q tests
+	$(OFFLINE) $(PY) -m pytest -q tests
 
 bench: prepare
-	$(PY) bench/dpo_vs_trl.py
-	$(PY) bench/sft_vs_trl.py
+	$(OFFLINE) $(PY) bench/dpo_vs_trl.py
+	$(OFFLINE) $(PY) bench/sft_vs_trl.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from alignkit.data import load_records
+from alignkit.data import load_records, read_rows
 from alignkit.eval import preference_reports
 from alignkit.models import load_causal_lm, load_tokenizer
 from alignkit.rollouts import generate_responses
@@ -25,7 +25,6 @@ from alignkit.utils.io import atomic_write_json
 
 BETA = 0.1
 MAX_LENGTH = 256
-SAMPLE_PROMPTS = 4
 
 
 def _stage(name: str, out: Path, train, cfg) -> Path:
@@ -40,25 +39,16 @@ def _stage(name: str, out: Path, train, cfg) -> Path:
     return result.final_dir
 
 
-def _sample_prompts() -> list[dict]:
-    """A few held-out prompts of each category, for side-by-side responses."""
-    rows = load_records("builtin:preference_eval", "preference").records
-    by_category: dict[str, list] = {}
-    for row in rows:
-        by_category.setdefault(_category(row), []).append(row)
-    picked = []
-    for rows_ in by_category.values():
-        picked.extend(rows_[:2])
-    return [{"category": _category(r), "prompt": r.prompt} for r in picked[:SAMPLE_PROMPTS * 2]]
-
-
-def _category(record) -> str:
-    # The built-in files carry a `category` column that records do not keep; recover it from the source row.
-    from alignkit.data import read_rows
-
-    if not hasattr(_category, "table"):
-        _category.table = {where: row.get("category", "?") for where, row in read_rows("builtin:preference_eval")}
-    return _category.table.get(record.where, "?")
+def _sample_prompts(per_category: int = 2) -> list[dict]:
+    """The first held-out prompts of each category (harmful, borderline, benign), for side-by-side responses."""
+    picked: list[dict] = []
+    seen: dict[str, int] = {}
+    for _, row in read_rows("builtin:preference_eval"):
+        category = row.get("category", "other")
+        if seen.get(category, 0) < per_category:
+            seen[category] = seen.get(category, 0) + 1
+            picked.append({"category": category, "prompt": row["prompt"]})
+    return picked
 
 
 def run_demo(out: str = "runs/demo", *, model: str = "smollm2-135m", fresh: bool = False) -> dict:
@@ -73,15 +63,15 @@ def run_demo(out: str = "runs/demo", *, model: str = "smollm2-135m", fresh: bool
     # 1. SFT on demonstrations.
     sft_cfg = SFTConfig(
         model=model, data=DataConfig(train="builtin:sft", eval="builtin:sft_eval"), output_dir=str(out_dir / "sft"),
-        epochs=1, batch_size=8, lr=5e-5, warmup_ratio=0.1, max_length=MAX_LENGTH, save_every=5, eval_every=0,
+        epochs=2, batch_size=8, lr=5e-5, warmup_ratio=0.1, max_length=MAX_LENGTH, save_every=10,
     )
     sft_final = _stage("SFT", out_dir / "sft", train_sft, sft_cfg)
 
     # 2. DPO on preference pairs, starting from (and referenced to) the SFT model.
+    # No eval split here: step 3 evaluates every model on the held-out pairs, DPO against its SFT reference included.
     dpo_cfg = DPOConfig(
-        model=str(sft_final), data=DataConfig(train="builtin:preference", eval="builtin:preference_eval"),
-        output_dir=str(out_dir / "dpo"), epochs=1, batch_size=8, lr=5e-6, beta=BETA, warmup_ratio=0.1,
-        max_length=MAX_LENGTH, save_every=5,
+        model=str(sft_final), data=DataConfig(train="builtin:preference"), output_dir=str(out_dir / "dpo"),
+        epochs=1, batch_size=8, lr=5e-6, beta=BETA, warmup_ratio=0.1, max_length=MAX_LENGTH, save_every=10,
     )
     dpo_final = _stage("DPO", out_dir / "dpo", train_dpo, dpo_cfg)
 

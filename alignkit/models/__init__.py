@@ -2,10 +2,12 @@
 
 from alignkit.models.forward import (
     SequenceScores,
+    SharedPromptLogps,
     TokenLogps,
     full_token_logps,
     per_row_sum,
     selected_logits,
+    split_prompt,
     unwrap_peft,
 )
 from alignkit.models.loading import (
@@ -26,6 +28,7 @@ __all__ = [
     "EMBEDDED",
     "ModelSpecError",
     "SequenceScores",
+    "SharedPromptLogps",
     "TokenLogps",
     "adapters_disabled",
     "alignkit_home",
@@ -39,5 +42,6 @@ __all__ = [
     "prepare",
     "save_pretrained",
     "selected_logits",
+    "split_prompt",
     "unwrap_peft",
 ]

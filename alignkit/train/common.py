@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from alignkit.data import load_records, pad_batch
-from alignkit.models import TokenLogps, apply_lora, load_causal_lm, load_tokenizer, per_row_sum
+from alignkit.models import apply_lora, load_causal_lm, load_tokenizer, per_row_sum, split_prompt
 from alignkit.train.config import TrainConfig
 from alignkit.train.loop import Run, RunError
 from alignkit.utils.io import atomic_torch_save
@@ -74,32 +74,35 @@ def fingerprint(*parts) -> str:
     return h.hexdigest()[:16]
 
 
-def cached_reference_logps(run: Run, name: str, reference: nn.Module, sequences: list, pad_id: int) -> torch.Tensor:
-    """Reference log-probs of rendered `sequences`, computed once and cached in the run directory: [N, 2].
+def cached_reference_logps(run: Run, name: str, reference: nn.Module, items: list[dict], collate) -> torch.Tensor:
+    """Reference log-probs of both completions of each item, computed once and cached in the run directory.
 
     Preference methods compare the policy to a frozen reference whose log-probs never change, so they are computed in
     one no-grad pass before training (and kept on disk for resume) instead of running the reference every step; the
-    caller then frees the reference model. Row i holds (summed log-prob of the trained tokens, their count).
+    caller then frees the reference model. `reference` is a `SharedPromptLogps` and `collate` a `pair_collate`.
+    Returns [len(items), 4]: (first sum, second sum, first token count, second token count) per item.
     """
     path = run.cache_path(f"{name}.pt")
     stamp = fingerprint(
-        name, run.cfg.model, getattr(run.cfg, "ref_model", None), run.precision, [s.input_ids for s in sequences]
+        name, run.cfg.model, getattr(run.cfg, "ref_model", None), run.precision,
+        [[getattr(v, "input_ids", None) for v in it.values()] for it in items],
     )
     if path.is_file():
         cached = torch.load(path, weights_only=True)
         if cached.get("stamp") == stamp:
             return cached["values"]
     # Longest first keeps padding low within each batch; results are put back in the original order.
-    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i].input_ids))
-    values = torch.zeros(len(sequences), 2)
+    order = sorted(range(len(items)), key=lambda i: -sum(len(getattr(v, "input_ids", ())) for v in items[i].values()))
+    values = torch.zeros(len(items), 4)
     size = run.cfg.eval_batch_size or 2 * run.cfg.batch_size
     reference.eval()
     with torch.no_grad(), run.autocast():
         for start in range(0, len(order), size):
             idx = order[start : start + size]
-            batch = {k: v.to(run.device) for k, v in pad_sequences([sequences[i] for i in idx], pad_id).items()}
-            total, count = sequence_logps(reference, batch)
-            values[idx] = torch.stack([total, count], dim=-1).cpu()
+            batch = {k: v.to(run.device) for k, v in collate([items[i] for i in idx]).items()}
+            total, count = pair_sequence_logps(reference, batch)
+            n = len(idx)
+            values[idx] = torch.stack([total[:n], total[n:], count[:n], count[n:]], dim=-1).cpu()
     if run.is_main:
         atomic_torch_save({"stamp": stamp, "values": values}, path)
     return values
@@ -108,10 +111,6 @@ def cached_reference_logps(run: Run, name: str, reference: nn.Module, sequences:
 def require_items(name: str, items: list) -> None:
     if not items:
         raise RunError(f"{name}: no usable examples after loading and rendering")
-
-
-def make_token_logps(model: nn.Module) -> TokenLogps:
-    return TokenLogps(model)
 
 
 def final_saver(model: nn.Module, tokenizer, cfg: TrainConfig) -> Callable[[Path], None]:
@@ -132,11 +131,14 @@ def render_pairs(tokenizer, records: list, max_length: int, name: str) -> list[d
     return [it for it in items if any(it["chosen"].loss_mask[1:]) and any(it["rejected"].loss_mask[1:])]
 
 
-def pair_collate(pad_id: int, extra_keys: tuple[str, ...] = ()) -> Callable[[list], dict]:
-    """Chosen rows then rejected rows, padded together so both go through the model in one forward pass."""
+def pair_collate(pad_id: int, extra_keys: tuple[str, ...] = (), first: str = "chosen", second: str = "rejected"):
+    """Each example's prompt once, then its two completions (all first ones, then all second ones).
+
+    The layout of `SharedPromptLogps`: the shared prompt goes through the model once per pair, not twice.
+    """
 
     def collate(items: list[dict]) -> dict:
-        batch = pad_sequences([it["chosen"] for it in items] + [it["rejected"] for it in items], pad_id)
+        batch = split_prompt([it[first] for it in items] + [it[second] for it in items], 2, pad_id)
         for key in extra_keys:
             batch[key] = torch.tensor([it[key] for it in items], dtype=torch.float32)
         return batch
@@ -145,7 +147,15 @@ def pair_collate(pad_id: int, extra_keys: tuple[str, ...] = ()) -> Callable[[lis
 
 
 def pair_examples(batch: dict) -> int:
-    return batch["input_ids"].shape[0] // 2
+    return batch["prompt_ids"].shape[0]
+
+
+def pair_sequence_logps(module: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-prob and count of the trained tokens of each completion ([2B], [2B]) for a `pair_collate` batch."""
+    logps, rows = module(batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"], batch["completion_mask"],
+                         batch["completion_loss_mask"])
+    n = batch["completion_ids"].shape[0]
+    return per_row_sum(logps.float(), rows, n), per_row_sum(torch.ones_like(logps, dtype=torch.float32), rows, n)
 
 
 def mean_over(module: nn.Module, items: list, batch_size: int, collate: Callable[[list], dict], device,

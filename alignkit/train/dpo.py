@@ -7,7 +7,7 @@ import functools
 
 
 from alignkit.losses import DPO_LOSSES
-from alignkit.models import TokenLogps, adapters_disabled, is_peft, load_causal_lm
+from alignkit.models import SharedPromptLogps, adapters_disabled, is_peft, load_causal_lm
 from alignkit.train.common import (
     cached_reference_logps,
     final_saver,
@@ -16,40 +16,32 @@ from alignkit.train.common import (
     mean_over,
     pair_collate,
     pair_examples,
+    pair_sequence_logps,
     render_pairs,
     require_items,
-    sequence_logps,
 )
 from alignkit.train.config import DPOConfig
 from alignkit.train.loop import Method, Run, TrainResult, configure_threads
 
 
-def attach_reference_logps(run: Run, name: str, items: list[dict], reference_logps) -> None:
-    """Store each pair's reference (chosen, rejected) summed log-probs and token counts on the item."""
-    sequences = [it["chosen"] for it in items] + [it["rejected"] for it in items]
-    values = reference_logps(name, sequences)
-    n = len(items)
-    for i, it in enumerate(items):
-        it["ref_chosen"], it["chosen_tokens"] = values[i].tolist()
-        it["ref_rejected"], it["rejected_tokens"] = values[n + i].tolist()
-
-
-def reference_scorer(run: Run, cfg, model, pad_id: int):
-    """A function (name, sequences) -> cached reference log-probs, using the right reference policy.
+def reference_scorer(run: Run, cfg, model, collate):
+    """A function (name, items) -> cached reference log-probs [n, 4] of the items' two completions.
 
     The reference is `ref_model` when given; with LoRA, the policy with adapters disabled; otherwise the policy itself
     before its first update — so no second copy of the model is ever held.
     """
-    def score(name, sequences):
+
+    def score(name, items):
         if cfg.ref_model is not None:
             reference = load_causal_lm(cfg.ref_model).to(run.device)
-            values = cached_reference_logps(run, name, TokenLogps(reference), sequences, pad_id)
+            values = cached_reference_logps(run, name, SharedPromptLogps(reference), items, collate)
             del reference
             return values
+        module = SharedPromptLogps(model).to(run.device)
         if is_peft(model):
             with adapters_disabled(model):
-                return cached_reference_logps(run, name, TokenLogps(model).to(run.device), sequences, pad_id)
-        return cached_reference_logps(run, name, TokenLogps(model).to(run.device), sequences, pad_id)
+                return cached_reference_logps(run, name, module, items, collate)
+        return cached_reference_logps(run, name, module, items, collate)
 
     return score
 
@@ -73,19 +65,19 @@ def train_dpo(cfg: DPOConfig) -> TrainResult:
     require_items(cfg.data.train, train_items)
 
     # 2. Reference log-probs once, before any update (cached on disk for resume).
-    score = reference_scorer(run, cfg, model, pad_id)
-    attach_reference_logps(run, "ref_train", train_items, score)
-    if eval_items:
-        attach_reference_logps(run, "ref_eval", eval_items, score)
+    score = reference_scorer(run, cfg, model, pair_collate(pad_id))
+    for name, items in (("ref_train", train_items), ("ref_eval", eval_items)):
+        if items:
+            for it, (rc, rr, tc, tr) in zip(items, score(name, items).tolist()):
+                it.update(ref_chosen=rc, ref_rejected=rr, chosen_tokens=tc, rejected_tokens=tr)
 
-    keys = ("ref_chosen", "ref_rejected", "chosen_tokens", "rejected_tokens")
-    collate = pair_collate(pad_id, keys)
+    collate = pair_collate(pad_id, ("ref_chosen", "ref_rejected", "chosen_tokens", "rejected_tokens"))
     loss_fn = dpo_loss_fn(cfg)
     # IPO's regression target assumes length-normalised log-ratios (Azar et al. 2023; TRL does the same).
     average = cfg.loss == "ipo"
 
     def pair_losses(module, batch):
-        total, _ = sequence_logps(module, batch)
+        total, _ = pair_sequence_logps(module, batch)
         n = total.shape[0] // 2
         ref_c, ref_r = batch["ref_chosen"], batch["ref_rejected"]
         pc, pr = total[:n], total[n:]
@@ -108,7 +100,7 @@ def train_dpo(cfg: DPOConfig) -> TrainResult:
     method = Method(
         count=pair_examples, loss=loss, evaluate=evaluate if eval_items else None, examples=pair_examples
     )
-    return run.train(TokenLogps(model), train_items, collate, method, final_saver(model, tokenizer, cfg))
+    return run.train(SharedPromptLogps(model), train_items, collate, method, final_saver(model, tokenizer, cfg))
 
 
-__all__ = ["train_dpo", "attach_reference_logps", "reference_scorer"]
+__all__ = ["train_dpo", "reference_scorer"]

@@ -10,20 +10,19 @@ from __future__ import annotations
 import functools
 import random
 
-import torch
-
-from alignkit.data import render_prompt_completion
+from alignkit.data import render_responses
 from alignkit.losses import kto_kl_estimate, kto_loss
-from alignkit.models import TokenLogps
+from alignkit.models import SharedPromptLogps
 from alignkit.train.common import (
     final_saver,
     load_policy,
     load_splits,
     mean_over,
-    pad_sequences,
+    pair_collate,
+    pair_examples,
+    pair_sequence_logps,
     report_truncation,
     require_items,
-    sequence_logps,
 )
 from alignkit.train.config import KTOConfig
 from alignkit.train.dpo import reference_scorer
@@ -40,14 +39,11 @@ def render_unpaired(tokenizer, records: list, max_length: int, seed: int, name: 
     partner = {order[k]: order[(k + 1) % len(order)] for k in range(len(order))}
     items = []
     for i, rec in enumerate(records):
-        other = records[partner[i]]
-        items.append(
-            {
-                "seq": render_prompt_completion(tokenizer, rec.prompt, rec.completion, max_length=max_length),
-                "kl_seq": render_prompt_completion(tokenizer, rec.prompt, other.completion, max_length=max_length),
-                "label": float(rec.label),
-            }
+        # One prompt cut for both, so they can share the prompt's forward pass.
+        seq, kl_seq = render_responses(
+            tokenizer, rec.prompt, [rec.completion, records[partner[i]].completion], max_length=max_length
         )
+        items.append({"seq": seq, "kl_seq": kl_seq, "label": float(rec.label)})
     report_truncation(name, sum(it["seq"].truncated for it in items), len(items), max_length)
     return [it for it in items if any(it["seq"].loss_mask[1:]) and any(it["kl_seq"].loss_mask[1:])]
 
@@ -64,18 +60,12 @@ def train_kto(cfg: KTOConfig) -> TrainResult:
     require_items(cfg.data.train, train_items)
 
     # 2. Reference log-probs of matched and mismatched sequences, once.
-    score = reference_scorer(run, cfg, model, pad_id)
+    score = reference_scorer(run, cfg, model, pair_collate(pad_id, first="seq", second="kl_seq"))
     for name, items in (("ref_train", train_items), ("ref_eval", eval_items)):
         if items:
-            values = score(name, [it["seq"] for it in items] + [it["kl_seq"] for it in items])
-            for i, it in enumerate(items):
-                it["ref"], it["ref_kl"] = float(values[i, 0]), float(values[len(items) + i, 0])
-
-    def collate(items):
-        batch = pad_sequences([it["seq"] for it in items] + [it["kl_seq"] for it in items], pad_id)
-        for key in ("label", "ref", "ref_kl"):
-            batch[key] = torch.tensor([it[key] for it in items], dtype=torch.float32)
-        return batch
+            for it, (ref, ref_kl, _, _) in zip(items, score(name, items).tolist()):
+                it.update(ref=ref, ref_kl=ref_kl)
+    collate = pair_collate(pad_id, ("label", "ref", "ref_kl"), first="seq", second="kl_seq")
 
     loss_fn = functools.partial(
         kto_loss, beta=cfg.beta, desirable_weight=cfg.desirable_weight, undesirable_weight=cfg.undesirable_weight
@@ -83,7 +73,7 @@ def train_kto(cfg: KTOConfig) -> TrainResult:
 
     # 3. One forward over matched + mismatched rows; z0 from this micro-batch's mismatched rows.
     def example_losses(module, batch):
-        total, _ = sequence_logps(module, batch)
+        total, _ = pair_sequence_logps(module, batch)
         n = total.shape[0] // 2
         kl = kto_kl_estimate(total[n:], batch["ref_kl"])
         losses, metrics = loss_fn(total[:n], batch["ref"], batch["label"] > 0.5, kl)
@@ -111,8 +101,5 @@ def train_kto(cfg: KTOConfig) -> TrainResult:
             out["undesirable_rewards"] = (out["rewards"] - good_rewards) / (1 - good)
         return out
 
-    def examples(batch):
-        return batch["label"].shape[0]
-
-    method = Method(count=examples, loss=loss, evaluate=evaluate if eval_items else None, examples=examples)
-    return run.train(TokenLogps(model), train_items, collate, method, final_saver(model, tokenizer, cfg))
+    method = Method(count=pair_examples, loss=loss, evaluate=evaluate if eval_items else None, examples=pair_examples)
+    return run.train(SharedPromptLogps(model), train_items, collate, method, final_saver(model, tokenizer, cfg))

@@ -58,6 +58,11 @@ class RunError(RuntimeError):
     """The run cannot start as configured (output directory conflicts, data too small...)."""
 
 
+def processed_tokens(batch: Batch) -> int:
+    """Tokens that went through the model: every attention mask in the batch (a shared prompt counts once)."""
+    return int(sum(v.sum() for k, v in batch.items() if k.endswith(("attention_mask", "prompt_mask", "completion_mask"))))
+
+
 def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # ru_maxrss is in KiB on Linux
 
@@ -237,12 +242,13 @@ class Run:
                 for key, value in batch_stats.items():
                     stats[key] = stats.get(key, 0.0) + float(value.sum())
                 examples += method.examples(batch) if method.examples else next(iter(batch.values())).shape[0]
-                step_tokens += int(sum(v.sum() for k, v in batch.items() if k.endswith("attention_mask")))
+                step_tokens += processed_tokens(batch)
 
             # 5. Clip, step, schedule.
             grad_norm = None
             if cfg.max_grad_norm is not None:
                 grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            lr = scheduler.get_last_lr()[0]  # the rate this step used (the scheduler then moves to the next one)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -253,7 +259,7 @@ class Run:
             if self.is_main:
                 elapsed = time.perf_counter() - t0
                 loss_value = acc.reduce(torch.tensor(loss_total, device=self.device), reduction="sum").item() / total_count
-                last_train = {"loss": loss_value, "lr": scheduler.get_last_lr()[0], "epoch": step / steps_per_epoch}
+                last_train = {"loss": loss_value, "lr": lr, "epoch": step / steps_per_epoch}
                 last_train.update({k: v / examples for k, v in stats.items()})
                 if grad_norm is not None:
                     last_train["grad_norm"] = float(grad_norm)

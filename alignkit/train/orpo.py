@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from alignkit.losses import orpo_loss
-from alignkit.models import TokenLogps
+from alignkit.models import SharedPromptLogps
 from alignkit.train.common import (
     final_saver,
     load_policy,
@@ -11,9 +11,9 @@ from alignkit.train.common import (
     mean_over,
     pair_collate,
     pair_examples,
+    pair_sequence_logps,
     render_pairs,
     require_items,
-    sequence_logps,
 )
 from alignkit.train.config import ORPOConfig
 from alignkit.train.loop import Method, Run, TrainResult, configure_threads
@@ -32,7 +32,7 @@ def train_orpo(cfg: ORPOConfig) -> TrainResult:
 
     # 2. Per-pair loss from length-averaged log-probs (the odds are defined on the per-token average, paper eq. 4).
     def pair_losses(module, batch):
-        total, tokens = sequence_logps(module, batch)
+        total, tokens = pair_sequence_logps(module, batch)
         n = total.shape[0] // 2
         avg = total / tokens
         return orpo_loss(-avg[:n], avg[:n], avg[n:], cfg.beta)
@@ -46,4 +46,4 @@ def train_orpo(cfg: ORPOConfig) -> TrainResult:
 
     method = Method(count=pair_examples, loss=loss, evaluate=evaluate if eval_items else None, examples=pair_examples)
     # 3. Train and save.
-    return run.train(TokenLogps(model), train_items, collate, method, final_saver(model, tokenizer, cfg))
+    return run.train(SharedPromptLogps(model), train_items, collate, method, final_saver(model, tokenizer, cfg))

@@ -130,3 +130,34 @@ def test_lora_save_merged_or_adapter_only(tiny_dir, tmp_path):
         torch.testing.assert_close(merged(input_ids=ids).logits, expected, atol=1e-4, rtol=1e-4)
     with pytest.raises(FileExistsError):
         save_pretrained(merged, tok, tmp_path / "merged")
+
+
+def test_shared_prompt_forward_equals_separate_forwards_in_values_and_gradients(tiny_tok, tiny_lm):
+    from alignkit.data import Preference, render_preference
+    from alignkit.models import SharedPromptLogps, split_prompt
+
+    records = [Preference(prompt="hello there", chosen="hi!", rejected="go away now"),
+               Preference(prompt="a much longer prompt, with more words", chosen="sure thing", rejected="no")]
+    pairs = [render_preference(tiny_tok, r) for r in records]
+    seqs = [c for c, _ in pairs] + [r for _, r in pairs]
+    full = pad_batch(seqs, pad_id=tiny_tok.pad_token_id)
+    logps, rows = TokenLogps(tiny_lm)(full["input_ids"], full["attention_mask"], full["loss_mask"])
+    expected = per_row_sum(logps, rows, 4)
+    shared_logps, shared_rows = SharedPromptLogps(tiny_lm)(**split_prompt(seqs, 2, tiny_tok.pad_token_id))
+    got = per_row_sum(shared_logps, shared_rows, 4)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    params = [p for p in tiny_lm.parameters()]
+    g_expected = torch.autograd.grad(expected.sum(), params)
+    g_got = torch.autograd.grad(got.sum(), params)
+    for a, b in zip(g_got, g_expected):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_split_prompt_rejects_completions_with_different_prompts(tiny_tok):
+    from alignkit.data import render_prompt_completion
+    from alignkit.models import split_prompt
+
+    a = render_prompt_completion(tiny_tok, "one prompt", "x")
+    b = render_prompt_completion(tiny_tok, "another prompt", "y")
+    with pytest.raises(ValueError, match="does not share its prompt tokens"):
+        split_prompt([a, b], 2, tiny_tok.pad_token_id)
