@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from alignkit.data import pad_batch
-from alignkit.models.forward import selected_logits
+from alignkit.models.forward import per_row_sum, selected_logits
 
 
 @dataclass
@@ -59,16 +59,14 @@ def preference_reports(
         chunk = items[start : start + batch_size]
         n = len(chunk)
         batch = pad_batch([it["chosen"] for it in chunk] + [it["rejected"] for it in chunk], pad_id=pad_id)
+        batch = {k: v.to(next(models[needed[0]].parameters()).device) for k, v in batch.items()}
         logprobs, rows, labels = {}, None, None
         for name in needed:
             logits, rows, labels = selected_logits(models[name], batch["input_ids"], batch["attention_mask"],
                                                    batch["loss_mask"])
             logprobs[name] = torch.log_softmax(logits.float(), -1)
-        counts = torch.zeros(2 * n).index_add(0, rows, torch.ones(rows.shape[0]))
-        seq = {
-            name: torch.zeros(2 * n).index_add(0, rows, lp.gather(-1, labels[:, None]).squeeze(-1))
-            for name, lp in logprobs.items()
-        }
+        counts = per_row_sum(torch.ones(rows.shape[0], device=rows.device), rows, 2 * n)
+        seq = {name: per_row_sum(lp.gather(-1, labels[:, None]).squeeze(-1), rows, 2 * n) for name, lp in logprobs.items()}
         for policy, reference in comparisons:
             s = sums[(policy, reference)]
             avg = seq[policy] / counts

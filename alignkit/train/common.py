@@ -53,18 +53,18 @@ def batches(items: list, size: int, collate: Callable[[list], dict], device) -> 
         yield {k: v.to(device) for k, v in batch.items()}
 
 
-def pad_sequences(rendered: Iterable, pad_id: int, prefix: str = "") -> dict[str, torch.Tensor]:
-    padded = pad_batch(list(rendered), pad_id=pad_id, side="right")
-    return {f"{prefix}{k}": v for k, v in padded.items()}
+def pad_sequences(rendered: Iterable, pad_id: int) -> dict[str, torch.Tensor]:
+    return pad_batch(list(rendered), pad_id=pad_id, side="right")
 
 
-def sequence_logps(module: nn.Module, batch: dict, prefix: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+def sequence_logps(module: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-prob of the trained tokens of each row, and the number of those tokens: ([B], [B])."""
-    ids, attention, mask = (batch[f"{prefix}{k}"] for k in ("input_ids", "attention_mask", "loss_mask"))
-    logps, rows = module(ids, attention, mask)
-    n = ids.shape[0]
-    counts = per_row_sum(torch.ones_like(logps, dtype=torch.float32), rows, n)
-    return per_row_sum(logps.float(), rows, n), counts
+    logps, rows = module(batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
+    return _row_sums(logps, rows, batch["input_ids"].shape[0])
+
+
+def _row_sums(logps: torch.Tensor, rows: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return per_row_sum(logps.float(), rows, n), per_row_sum(torch.ones_like(logps, dtype=torch.float32), rows, n)
 
 
 def fingerprint(*parts) -> str:
@@ -154,8 +154,7 @@ def pair_sequence_logps(module: nn.Module, batch: dict) -> tuple[torch.Tensor, t
     """Summed log-prob and count of the trained tokens of each completion ([2B], [2B]) for a `pair_collate` batch."""
     logps, rows = module(batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"], batch["completion_mask"],
                          batch["completion_loss_mask"])
-    n = batch["completion_ids"].shape[0]
-    return per_row_sum(logps.float(), rows, n), per_row_sum(torch.ones_like(logps, dtype=torch.float32), rows, n)
+    return _row_sums(logps, rows, batch["completion_ids"].shape[0])
 
 
 def mean_over(module: nn.Module, items: list, batch_size: int, collate: Callable[[list], dict], device,
