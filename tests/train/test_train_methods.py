@@ -140,3 +140,12 @@ def test_reward_model_ranks_its_training_data(tiny_dir, tmp_path, request, fixtu
                 s = scorer(batch["input_ids"], batch["attention_mask"])
             correct += int(s[0] > s[1])
         assert correct / len(records) == pytest.approx(result.eval_metrics["pairwise_accuracy"])
+
+
+def test_dpo_with_an_explicit_reference_model(tiny_dir, pref_file, tmp_path):
+    # A separate reference (here: another copy of the starting model) is loaded, scored once, and freed.
+    cfg = DPOConfig(model=tiny_dir, ref_model=tiny_dir, data=DataConfig(train=pref_file),
+                    output_dir=str(tmp_path / "run"), max_steps=4, batch_size=4, lr=2e-3, beta=0.5, **COMMON)
+    train_dpo(cfg)
+    assert metrics(tmp_path / "run")[0]["train/loss"] == pytest.approx(math.log(2), abs=1e-5)
+    assert (tmp_path / "run" / "cache" / "ref_train.pt").is_file()
