@@ -1,0 +1,5 @@
+"""Built-in verifiable tasks: prompts with gold answers that rule judges can check offline."""
+
+from .arithmetic import ANSWER_INSTRUCTION, LIMITS, Problem, arithmetic_problems, split_problems
+
+__all__ = ["ANSWER_INSTRUCTION", "LIMITS", "Problem", "arithmetic_problems", "split_problems"]
