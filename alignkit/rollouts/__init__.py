@@ -1,5 +1,22 @@
-"""Generation: prompts -> responses (batched, left-padded, KV-cached HF generate)."""
+"""Generation: prompts -> responses (batched, left-padded, KV-cached), and rollouts with masks and log-probs."""
 
 from alignkit.rollouts.generate import chat_prompt_ids, generate_responses
+from alignkit.rollouts.sampler import (
+    HFGenerateBackend,
+    Rollout,
+    RolloutBackend,
+    SamplingSettings,
+    response_masks,
+    sample,
+)
 
-__all__ = ["chat_prompt_ids", "generate_responses"]
+__all__ = [
+    "HFGenerateBackend",
+    "Rollout",
+    "RolloutBackend",
+    "SamplingSettings",
+    "chat_prompt_ids",
+    "generate_responses",
+    "response_masks",
+    "sample",
+]

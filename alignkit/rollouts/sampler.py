@@ -1,0 +1,136 @@
+"""Rollouts: prompts -> sampled responses with the masks and per-token log-probs that RL losses need.
+
+The backend is a seam: anything with `generate(model, prompt_ids, prompt_mask, settings) -> (response_ids, logps)`
+can replace `HFGenerateBackend` (a vLLM backend on GPUs, a llama.cpp one on CPUs). Only the HF backend exists so far.
+
+Log-probs are those of the sampling distribution p(token | prefix) = softmax(logits / temperature), read from the
+raw logits the generation step produced (no second forward pass). top-p / top-k truncation is not part of them:
+like most RLHF implementations, the policy-gradient ratio is taken against the tempered, untruncated distribution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from alignkit.data import Turns
+from alignkit.rollouts.generate import chat_prompt_ids
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    n: int = 1  # samples per prompt
+    seed: int = 0
+
+
+@dataclass
+class Rollout:
+    """A batch of B = prompts x n samples.
+
+    prompt_ids [B,P] left-padded with prompt_mask; response_ids [B,R] right-padded; response_mask [B,R] is 1 on
+    generated tokens up to and including the first EOS; logps [B,R] the sampling log-prob of each response token
+    (0 where masked); eos [B] whether the response ended with EOS (False: cut at max_new_tokens);
+    prompt_index [B] which input prompt each row answers.
+    """
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    response_ids: torch.Tensor
+    response_mask: torch.Tensor
+    logps: torch.Tensor
+    eos: torch.Tensor
+    prompt_index: torch.Tensor
+    texts: list[str]
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return torch.cat([self.prompt_ids, self.response_ids], dim=1)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        return torch.cat([self.prompt_mask, self.response_mask], dim=1)
+
+    @property
+    def response_lengths(self) -> torch.Tensor:
+        return self.response_mask.sum(-1)
+
+
+class RolloutBackend(Protocol):
+    def generate(self, model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, settings: SamplingSettings,
+                 eos_id: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (response_ids [B,R] with anything after EOS unspecified, sampling log-probs [B,R])."""
+        ...
+
+
+class HFGenerateBackend:
+    """transformers' `generate`: KV cache, left padding, sampling or greedy (temperature 0)."""
+
+    def generate(self, model, prompt_ids, prompt_mask, settings: SamplingSettings, eos_id: int, pad_id: int):
+        sampling = settings.temperature > 0
+        out = model.generate(
+            input_ids=prompt_ids,
+            attention_mask=prompt_mask,
+            max_new_tokens=settings.max_new_tokens,
+            do_sample=sampling,
+            temperature=settings.temperature if sampling else None,
+            top_p=settings.top_p if sampling and settings.top_p < 1 else None,
+            top_k=settings.top_k if sampling and settings.top_k > 0 else None,
+            eos_token_id=eos_id,
+            pad_token_id=pad_id,
+            return_dict_in_generate=True,
+            output_logits=True,
+        )
+        response = out.sequences[:, prompt_ids.shape[1] :]
+        logits = torch.stack(out.logits, dim=1).float()  # [B, R, V], raw (before temperature / truncation)
+        if sampling:
+            logits = logits / settings.temperature
+        logps = torch.log_softmax(logits, -1).gather(-1, response[..., None]).squeeze(-1)
+        return response, logps
+
+
+def _left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+        mask[row, width - len(seq) :] = 1
+    return ids, mask
+
+
+def response_masks(response: torch.Tensor, eos_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mask [B,R]: 1 up to and including the first EOS, eos_reached [B])."""
+    is_eos = response == eos_id
+    seen_before = (is_eos.long().cumsum(-1) - is_eos.long()) > 0  # an EOS strictly earlier in the row
+    return (~seen_before).long(), is_eos.any(-1)
+
+
+@torch.no_grad()
+def sample(model, tokenizer, prompts: list[Turns], settings: SamplingSettings = SamplingSettings(),
+           backend: RolloutBackend | None = None) -> Rollout:
+    """Sample `settings.n` responses to each prompt; rows are prompt-major (prompt 0's n samples first)."""
+    backend = backend or HFGenerateBackend()
+    device = next(model.parameters()).device
+    eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+    encoded = [chat_prompt_ids(tokenizer, p) for p in prompts]
+    prompt_index = torch.arange(len(prompts)).repeat_interleave(settings.n)
+    prompt_ids, prompt_mask = _left_pad([encoded[i] for i in prompt_index.tolist()], pad_id)
+    was_training = model.training
+    model.eval()
+    # Seeded through a forked RNG so sampling is reproducible without disturbing the caller's random state.
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(settings.seed)
+        response, logps = backend.generate(model, prompt_ids.to(device), prompt_mask.to(device), settings, eos_id, pad_id)
+    model.train(was_training)
+    mask, eos = response_masks(response, eos_id)
+    response = torch.where(mask.bool(), response, torch.full_like(response, pad_id))
+    logps = logps * mask
+    texts = [tokenizer.decode(r[m.bool()], skip_special_tokens=True).strip() for r, m in zip(response, mask)]
+    return Rollout(prompt_ids.to(device), prompt_mask.to(device), response, mask, logps, eos, prompt_index, texts)
