@@ -1,4 +1,8 @@
-"""Judges: one interface (``Judge``) for every source of reward or preference."""
+"""Judges: one interface (``Judge``) for every source of reward or preference.
+
+Rule judges are importable without torch; the model-backed ones live in ``alignkit.judges.model``
+(``RewardModelJudge``, ``LMJudge``).
+"""
 
 from .base import Judge, JudgeError, ScoreJudge, check_batch, compare_from_scores
 from .rules import (

@@ -21,7 +21,8 @@ def unwrap_peft(model: nn.Module) -> nn.Module:
     return get_base() if callable(get_base) else model
 
 
-def _position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only (left or right padding)."""
     # Correct for right padding (training) and left padding (generation-style batches) alike.
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
@@ -48,7 +49,7 @@ def selected_logits(model: nn.Module, input_ids, attention_mask, loss_mask):
     hidden = base.get_decoder()(
         input_ids=input_ids,
         attention_mask=attention_mask,
-        position_ids=_position_ids(attention_mask),
+        position_ids=position_ids(attention_mask),
         use_cache=False,
     ).last_hidden_state
     rows, cols = loss_mask[:, 1:].nonzero(as_tuple=True)
@@ -84,7 +85,7 @@ def full_token_logps(model: nn.Module, input_ids, attention_mask) -> torch.Tenso
 
     Used by tests to check `TokenLogps`, and where the whole distribution is needed.
     """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_position_ids(attention_mask)).logits
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask)).logits
     return token_logprobs(logits[:, :-1], input_ids[:, 1:])
 
 
@@ -106,7 +107,7 @@ class SequenceScores(nn.Module):
         hidden = backbone(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            position_ids=_position_ids(attention_mask),
+            position_ids=position_ids(attention_mask),
             use_cache=False,
         ).last_hidden_state
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
@@ -138,7 +139,7 @@ class SharedPromptLogps(nn.Module):
         decoder = base.get_decoder()
         b, k = prompt_ids.shape[0], completion_ids.shape[0] // prompt_ids.shape[0]
         first = decoder(
-            input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=_position_ids(prompt_mask), use_cache=True
+            input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids(prompt_mask), use_cache=True
         )
         cache = first.cache
         cache.batch_select_indices(torch.arange(b, device=prompt_ids.device).repeat(k))

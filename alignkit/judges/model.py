@@ -1,0 +1,120 @@
+"""Judges backed by a neural model: a trained reward model, and a local LM asked a multiple-choice question.
+
+The LM judge follows the Constitutional AI paper's feedback-model recipe (Bai et al. 2022, sec. 4.1): the comparison
+is posed as a multiple-choice question, the probability of each option is its next-token probability normalised over
+the options, and the question is asked in both orders and averaged, which cancels position bias (measured strong for
+the 135M model: see shared GUIDE). Its labels still need auditing on gold comparisons before they are trusted.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from alignkit.data import Turns, pad_batch, render_prompt_completion
+from alignkit.judges.base import check_batch
+from alignkit.models import SequenceScores, load_causal_lm, load_score_model, load_tokenizer
+from alignkit.models.forward import position_ids
+
+DEFAULT_QUESTION = "Which response is more helpful, honest and harmless?"
+COMPARISON_TEMPLATE = (
+    "Consider the following conversation and two possible replies.\n\n"
+    "Conversation:\n{conversation}\n\n"
+    "{question}\n"
+    "(A) {first}\n"
+    "(B) {second}\n\n"
+    "Answer with (A) or (B)."
+)
+
+
+def _conversation_text(prompt: Turns) -> str:
+    if isinstance(prompt, str):
+        return f"Human: {prompt}"
+    return "\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in prompt)
+
+
+class RewardModelJudge:
+    """Scores from a trained reward model (`alignkit reward` output); compare = Bradley-Terry sigmoid(r_a - r_b)."""
+
+    def __init__(self, model: str | Any, tokenizer=None, *, max_length: int = 512, batch_size: int = 8):
+        if tokenizer is None and not isinstance(model, str):
+            raise ValueError("RewardModelJudge: pass the tokenizer along with a model object")
+        self.model = load_score_model(model) if isinstance(model, str) else model
+        self.tokenizer = tokenizer or load_tokenizer(model)
+        self.scorer = SequenceScores(self.model).eval()
+        self.max_length = max_length
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def score(self, prompts: list[Turns], completions: list[str], references: list | None = None) -> list[float]:
+        check_batch("RewardModelJudge", prompts, completions, references)
+        device = next(self.model.parameters()).device
+        out: list[float] = []
+        for start in range(0, len(prompts), self.batch_size):
+            rendered = [
+                render_prompt_completion(self.tokenizer, p, _reply(p, c), max_length=self.max_length)
+                for p, c in zip(prompts[start : start + self.batch_size], completions[start : start + self.batch_size])
+            ]
+            batch = pad_batch(rendered, pad_id=self.tokenizer.pad_token_id)
+            out.extend(self.scorer(batch["input_ids"].to(device), batch["attention_mask"].to(device)).tolist())
+        return out
+
+    def compare(self, prompt: Turns, a: str, b: str, principle: str | None = None, reference: Any = None) -> float:
+        s_a, s_b = self.score([prompt, prompt], [a, b])
+        return 1.0 / (1.0 + math.exp(-(s_a - s_b)))
+
+
+def _reply(prompt: Turns, completion: str) -> Turns:
+    # Completions are plain text; a conversational prompt needs them as an assistant message.
+    return completion if isinstance(prompt, str) else [{"role": "assistant", "content": completion}]
+
+
+class LMJudge:
+    """A local causal LM answering "(A) or (B)?"; P(option) from next-token log-probs, both orders averaged.
+
+    score() is not defined by a comparison-only judge in absolute terms; it returns each completion's probability of
+    being preferred over an empty reply ("" as B), which ranks completions of one prompt consistently.
+    """
+
+    def __init__(self, model: str | Any, tokenizer=None, *, question: str = DEFAULT_QUESTION):
+        if tokenizer is None and not isinstance(model, str):
+            raise ValueError("LMJudge: pass the tokenizer along with a model object")
+        self.model = load_causal_lm(model) if isinstance(model, str) else model
+        self.tokenizer = tokenizer or load_tokenizer(model)
+        self.question = question
+        self.option_ids = [self._single_token(text) for text in ("A", "B")]
+
+    def _single_token(self, text: str) -> int:
+        ids = self.tokenizer(text, add_special_tokens=False).input_ids
+        if len(ids) != 1:
+            raise ValueError(f"option label {text!r} is not a single token for this tokenizer ({ids})")
+        return ids[0]
+
+    @torch.no_grad()
+    def option_probs(self, prompt: Turns, first: str, second: str, principle: str | None = None) -> torch.Tensor:
+        """[P(A), P(B)] for one ordering: the options' next-token probabilities, renormalised over the two."""
+        question = principle or self.question
+        text = COMPARISON_TEMPLATE.format(
+            conversation=_conversation_text(prompt), question=question, first=first, second=second
+        )
+        messages = [{"role": "user", "content": text}]
+        prefix = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + "("
+        ids = torch.tensor([self.tokenizer(prefix, add_special_tokens=False).input_ids])
+        device = next(self.model.parameters()).device
+        mask = torch.ones_like(ids)
+        self.model.eval()
+        logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                            position_ids=position_ids(mask).to(device)).logits[0, -1].float()
+        return torch.softmax(logits[self.option_ids], -1)
+
+    def compare(self, prompt: Turns, a: str, b: str, principle: str | None = None, reference: Any = None) -> float:
+        """P(a better than b) = mean of P(A | a shown first) and P(B | a shown second)."""
+        forward = self.option_probs(prompt, a, b, principle)
+        backward = self.option_probs(prompt, b, a, principle)
+        return float(0.5 * (forward[0] + backward[1]))
+
+    def score(self, prompts: list[Turns], completions: list[str], references: list | None = None) -> list[float]:
+        check_batch("LMJudge", prompts, completions, references)
+        return [self.compare(p, c, "") for p, c in zip(prompts, completions)]
