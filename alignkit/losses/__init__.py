@@ -2,6 +2,7 @@
 
 from alignkit.losses.dpo import DPO_LOSSES, dpo_hinge_loss, dpo_robust_loss, dpo_sigmoid_loss, ipo_loss
 from alignkit.losses.ewc import ewc_penalty, fisher_diagonal_update
+from alignkit.losses.group import group_relative_advantages, rloo_advantages
 from alignkit.losses.kto import kto_kl_estimate, kto_loss
 from alignkit.losses.logprobs import entropy_from_logits, sequence_logps, shift_labels, token_logprobs
 from alignkit.losses.orpo import log_odds, orpo_loss
@@ -38,6 +39,7 @@ __all__ = [
     "ewc_penalty",
     "fisher_diagonal_update",
     "gae",
+    "group_relative_advantages",
     "ipo_loss",
     "kl_estimate",
     "kl_k1",
@@ -53,6 +55,7 @@ __all__ = [
     "ppo_value_loss",
     "rating_regression_loss",
     "reward_centering_penalty",
+    "rloo_advantages",
     "sequence_logps",
     "sft_loss",
     "shift_labels",
