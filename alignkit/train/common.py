@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from pathlib import Path
@@ -11,7 +12,16 @@ import torch
 from torch import nn
 
 from alignkit.data import load_records, pad_batch
-from alignkit.models import apply_lora, load_causal_lm, load_tokenizer, per_row_sum, split_prompt
+from alignkit.models import (
+    SharedPromptLogps,
+    adapters_disabled,
+    apply_lora,
+    is_peft,
+    load_causal_lm,
+    load_tokenizer,
+    per_row_sum,
+    split_prompt,
+)
 from alignkit.train.config import TrainConfig
 from alignkit.train.loop import Run, RunError
 from alignkit.utils.io import atomic_torch_save
@@ -106,6 +116,23 @@ def cached_reference_logps(run: Run, name: str, reference: nn.Module, items: lis
     if run.is_main:
         atomic_torch_save({"stamp": stamp, "values": values}, path)
     return values
+
+
+def reference_logps(run: Run, cfg, model: nn.Module, collate, splits: dict[str, list]) -> dict[str, torch.Tensor]:
+    """Cached reference log-probs ([n, 4], see `cached_reference_logps`) for each non-empty split of pair items.
+
+    The reference is `cfg.ref_model` when given (loaded once for all splits, then freed); with LoRA, the policy with
+    its adapters disabled; otherwise the policy itself before its first update — so no second copy is kept.
+    """
+    splits = {name: items for name, items in splits.items() if items}
+    if getattr(cfg, "ref_model", None) is not None:
+        reference = SharedPromptLogps(load_causal_lm(cfg.ref_model).to(run.device))
+        values = {name: cached_reference_logps(run, name, reference, items, collate) for name, items in splits.items()}
+        del reference
+        return values
+    module = SharedPromptLogps(model).to(run.device)
+    with adapters_disabled(model) if is_peft(model) else contextlib.nullcontext():
+        return {name: cached_reference_logps(run, name, module, items, collate) for name, items in splits.items()}
 
 
 def require_items(name: str, items: list) -> None:

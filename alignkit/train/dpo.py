@@ -7,9 +7,8 @@ import functools
 
 
 from alignkit.losses import DPO_LOSSES
-from alignkit.models import SharedPromptLogps, adapters_disabled, is_peft, load_causal_lm
+from alignkit.models import SharedPromptLogps
 from alignkit.train.common import (
-    cached_reference_logps,
     final_saver,
     load_policy,
     load_splits,
@@ -17,33 +16,12 @@ from alignkit.train.common import (
     pair_collate,
     pair_examples,
     pair_sequence_logps,
+    reference_logps,
     render_pairs,
     require_items,
 )
 from alignkit.train.config import DPOConfig
 from alignkit.train.loop import Method, Run, TrainResult, configure_threads
-
-
-def reference_scorer(run: Run, cfg, model, collate):
-    """A function (name, items) -> cached reference log-probs [n, 4] of the items' two completions.
-
-    The reference is `ref_model` when given; with LoRA, the policy with adapters disabled; otherwise the policy itself
-    before its first update — so no second copy of the model is ever held.
-    """
-
-    def score(name, items):
-        if cfg.ref_model is not None:
-            reference = load_causal_lm(cfg.ref_model).to(run.device)
-            values = cached_reference_logps(run, name, SharedPromptLogps(reference), items, collate)
-            del reference
-            return values
-        module = SharedPromptLogps(model).to(run.device)
-        if is_peft(model):
-            with adapters_disabled(model):
-                return cached_reference_logps(run, name, module, items, collate)
-        return cached_reference_logps(run, name, module, items, collate)
-
-    return score
 
 
 def dpo_loss_fn(cfg: DPOConfig):
@@ -65,11 +43,10 @@ def train_dpo(cfg: DPOConfig) -> TrainResult:
     require_items(cfg.data.train, train_items)
 
     # 2. Reference log-probs once, before any update (cached on disk for resume).
-    score = reference_scorer(run, cfg, model, pair_collate(pad_id))
-    for name, items in (("ref_train", train_items), ("ref_eval", eval_items)):
-        if items:
-            for it, (rc, rr, tc, tr) in zip(items, score(name, items).tolist()):
-                it.update(ref_chosen=rc, ref_rejected=rr, chosen_tokens=tc, rejected_tokens=tr)
+    splits = {"ref_train": train_items, "ref_eval": eval_items}
+    for name, values in reference_logps(run, cfg, model, pair_collate(pad_id), splits).items():
+        for it, (rc, rr, tc, tr) in zip(splits[name], values.tolist()):
+            it.update(ref_chosen=rc, ref_rejected=rr, chosen_tokens=tc, rejected_tokens=tr)
 
     collate = pair_collate(pad_id, ("ref_chosen", "ref_rejected", "chosen_tokens", "rejected_tokens"))
     loss_fn = dpo_loss_fn(cfg)
@@ -103,4 +80,4 @@ def train_dpo(cfg: DPOConfig) -> TrainResult:
     return run.train(SharedPromptLogps(model), train_items, collate, method, final_saver(model, tokenizer, cfg))
 
 
-__all__ = ["train_dpo", "reference_scorer"]
+__all__ = ["train_dpo"]

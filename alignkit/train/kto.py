@@ -21,11 +21,11 @@ from alignkit.train.common import (
     pair_collate,
     pair_examples,
     pair_sequence_logps,
+    reference_logps,
     report_truncation,
     require_items,
 )
 from alignkit.train.config import KTOConfig
-from alignkit.train.dpo import reference_scorer
 from alignkit.train.loop import Method, Run, RunError, TrainResult, configure_threads
 
 
@@ -60,11 +60,11 @@ def train_kto(cfg: KTOConfig) -> TrainResult:
     require_items(cfg.data.train, train_items)
 
     # 2. Reference log-probs of matched and mismatched sequences, once.
-    score = reference_scorer(run, cfg, model, pair_collate(pad_id, first="seq", second="kl_seq"))
-    for name, items in (("ref_train", train_items), ("ref_eval", eval_items)):
-        if items:
-            for it, (ref, ref_kl, _, _) in zip(items, score(name, items).tolist()):
-                it.update(ref=ref, ref_kl=ref_kl)
+    splits = {"ref_train": train_items, "ref_eval": eval_items}
+    collate_refs = pair_collate(pad_id, first="seq", second="kl_seq")
+    for name, values in reference_logps(run, cfg, model, collate_refs, splits).items():
+        for it, (ref, ref_kl, _, _) in zip(splits[name], values.tolist()):
+            it.update(ref=ref, ref_kl=ref_kl)
     collate = pair_collate(pad_id, ("label", "ref", "ref_kl"), first="seq", second="kl_seq")
 
     loss_fn = functools.partial(
