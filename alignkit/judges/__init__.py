@@ -1,10 +1,11 @@
 """Judges: one interface (``Judge``) for every source of reward or preference.
 
-Rule judges are importable without torch; the model-backed ones live in ``alignkit.judges.model``
-(``RewardModelJudge``, ``LMJudge``).
+Rule judges and the HTTP judge (any OpenAI-compatible endpoint) are importable without torch; the judges backed by a
+local model live in ``alignkit.judges.model`` (``RewardModelJudge``, ``LMJudge``), which imports torch.
 """
 
 from .base import Judge, JudgeError, ScoreJudge, check_batch, compare_from_scores
+from .http import HTTPJudge
 from .rules import (
     REFUSAL_PHRASES,
     CallableJudge,
@@ -21,6 +22,7 @@ __all__ = [
     "REFUSAL_PHRASES",
     "CallableJudge",
     "FinalAnswerVerifier",
+    "HTTPJudge",
     "Judge",
     "JudgeError",
     "RefusalDetector",

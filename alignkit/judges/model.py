@@ -15,24 +15,9 @@ import torch
 
 from alignkit.data import Turns, pad_batch, render_prompt_completion
 from alignkit.judges.base import check_batch
+from alignkit.judges.prompts import COMPARISON_TEMPLATE, DEFAULT_QUESTION, conversation_text
 from alignkit.models import SequenceScores, load_causal_lm, load_score_model, load_tokenizer
 from alignkit.models.forward import position_ids
-
-DEFAULT_QUESTION = "Which response is more helpful, honest and harmless?"
-COMPARISON_TEMPLATE = (
-    "Consider the following conversation and two possible replies.\n\n"
-    "Conversation:\n{conversation}\n\n"
-    "{question}\n"
-    "(A) {first}\n"
-    "(B) {second}\n\n"
-    "Answer with (A) or (B)."
-)
-
-
-def _conversation_text(prompt: Turns) -> str:
-    if isinstance(prompt, str):
-        return f"Human: {prompt}"
-    return "\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in prompt)
 
 
 class RewardModelJudge:
@@ -97,7 +82,7 @@ class LMJudge:
         """[P(A), P(B)] for one ordering: the options' next-token probabilities, renormalised over the two."""
         question = principle or self.question
         text = COMPARISON_TEMPLATE.format(
-            conversation=_conversation_text(prompt), question=question, first=first, second=second
+            conversation=conversation_text(prompt), question=question, first=first, second=second
         )
         messages = [{"role": "user", "content": text}]
         prefix = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + "("

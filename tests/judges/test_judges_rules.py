@@ -319,9 +319,9 @@ def test_judge_from_spec(judge_module):
 @pytest.mark.parametrize(
     "spec, message",
     [
-        ("bleu", "unknown judge spec 'bleu'; valid kinds: callable, final_answer, refusal, regex"),
+        ("bleu", "unknown judge spec 'bleu'; valid kinds: callable, final_answer, http, lm, refusal, regex, reward_model"),
         ("regex", "needs a value"),
-        ({}, "must name exactly one kind; valid kinds: callable, final_answer, refusal, regex"),
+        ({}, "must name exactly one kind; valid kinds: callable, final_answer, http, lm, refusal, regex, reward_model"),
         ({"regex": "a", "callable": "m:f"}, "must name exactly one kind"),
         ({"regex": "a", "bogus": 1}, r"unknown options \['bogus'\]"),
         ({"final_answer": "strict"}, "takes a dict of options"),
