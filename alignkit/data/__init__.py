@@ -3,7 +3,7 @@
 from .collate import pad_batch
 from .errors import DataError
 from .formats import KINDS, ROLES, LoadResult, load_records, parse_record
-from .records import LMRecord, Preference, PromptCompletion, Ranked, Rating, Record, Turns, Unpaired
+from .records import LMRecord, Preference, PromptCompletion, PromptOnly, Ranked, Rating, Record, Turns, Unpaired
 from .render import (
     PROMPT_KEEP_DIVISOR,
     Rendered,
@@ -26,6 +26,7 @@ __all__ = [
     "LoadResult",
     "Preference",
     "PromptCompletion",
+    "PromptOnly",
     "Ranked",
     "Rating",
     "Record",

@@ -15,6 +15,8 @@ unpaired            ``prompt`` + ``completion`` + ``label``; preference rows bec
                     two records (chosen -> True, rejected -> False)
 reward              preference rows, ``prompt`` + ``responses`` + ``ranking``/``scores``,
                     or ``prompt`` + ``completion`` + ``rating``
+prompt              ``prompt`` [+ ``reference``, gold data for a verifier; ``answer`` is
+                    accepted as its synonym]: prompts for online methods
 ==================  ===========================================================
 
 Other fields are ignored. A field holding ``null`` counts as missing, because columnar
@@ -34,6 +36,7 @@ from .records import (
     LMRecord,
     Preference,
     PromptCompletion,
+    PromptOnly,
     Ranked,
     Rating,
     Record,
@@ -43,7 +46,7 @@ from .records import (
 from .sources import iter_rows
 
 ROLES = ("system", "user", "assistant", "tool")
-KINDS = ("lm", "prompt_completion", "sft", "preference", "unpaired", "reward")
+KINDS = ("lm", "prompt_completion", "sft", "preference", "unpaired", "reward", "prompt")
 
 _TURNS = "a non-empty string or list of messages"
 # A huge, badly broken file should not fill memory with messages; ``skipped`` still counts them all.
@@ -299,6 +302,14 @@ def _check_scores(scores: Any, count: int, where: str) -> list[float]:
     return [_check_number(value, where, f"scores[{index}]") for index, value in enumerate(scores)]
 
 
+def _parse_prompt(row: dict[str, Any], where: str) -> list[Record]:
+    prompt = _check_turns(_require(row, "prompt", where, _TURNS), where, "prompt")
+    if isinstance(prompt, list) and prompt[-1]["role"] == "assistant":
+        raise DataError(where, "a conversation ending with a non-assistant message", "'assistant'", field="prompt")
+    reference = row["reference"] if _present(row, "reference") else row.get("answer")
+    return [PromptOnly(prompt, reference, where=where)]
+
+
 _PARSERS: dict[str, Callable[[dict[str, Any], str], list[Record]]] = {
     "lm": _parse_lm,
     "prompt_completion": _parse_prompt_completion,
@@ -306,6 +317,7 @@ _PARSERS: dict[str, Callable[[dict[str, Any], str], list[Record]]] = {
     "preference": _parse_preference,
     "unpaired": _parse_unpaired,
     "reward": _parse_reward,
+    "prompt": _parse_prompt,
 }
 
 

@@ -82,4 +82,14 @@ class Rating:
     where: str = _where()
 
 
-Record = LMRecord | PromptCompletion | Preference | Unpaired | Ranked | Rating
+@dataclass(frozen=True)
+class PromptOnly:
+    """A prompt for online methods (the model writes the response); ``reference`` is optional gold data for a verifier,
+    e.g. the correct final answer of a math problem."""
+
+    prompt: Turns
+    reference: object = None
+    where: str = _where()
+
+
+Record = PromptOnly | LMRecord | PromptCompletion | Preference | Unpaired | Ranked | Rating

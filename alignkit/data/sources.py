@@ -8,6 +8,7 @@ Each row comes with a location string used in error messages:
 * ``.parquet`` and ``save_to_disk`` folders -> ``path:row N`` (0-based, as ``dataset[N]``)
 * hub datasets -> ``org/name:split row N``
 * ``builtin:NAME`` -> ``builtin:NAME:LINE``
+* ``task:NAME?key=value&...`` (generated prompts with gold references, see ``alignkit.tasks``) -> ``task:...:#N``
 
 Rows are not validated here beyond "is it an object"; formats.py does that.
 """
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
 BUILTIN_PREFIX = "builtin:"
+TASK_PREFIX = "task:"
 _HUB_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")
 _FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
@@ -56,6 +58,9 @@ def iter_rows(source: str | Path, split: str = "train") -> Iterator[tuple[str, R
     text = str(source)
     if isinstance(source, str) and text.startswith(BUILTIN_PREFIX):
         yield from _read_builtin(text[len(BUILTIN_PREFIX) :])
+        return
+    if isinstance(source, str) and text.startswith(TASK_PREFIX):
+        yield from _read_task(text)
         return
     path = Path(source)
     if path.is_dir():
@@ -254,3 +259,15 @@ def _read_builtin(name: str) -> Iterator[tuple[str, RowOrError]]:
     # as_file gives a real path even when the package is installed zipped.
     with resources.as_file(entry) as path:
         yield from _read_jsonl(path, label)
+
+
+def _read_task(spec: str) -> Iterator[tuple[str, RowOrError]]:
+    """Rows ``{"prompt", "reference"}`` of a generated task, e.g. ``task:arithmetic?difficulty=2&split=eval``."""
+    from alignkit.tasks import task_rows
+
+    try:
+        rows = task_rows(spec[len(TASK_PREFIX) :])
+    except ValueError as e:
+        raise DataError(spec, "task:NAME?key=value&... naming a built-in task and its options", str(e)) from None
+    for index, row in enumerate(rows):
+        yield f"{spec}:#{index}", row
