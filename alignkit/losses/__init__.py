@@ -8,6 +8,8 @@ from alignkit.losses.logprobs import entropy_from_logits, sequence_logps, shift_
 from alignkit.losses.orpo import log_odds, orpo_loss
 from alignkit.losses.ppo import (
     KL_ESTIMATORS,
+    adaptive_kl_coef,
+    explained_variance,
     gae,
     kl_estimate,
     kl_k1,
@@ -30,6 +32,7 @@ from alignkit.losses.sft import sft_loss
 __all__ = [
     "DPO_LOSSES",
     "KL_ESTIMATORS",
+    "adaptive_kl_coef",
     "all_pairs_ranking_loss",
     "bradley_terry_loss",
     "dpo_hinge_loss",
@@ -37,6 +40,7 @@ __all__ = [
     "dpo_sigmoid_loss",
     "entropy_from_logits",
     "ewc_penalty",
+    "explained_variance",
     "fisher_diagonal_update",
     "gae",
     "group_relative_advantages",

@@ -25,6 +25,8 @@ __all__ = [
     "gae",
     "ppo_policy_loss",
     "ppo_value_loss",
+    "adaptive_kl_coef",
+    "explained_variance",
 ]
 
 
@@ -272,3 +274,30 @@ def ppo_value_loss(
     with torch.no_grad():
         metrics = {"value_clipfrac": _masked_mean_per_row((err_clipped > err_unclipped).to(values.dtype), mask)}
     return losses, metrics
+
+
+def adaptive_kl_coef(kl_coef: float, observed_kl: float, target: float, horizon: int, n_steps: int) -> float:
+    """The adaptive KL controller of Ziegler et al. 2019 (sec. 2.2): steer the observed KL towards ``target``.
+
+        e       = clip(observed_kl / target - 1, -0.2, 0.2)
+        beta   <- beta * (1 + e * n_steps / horizon)
+
+    ``observed_kl`` is the mean per-sequence KL of the last rollout batch, ``n_steps`` the number of sequences in
+    it and ``horizon`` how many sequences the controller takes to move beta by about e (10000 in the paper).
+    """
+    if target <= 0 or horizon <= 0:
+        raise ValueError(f"adaptive KL needs target > 0 and horizon > 0, got target={target}, horizon={horizon}")
+    error = min(max(observed_kl / target - 1.0, -0.2), 0.2)
+    return kl_coef * (1.0 + error * n_steps / horizon)
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """1 - Var(returns - values) / Var(returns) over the masked tokens: 1 is a perfect critic, <= 0 a useless one.
+
+    NaN when the returns have no variance (nothing to explain)."""
+    keep = mask.bool()
+    r, v = returns[keep].double(), values[keep].double()
+    var_r = r.var(unbiased=False)
+    if r.numel() < 2 or var_r == 0:
+        return float("nan")
+    return float(1.0 - (r - v).var(unbiased=False) / var_r)

@@ -123,3 +123,31 @@ def test_ppo_value_loss_clipping():
     # v=3.0: unclipped 1.0, clipped 0.64 -> 0.5*1.0 = 0.5
     torch.testing.assert_close(losses, torch.tensor([(0.32 + 0.605 + 0.5) / 3]))
     torch.testing.assert_close(m["value_clipfrac"], torch.tensor([1 / 3]))
+
+
+def test_adaptive_kl_coef_moves_towards_the_target_by_hand():
+    from alignkit.losses import adaptive_kl_coef
+
+    # KL twice the target: error clipped to +0.2; 100 sequences of a 1000 horizon: beta * (1 + 0.2 * 0.1).
+    assert adaptive_kl_coef(0.1, observed_kl=12.0, target=6.0, horizon=1000, n_steps=100) == pytest.approx(0.102)
+    # KL 5% under the target: error -0.05, unclipped.
+    assert adaptive_kl_coef(0.1, observed_kl=5.7, target=6.0, horizon=1000, n_steps=100) == pytest.approx(0.0995)
+    assert adaptive_kl_coef(0.1, observed_kl=6.0, target=6.0, horizon=1000, n_steps=100) == pytest.approx(0.1)
+    with pytest.raises(ValueError):
+        adaptive_kl_coef(0.1, 1.0, target=0.0, horizon=10, n_steps=1)
+
+
+def test_explained_variance_by_hand():
+    from alignkit.losses import explained_variance
+
+    returns = torch.tensor([[1.0, 2.0, 3.0, 99.0]])
+    mask = torch.tensor([[1, 1, 1, 0]])
+    assert explained_variance(returns.clone(), returns, mask) == pytest.approx(1.0)
+    # values all equal to the mean explain nothing; Var(r) = 2/3, residual r - 2 has the same variance.
+    assert explained_variance(torch.full((1, 4), 2.0), returns, mask) == pytest.approx(0.0)
+    # values = 0: residual variance equals Var(r) too (a constant shift): 0.
+    assert explained_variance(torch.zeros(1, 4), returns, mask) == pytest.approx(0.0)
+    # values [1, 2, 2]: residual [0, 0, 1], variance 2/9; 1 - (2/9)/(2/3) = 2/3.
+    assert explained_variance(torch.tensor([[1.0, 2.0, 2.0, 0.0]]), returns, mask) == pytest.approx(2 / 3)
+    assert explained_variance(torch.zeros(1, 4), torch.ones(1, 4), mask) != explained_variance(
+        torch.zeros(1, 4), torch.ones(1, 4), mask)  # NaN when there is nothing to explain
