@@ -112,7 +112,7 @@ def _demo(args) -> int:
     return 0
 
 
-TRAIN_COMMANDS = ("sft", "reward", "dpo", "orpo", "kto")
+TRAIN_COMMANDS = ("sft", "reward", "dpo", "orpo", "kto", "ppo", "grpo", "rloo", "iterative-dpo")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="alignkit", description="Align causal language models.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in TRAIN_COMMANDS:
-        p = sub.add_parser(name, help=f"train with {name.upper()}: alignkit {name} [CONFIG.yaml] [key=value ...]")
+        p = sub.add_parser(name, help=f"train with {name}: alignkit {name} [CONFIG.yaml] [key=value ...]")
         p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("prepare", help="convert a model (alias or .gguf) once into the local cache")
     p.add_argument("model")

@@ -194,3 +194,39 @@ def split_prompt(rendered: list, k: int, pad_id: int) -> dict[str, torch.Tensor]
         "completion_mask": completion_mask,
         "completion_loss_mask": completion_loss_mask,
     }
+
+
+def response_states(model: nn.Module, prompt_ids, prompt_mask, prompt_index, response_ids, response_mask) -> torch.Tensor:
+    """Hidden states that predict each response token: [B, R, H], with each distinct prompt run once.
+
+    A rollout batch holds n samples of each prompt. The distinct prompts ([p, P], left-padded) go through the
+    transformer once with a KV cache, which row b of the responses ([B, R], right-padded) reuses through
+    `prompt_index[b]`. Gradients flow through the cache into the prompt pass. Response token j is predicted by the
+    prompt's last state (j = 0) or by the response's own state j-1, so position j of the result lines up with token j.
+    """
+    base = unwrap_peft(model)
+    decoder = base.get_decoder()
+    first = decoder(
+        input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids(prompt_mask), use_cache=True
+    )
+    cache = first.cache
+    cache.batch_select_indices(prompt_index)
+    mask = prompt_mask[prompt_index]
+    positions = mask.long().sum(-1, keepdim=True) + torch.arange(response_ids.shape[1], device=response_ids.device)
+    hidden = decoder(
+        input_ids=response_ids,
+        attention_mask=torch.cat([mask, response_mask], dim=1),
+        position_ids=positions,
+        cache=cache,
+        use_cache=True,
+    ).last_hidden_state
+    last_prompt = first.last_hidden_state[:, -1][prompt_index]
+    return torch.cat([last_prompt[:, None], hidden[:, :-1]], dim=1)
+
+
+def response_logits(model: nn.Module, states: torch.Tensor, response_mask: torch.Tensor):
+    """Output logits at the response tokens only: (logits [N, V], rows [N], cols [N]) for mask positions."""
+    base = unwrap_peft(model)
+    rows, cols = response_mask.bool().nonzero(as_tuple=True)
+    logits = _postprocess_logits(base.config, base.get_output_embeddings()(states[rows, cols]))
+    return logits, rows, cols

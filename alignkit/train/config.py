@@ -107,6 +107,91 @@ class KTOConfig(TrainConfig):
     lr: float = 5e-6
 
 
+class OnlineConfig(TrainConfig):
+    """Keys shared by the methods that learn from the policy's own samples (PPO, GRPO, RLOO).
+
+    `data.train` / `data.eval` hold prompts (kind `prompt`: a `prompt` and an optional `reference` for verifiers),
+    e.g. `task:arithmetic?difficulty=1&split=train`. `max_steps` counts iterations (rollout batches); without it,
+    `epochs` passes over the training prompts.
+    """
+
+    judge: str | dict = Field(default="final_answer", description="what scores a response: a judge spec (see judges)")
+    prompts_per_step: int = Field(default=8, ge=1, description="prompts per rollout batch")
+    samples_per_prompt: int = Field(default=1, ge=1, description="responses sampled per prompt")
+    max_new_tokens: int = Field(default=64, ge=1)
+    temperature: float = Field(default=1.0, gt=0, description="sampling temperature (log-probs use the same)")
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    top_k: int = Field(default=0, ge=0)
+    ppo_epochs: int = Field(default=1, ge=1, description="passes over each rollout batch")
+    minibatch_size: int | None = Field(default=None, ge=1, description="sequences per optimizer step; default: the whole batch")
+    clip_range: float = Field(default=0.2, gt=0)
+    kl_coef: float = Field(default=0.05, ge=0, description="weight of the KL penalty to the reference")
+    kl_estimator: Literal["k1", "k2", "k3"] = "k1"
+    kl_target: float | None = Field(default=None, gt=0, description="adaptive KL: steer the per-sequence KL to this value")
+    kl_horizon: int = Field(default=10000, ge=1, description="adaptive KL horizon, in sequences")
+    ref_model: str | None = Field(default=None, description="reference policy; default: the starting model")
+    eval_max_new_tokens: int | None = Field(default=None, ge=1, description="default: max_new_tokens")
+    batch_size: int = Field(default=8, ge=1, description="sequences per micro-batch")
+    lr: float = 1e-6
+    scheduler: Literal["cosine", "linear", "constant"] = "constant"
+
+    @model_validator(mode="after")
+    def _no_grad_accum(self):
+        if self.grad_accum != 1:
+            raise ValueError("grad_accum: online methods accumulate over minibatch_size / batch_size instead")
+        return self
+
+
+class PPOConfig(OnlineConfig):
+    critic: Literal["shared", "separate"] = Field(
+        default="separate", description="value head on the policy's backbone (shared) or on its own transformer"
+    )
+    critic_model: str | None = Field(default=None, description="separate critic's starting weights; default: model")
+    vf_coef: float = Field(default=0.1, ge=0, description="weight of the value loss")
+    clip_range_value: float = Field(default=0.2, gt=0)
+    gamma: float = Field(default=1.0, ge=0, le=1)
+    lam: float = Field(default=0.95, ge=0, le=1)
+    whiten_advantages: bool = True
+    missing_eos_penalty: float | None = Field(default=None, ge=0, description="subtracted from the score of a response cut at max_new_tokens")
+    ppo_epochs: int = 4
+    minibatch_size: int | None = 8
+    lr: float = 1e-6
+
+
+class GRPOConfig(OnlineConfig):
+    samples_per_prompt: int = Field(default=8, ge=2)
+    kl_coef: float = Field(default=0.0, ge=0, description="beta of the per-token KL term in the loss")
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    scale_rewards: bool = Field(default=True, description="divide by the group's std (False: Dr. GRPO)")
+    lr: float = 1e-6
+
+
+class RLOOConfig(OnlineConfig):
+    samples_per_prompt: int = Field(default=4, ge=2)
+    kl_coef: float = Field(default=0.05, ge=0, description="beta of the sequence KL subtracted from the reward")
+    lr: float = 1e-6
+
+
+class IterativeDPOConfig(DPOConfig):
+    """Rounds of sample -> judge -> (best, worst) pairs -> DPO. All DPO keys apply to each round's DPO run;
+    `data.train` / `data.eval` hold prompts (kind `prompt`), as for the online methods."""
+
+    rounds: int = Field(default=3, ge=1)
+    prompts_per_round: int = Field(default=64, ge=1)
+    samples_per_prompt: int = Field(default=4, ge=2, description="responses sampled per prompt to pick best and worst from")
+    max_new_tokens: int = Field(default=64, ge=1)
+    temperature: float = Field(default=1.0, gt=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    top_k: int = Field(default=0, ge=0)
+    judge: str | dict = Field(default="final_answer", description="judge spec that scores the samples")
+    reference: Literal["fixed", "refresh"] = Field(
+        default="fixed", description="fixed: the starting model (or ref_model) in every round; refresh: each round's start"
+    )
+    eval_max_new_tokens: int | None = Field(default=None, ge=1)
+    generation_batch_size: int = Field(default=32, ge=1, description="sequences generated at once")
+    epochs: float = Field(default=2.0, gt=0, description="DPO epochs over each round's pairs")
+
+
 C = TypeVar("C", bound=BaseModel)
 
 
@@ -198,4 +283,8 @@ METHOD_CONFIGS: dict[str, type[TrainConfig]] = {
     "dpo": DPOConfig,
     "orpo": ORPOConfig,
     "kto": KTOConfig,
+    "ppo": PPOConfig,
+    "grpo": GRPOConfig,
+    "rloo": RLOOConfig,
+    "iterative-dpo": IterativeDPOConfig,
 }

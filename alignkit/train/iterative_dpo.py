@@ -1,0 +1,241 @@
+"""Iterative DPO with a verifier or judge (Xu et al. 2023, "Some things are more CRINGE than others"; Yuan et al.
+2024; Xiong et al. 2024): for R rounds, sample n responses per prompt from the current policy, score them, pair the
+best with the worst (prompts whose samples all score the same are skipped), train DPO on those pairs, and continue
+from the result.
+
+The reference is the starting model in every round (`reference: fixed`) or the round's own starting policy
+(`reference: refresh`). Every round keeps its files in `round-NN/`:
+
+    samples.jsonl   prompt, reference, the n responses and their scores
+    pairs.jsonl     the (chosen, rejected) pairs used for DPO, with both scores
+    dpo/            the DPO run (its config, metrics, final/ model)
+    round.json      the round's figures; written last, it marks the round complete
+
+A stopped run continues from the first incomplete round, reusing a round's samples if they were written.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from alignkit.judges import judge_from_spec
+from alignkit.models import load_causal_lm, load_tokenizer
+from alignkit.rollouts import SamplingSettings, sample
+from alignkit.train.config import DPOConfig, IterativeDPOConfig
+from alignkit.train.dpo import train_dpo
+from alignkit.train.loop import Run, RunError, TrainResult, configure_threads, peak_rss_gb
+from alignkit.train.online import load_prompts
+from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text
+
+# Keys of IterativeDPOConfig that describe the loop rather than each round's DPO run.
+_LOOP_KEYS = {"rounds", "prompts_per_round", "samples_per_prompt", "max_new_tokens", "temperature", "top_p", "top_k",
+              "judge", "reference", "eval_max_new_tokens", "generation_batch_size"}
+
+
+def _jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
+def best_worst_pairs(samples: list[dict]) -> tuple[list[dict], int]:
+    """One (best, worst) pair per prompt from its scored samples; prompts without spread are skipped.
+
+    Empty responses are left out of the choice.
+
+    `samples`: [{"prompt", "reference", "responses": [...], "scores": [...]}]. Among equal scores the first sample
+    wins, so the choice is deterministic. Returns (pairs, number of prompts skipped).
+    """
+    pairs, skipped = [], 0
+    for row in samples:
+        scores = row["scores"]
+        # An empty response cannot be a DPO completion (there is no token to train), so it takes no part.
+        usable = [i for i, text in enumerate(row["responses"]) if text.strip()]
+        if len(usable) < 2:
+            skipped += 1
+            continue
+        best = max(usable, key=lambda i: (scores[i], -i))
+        worst = min(usable, key=lambda i: (scores[i], i))
+        if scores[best] == scores[worst] or row["responses"][best] == row["responses"][worst]:
+            skipped += 1
+            continue
+        pairs.append({"prompt": row["prompt"], "chosen": row["responses"][best], "rejected": row["responses"][worst],
+                      "chosen_score": scores[best], "rejected_score": scores[worst]})
+    return pairs, skipped
+
+
+class IterativeDPO:
+    def __init__(self, cfg: IterativeDPOConfig):
+        configure_threads()
+        self.cfg = cfg
+        out = Path(cfg.output_dir)
+        started = sorted(out.glob("round-*")) + ([out / "initial_eval.json"] if (out / "initial_eval.json").exists() else [])
+        if started and cfg.overwrite:
+            for path in started:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        elif started and cfg.resume == "never":
+            raise RunError(f"{out} holds an unfinished iterative DPO run ({started[0].name}, ...). Use resume=auto to "
+                           "continue it, overwrite=true to start over, or another output_dir.")
+        self.run = Run(cfg, "iterative-dpo")
+        self.out = self.run.output_dir
+        self.judge = judge_from_spec(cfg.judge)
+        self.train_prompts = load_prompts(cfg.data.train, cfg.data.limit, cfg.data.skip_invalid)
+        self.eval_prompts = load_prompts(cfg.data.eval, cfg.data.eval_limit, cfg.data.skip_invalid) if cfg.data.eval else []
+        if len(self.train_prompts) < cfg.prompts_per_round:
+            raise RunError(f"{cfg.data.train}: {len(self.train_prompts)} prompts, fewer than prompts_per_round="
+                           f"{cfg.prompts_per_round}")
+
+    def round_dir(self, r: int) -> Path:
+        return self.out / f"round-{r:02d}"
+
+    def prompts_for(self, r: int) -> list:
+        """Round r's prompts: consecutive slices of one seeded permutation per pass over the training prompts."""
+        size, n = self.cfg.prompts_per_round, len(self.train_prompts)
+        per_pass = n // size
+        epoch, k = divmod(r - 1, per_pass)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch))
+        return [self.train_prompts[i] for i in order[k * size : (k + 1) * size].tolist()]
+
+    def evaluate(self, model_path: str) -> dict:
+        from alignkit.eval.judged import judged_generation
+
+        if not self.eval_prompts:
+            return {}
+        model, tokenizer = load_causal_lm(model_path), load_tokenizer(model_path)
+        result = judged_generation(model, tokenizer, self.eval_prompts, self.judge,
+                                   max_new_tokens=self.cfg.eval_max_new_tokens or self.cfg.max_new_tokens,
+                                   batch_size=self.cfg.generation_batch_size, precision=self.run.precision)
+        return result.metrics
+
+    def sample_round(self, r: int, model_path: str) -> tuple[list[dict], int]:
+        cfg = self.cfg
+        records = self.prompts_for(r)
+        model, tokenizer = load_causal_lm(model_path).to(self.run.device), load_tokenizer(model_path)
+        rows, generated = [], 0
+        per_call = max(1, cfg.generation_batch_size // cfg.samples_per_prompt)
+        for start in range(0, len(records), per_call):
+            chunk = records[start : start + per_call]
+            settings = SamplingSettings(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                                        top_k=cfg.top_k, n=cfg.samples_per_prompt,
+                                        seed=cfg.seed * 1_000_003 + r * 10_007 + start)
+            with self.run.autocast():
+                rollout = sample(model, tokenizer, [rec.prompt for rec in chunk], settings)
+            generated += int(rollout.response_mask.sum())
+            index = rollout.prompt_index.tolist()
+            scores = self.judge.score([chunk[i].prompt for i in index], rollout.texts, [chunk[i].reference for i in index])
+            for k, rec in enumerate(chunk):
+                mine = [j for j, i in enumerate(index) if i == k]
+                rows.append({"prompt": rec.prompt, "reference": rec.reference,
+                             "responses": [rollout.texts[j] for j in mine], "scores": [scores[j] for j in mine]})
+        return rows, generated
+
+    def dpo_config(self, r: int, model_path: str, pairs_file: Path, base: str) -> DPOConfig:
+        cfg = self.cfg
+        values = {k: v for k, v in cfg.model_dump().items() if k not in _LOOP_KEYS and k in DPOConfig.model_fields}
+        values.update(
+            model=model_path,
+            data={"train": str(pairs_file)},
+            output_dir=str(self.round_dir(r) / "dpo"),
+            ref_model=(cfg.ref_model or base) if cfg.reference == "fixed" else None,
+            save_merged=True,  # each round continues from a complete model
+            overwrite=False,
+            seed=cfg.seed + r,
+        )
+        return DPOConfig.model_validate(values)
+
+    def train(self) -> TrainResult:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        base = cfg.model
+        history_path = self.out / "initial_eval.json"
+        if history_path.is_file():
+            initial = json.loads(history_path.read_text())
+        else:
+            initial = self.evaluate(base)
+            atomic_write_json(history_path, initial)
+            print(f"[iterative-dpo] before training: {initial}", flush=True)
+        current, rounds, generated_total = base, [], 0
+        for r in range(1, cfg.rounds + 1):
+            rdir = self.round_dir(r)
+            done_file = rdir / "round.json"
+            if done_file.is_file():
+                summary = json.loads(done_file.read_text())
+                rounds.append(summary)
+                generated_total += summary["generated_tokens"]
+                current = summary["model"]
+                print(f"[iterative-dpo] round {r} already complete, continuing from {current}", flush=True)
+                continue
+            rdir.mkdir(parents=True, exist_ok=True)
+            t_round = time.perf_counter()
+            # 1. Sample and score (reused when a stopped run left them behind).
+            samples_file = rdir / "samples.jsonl"
+            if samples_file.is_file():
+                samples = [json.loads(line) for line in samples_file.read_text().splitlines()]
+                generated = json.loads((rdir / "samples.meta.json").read_text())["generated_tokens"]
+            else:
+                samples, generated = self.sample_round(r, current)
+                atomic_write_text(samples_file, _jsonl(samples))
+                atomic_write_json(rdir / "samples.meta.json", {"generated_tokens": generated})
+            t_sampled = time.perf_counter()
+            # 2. Pairs.
+            pairs, skipped = best_worst_pairs(samples)
+            pairs_file = rdir / "pairs.jsonl"
+            atomic_write_text(pairs_file, _jsonl(pairs))
+            sample_scores = [s for row in samples for s in row["scores"]]
+            summary = {
+                "round": r,
+                "start_model": current,
+                "sample_score": sum(sample_scores) / len(sample_scores),
+                "pairs": len(pairs),
+                "prompts_without_spread": skipped,
+                "generated_tokens": generated,
+                "sample_seconds": round(t_sampled - t_round, 2),
+            }
+            # 3. DPO on the pairs (resumable on its own through its checkpoints).
+            if len(pairs) < cfg.batch_size * cfg.grad_accum:
+                print(f"[iterative-dpo] round {r}: only {len(pairs)} pairs, too few to train; model unchanged",
+                      flush=True)
+                summary.update(model=current, dpo_seconds=0.0, dpo_steps=0)
+            elif (rdir / "dpo" / "final").is_dir():  # trained before a stop that came ahead of round.json
+                current = str(rdir / "dpo" / "final")
+                summary.update(model=current, dpo_seconds=None, dpo_steps=None)
+            else:
+                result = train_dpo(self.dpo_config(r, current, pairs_file, base))
+                current = str(result.final_dir)
+                summary.update(model=current, dpo_seconds=round(result.seconds, 2), dpo_steps=result.steps,
+                               dpo_train=result.train_metrics)
+            # 4. Held-out evaluation of the round's model.
+            summary["eval"] = self.evaluate(current)
+            summary["round_seconds"] = round(time.perf_counter() - t_round, 2)
+            atomic_write_json(done_file, summary)
+            print(f"[iterative-dpo] round {r}: {len(pairs)} pairs ({skipped} prompts without spread), sample score "
+                  f"{summary['sample_score']:.3f}, eval {summary['eval']}", flush=True)
+            rounds.append(summary)
+            generated_total += generated
+        # The last round's model, copied whole so that final/ stands alone.
+        with atomic_dir(self.run.final_dir, replace=cfg.overwrite) as tmp:
+            shutil.copytree(current, tmp, dirs_exist_ok=True)
+        seconds = time.perf_counter() - t0
+        report = {
+            "method": "iterative-dpo",
+            "rounds": rounds,
+            "eval_before": initial,
+            "eval": rounds[-1]["eval"] if rounds else initial,
+            "generated_tokens": generated_total,
+            "train_seconds": round(seconds, 2),
+            "peak_rss_gb": round(peak_rss_gb(), 3),
+            "precision": self.run.precision,
+        }
+        atomic_write_json(self.out / "summary.json", report)
+        return TrainResult(output_dir=self.out, final_dir=self.run.final_dir, steps=cfg.rounds, seconds=seconds,
+                           peak_rss_gb=peak_rss_gb(), resumed_from=0, train_metrics={}, eval_metrics=report["eval"])
+
+
+def train_iterative_dpo(cfg: IterativeDPOConfig) -> TrainResult:
+    return IterativeDPO(cfg).train()
+
+
+__all__ = ["IterativeDPO", "best_worst_pairs", "train_iterative_dpo"]

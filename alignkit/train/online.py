@@ -1,0 +1,455 @@
+"""The loop every online method shares: sample from the policy, judge the samples, update on them, repeat.
+
+One iteration = one rollout batch of `prompts_per_step` prompts x `samples_per_prompt` samples:
+
+1. rollout: sample responses with the current policy (`alignkit.rollouts.sample`);
+2. score: the judge scores each response (a verifier, a reward model, an HTTP judge ...);
+3. experience: no-grad passes for what the algorithm needs — the rollout policy's log-probs and values
+   (when the update is not a single on-policy step), the reference's log-probs (when there is a KL term);
+4. advantages: the algorithm's (GAE for PPO, group baselines for GRPO / RLOO);
+5. update: `ppo_epochs` passes over the batch in shuffled minibatches of `minibatch_size` sequences, one optimizer
+   step per minibatch (micro-batches of `batch_size` accumulate into it).
+
+Each distinct prompt of a (micro-)batch goes through the transformer once; its samples reuse the prompt's KV cache
+(`response_states`). An algorithm (PPO, GRPO, RLOO) is a small `Algorithm` record of plain functions.
+
+Runs are single-process (multi-process online training is not implemented). Checkpoints are taken between
+iterations and resume exactly: the prompt order and the sampling seed are functions of (seed, iteration).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from alignkit.data import load_records
+from alignkit.judges import judge_from_spec
+from alignkit.losses import entropy_from_logits, token_logprobs
+from alignkit.models import adapters_disabled, apply_lora, is_peft, load_causal_lm
+from alignkit.models.forward import response_logits, response_states
+from alignkit.rollouts import Rollout, SamplingSettings, sample
+from alignkit.train.checkpoint import load_checkpoint, save_checkpoint
+from alignkit.train.common import final_saver, load_policy
+from alignkit.train.config import OnlineConfig
+from alignkit.train.logging import MetricsLog
+from alignkit.train.loop import Run, RunError, TrainResult, _lr_lambda, configure_threads, peak_rss_gb
+from alignkit.utils.io import atomic_write_json
+
+Batch = dict[str, torch.Tensor]
+
+
+class PolicyWithValue(nn.Module):
+    """The policy and, for PPO, a value function: a linear head on the policy's own hidden states (shared critic)
+    or on a separate transformer (separate critic). One module, so one optimizer and one checkpoint cover both.
+
+    forward(batch, temperature, with_values) -> {"logps": [B,R], "entropy": [B,R] (no grad), "values": [B,R]}
+    for the response tokens of a rollout batch; 0 outside `response_mask`.
+    """
+
+    def __init__(self, policy: nn.Module, critic: str | None = None, critic_model: nn.Module | None = None):
+        super().__init__()
+        self.policy = policy
+        self.critic = critic_model if critic == "separate" else None
+        hidden = policy.config.hidden_size if critic_model is None else critic_model.config.hidden_size
+        self.value_head = nn.Linear(hidden, 1) if critic else None
+        if self.value_head is not None:
+            # Zero init: the first values are 0, so early advantages are the raw (whitened) returns.
+            nn.init.zeros_(self.value_head.weight)
+            nn.init.zeros_(self.value_head.bias)
+
+    def forward(self, batch: Batch, temperature: float = 1.0, with_values: bool = False) -> dict[str, torch.Tensor]:
+        args = (batch["prompt_ids"], batch["prompt_mask"], batch["prompt_index"], batch["response_ids"],
+                batch["response_mask"])
+        states = response_states(self.policy, *args)
+        logits, rows, cols = response_logits(self.policy, states, batch["response_mask"])
+        if temperature > 0 and temperature != 1:
+            logits = logits / temperature
+        grid = torch.zeros(batch["response_ids"].shape, dtype=torch.float32, device=logits.device)
+        out = {"logps": grid.index_put((rows, cols), token_logprobs(logits, batch["response_ids"][rows, cols]).float())}
+        with torch.no_grad():
+            out["entropy"] = grid.index_put((rows, cols), entropy_from_logits(logits.detach()).float())
+        if with_values:
+            if self.value_head is None:
+                raise RuntimeError("this policy has no value head (critic: none)")
+            if self.critic is not None:
+                states = response_states(self.critic, *args)
+            values = self.value_head(states[rows, cols]).squeeze(-1).float()
+            out["values"] = grid.index_put((rows, cols), values)
+        return out
+
+
+@dataclass
+class Algorithm:
+    """What distinguishes PPO, GRPO and RLOO; everything else is the shared loop.
+
+    advantages(exp, state) fills exp["advantages"] (and exp["returns"] for a critic) from the scores and the
+    experience; it returns metrics. loss(out, mb) -> (per-sequence losses [b], per-sequence metrics) for a
+    micro-batch, given the policy's forward output `out` and the micro-batch's slice of the experience.
+    """
+
+    name: str
+    advantages: Callable[[Batch, dict], dict[str, float]]
+    loss: Callable[[dict[str, torch.Tensor], Batch], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+    critic: str | None = None  # None, "shared" or "separate"
+    uses_reference: bool = True
+
+
+@dataclass
+class OnlineState:
+    """Mutable per-run state an algorithm may adapt (and that is checkpointed): the KL coefficient."""
+
+    kl_coef: float
+    generated_tokens: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def load_prompts(source: str, limit: int | None, skip_invalid: bool) -> list:
+    result = load_records(source, "prompt", skip_invalid=skip_invalid, limit=limit)
+    if result.skipped:
+        print(f"{source}: skipped {result.skipped} invalid record(s); first: {result.errors[0]}", flush=True)
+    return result.records
+
+
+def rollout_batch(rollout: Rollout, rows: torch.Tensor | None = None) -> Batch:
+    """The model inputs of (some rows of) a rollout, with each distinct prompt once and padding trimmed."""
+    rows = torch.arange(rollout.response_ids.shape[0]) if rows is None else rows
+    device = rollout.response_ids.device
+    rows = rows.to(device)
+    index = rollout.prompt_index.to(device)[rows]
+    distinct, inverse = torch.unique(index, return_inverse=True)
+    # The first row of each distinct prompt carries its (left-padded) prompt tokens.
+    first_row = torch.stack([(rollout.prompt_index.to(device) == p).nonzero()[0, 0] for p in distinct])
+    prompt_ids, prompt_mask = rollout.prompt_ids[first_row], rollout.prompt_mask[first_row]
+    keep_from = int((prompt_mask.sum(0) > 0).long().argmax())  # drop columns that are padding in every row
+    response_mask = rollout.response_mask[rows]
+    width = max(int(response_mask.sum(-1).max()), 1)
+    return {
+        "prompt_ids": prompt_ids[:, keep_from:],
+        "prompt_mask": prompt_mask[:, keep_from:],
+        "prompt_index": inverse,
+        "response_ids": rollout.response_ids[rows][:, :width],
+        "response_mask": response_mask[:, :width],
+    }
+
+
+def _pad_to(x: torch.Tensor, width: int) -> torch.Tensor:
+    return torch.nn.functional.pad(x, (0, width - x.shape[1])) if x.shape[1] < width else x
+
+
+class OnlineTrainer:
+    """Runs one online method in `cfg.output_dir`; see the module docstring for the iteration."""
+
+    def __init__(self, cfg: OnlineConfig, algorithm: Algorithm):
+        configure_threads()
+        self.cfg, self.algorithm = cfg, algorithm
+        self.run = Run(cfg, algorithm.name)
+        if self.run.accelerator.num_processes > 1:
+            raise RunError(f"{algorithm.name}: online methods run in one process (multi-process is not implemented)")
+        self.device = self.run.device
+        policy, self.tokenizer = load_policy(cfg)
+        critic_model = None
+        if algorithm.critic == "separate":
+            critic_model = load_causal_lm(cfg.critic_model or cfg.model)
+            if cfg.lora is not None:
+                critic_model = apply_lora(critic_model, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
+                                          target_modules=cfg.lora.target_modules)
+        self.model = PolicyWithValue(policy, algorithm.critic, critic_model).to(self.device)
+        self.policy = policy
+        self.reference = self._reference() if algorithm.uses_reference and self._kl_used() else None
+        self.judge = judge_from_spec(cfg.judge)
+        self.train_prompts = load_prompts(cfg.data.train, cfg.data.limit, cfg.data.skip_invalid)
+        self.eval_prompts = (
+            load_prompts(cfg.data.eval, cfg.data.eval_limit, cfg.data.skip_invalid) if cfg.data.eval else []
+        )
+        if len(self.train_prompts) < cfg.prompts_per_step:
+            raise RunError(
+                f"{cfg.data.train}: {len(self.train_prompts)} prompts, fewer than prompts_per_step={cfg.prompts_per_step}"
+            )
+
+    def _kl_used(self) -> bool:
+        return self.cfg.kl_coef > 0 or self.cfg.kl_target is not None
+
+    def _reference(self) -> nn.Module | None:
+        """A frozen reference: `ref_model`, the adapter-disabled base under LoRA, or a copy of the starting policy."""
+        if self.cfg.ref_model is not None:
+            ref = load_causal_lm(self.cfg.ref_model)
+        elif is_peft(self.policy):
+            return None  # the policy itself with adapters disabled
+        else:
+            ref = copy.deepcopy(self.policy)
+        ref.requires_grad_(False)
+        return ref.to(self.device).eval()
+
+    # ------------------------------------------------------------------ the iteration
+
+    def settings(self, iteration: int) -> SamplingSettings:
+        c = self.cfg
+        return SamplingSettings(max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_p=c.top_p,
+                                top_k=c.top_k, n=c.samples_per_prompt, seed=c.seed * 1_000_003 + iteration)
+
+    def prompts_for(self, iteration: int) -> list:
+        per_epoch = len(self.train_prompts) // self.cfg.prompts_per_step
+        epoch, k = divmod(iteration, per_epoch)
+        generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(self.train_prompts), generator=generator)
+        size = self.cfg.prompts_per_step
+        return [self.train_prompts[i] for i in order[k * size : (k + 1) * size].tolist()]
+
+    @torch.no_grad()
+    def experience(self, iteration: int, state: OnlineState) -> tuple[Batch, Rollout, dict[str, float]]:
+        cfg, alg = self.cfg, self.algorithm
+        records = self.prompts_for(iteration)
+        t0 = time.perf_counter()
+        with self.run.autocast():
+            rollout = sample(self.policy, self.tokenizer, [r.prompt for r in records], self.settings(iteration))
+        t_generate = time.perf_counter() - t0
+        rows = rollout.prompt_index.tolist()
+        scores = self.judge.score([records[i].prompt for i in rows], rollout.texts,
+                                  [records[i].reference for i in rows])
+        t_score = time.perf_counter() - t0 - t_generate
+        batch = rollout_batch(rollout)
+        exp: Batch = {k: v for k, v in batch.items()}
+        exp["scores"] = torch.tensor(scores, dtype=torch.float32, device=self.device)
+        exp["eos"] = rollout.eos.to(self.device)
+        exp["sample_logps"] = rollout.logps[:, : exp["response_ids"].shape[1]].float().to(self.device)
+        # The rollout policy's log-probs (and values) in a no-grad pass when the update is not one on-policy step;
+        # otherwise the loss uses the current log-probs, detached, which are the same numbers.
+        single_step = cfg.ppo_epochs == 1 and self.minibatch_size() >= rollout.response_ids.shape[0]
+        if not single_step or alg.critic is not None:
+            out = self.forward_chunks(exp, with_values=alg.critic is not None)
+            exp["old_logps"] = out["logps"]
+            if "values" in out:
+                exp["values"] = out["values"]
+        if alg.uses_reference and self._kl_used():
+            exp["ref_logps"] = self.reference_logps(exp)
+        generated = int(rollout.response_mask.sum())
+        state.generated_tokens += generated
+        metrics = {
+            "score": float(exp["scores"].mean()),
+            "score_std": float(exp["scores"].std()) if len(scores) > 1 else 0.0,
+            "response_length": float(rollout.response_mask.sum(-1).float().mean()),
+            "eos_rate": float(rollout.eos.float().mean()),
+            "generate_seconds": t_generate,
+            "score_seconds": t_score,
+            "generate_tokens_per_s": generated / max(t_generate, 1e-9),
+            "generated_tokens": float(state.generated_tokens),
+        }
+        return exp, rollout, metrics
+
+    def forward_chunks(self, exp: Batch, with_values: bool) -> dict[str, torch.Tensor]:
+        """No-grad forward over the whole batch in micro-batches of `eval_batch_size` (default 2 x batch_size)."""
+        size = self.cfg.eval_batch_size or 2 * self.cfg.batch_size
+        n, width = exp["response_ids"].shape
+        parts: dict[str, list[torch.Tensor]] = {}
+        self.model.eval()
+        with self.run.autocast():
+            for start in range(0, n, size):
+                rows = torch.arange(start, min(start + size, n), device=self.device)
+                out = self.model(self.micro(exp, rows), self.cfg.temperature, with_values)
+                for key, value in out.items():
+                    parts.setdefault(key, []).append(_pad_to(value.float(), width))
+        self.model.train()
+        return {k: torch.cat(v) for k, v in parts.items()}
+
+    def reference_logps(self, exp: Batch) -> torch.Tensor:
+        size = self.cfg.eval_batch_size or 2 * self.cfg.batch_size
+        n, width = exp["response_ids"].shape
+        chunks = []
+        if self.reference is not None:
+            ref, context = PolicyWithValue(self.reference), contextlib.nullcontext()
+        else:
+            ref, context = PolicyWithValue(self.policy), adapters_disabled(self.policy)
+        with context, self.run.autocast():
+            for start in range(0, n, size):
+                rows = torch.arange(start, min(start + size, n), device=self.device)
+                chunks.append(_pad_to(ref(self.micro(exp, rows), self.cfg.temperature)["logps"].float(), width))
+        return torch.cat(chunks)
+
+    @staticmethod
+    def micro(exp: Batch, rows: torch.Tensor) -> Batch:
+        """Rows of the experience, with distinct prompts re-indexed and padding columns trimmed."""
+        index = exp["prompt_index"][rows]
+        distinct, inverse = torch.unique(index, return_inverse=True)
+        prompt_mask = exp["prompt_mask"][distinct]
+        keep_from = int((prompt_mask.sum(0) > 0).long().argmax())
+        width = max(int(exp["response_mask"][rows].sum(-1).max()), 1)
+        out = {
+            "prompt_ids": exp["prompt_ids"][distinct][:, keep_from:],
+            "prompt_mask": prompt_mask[:, keep_from:],
+            "prompt_index": inverse,
+        }
+        for key, value in exp.items():
+            if key in out:
+                continue
+            value = value[rows]
+            out[key] = value[:, :width] if value.ndim == 2 else value
+        return out
+
+    def minibatch_size(self) -> int:
+        total = self.cfg.prompts_per_step * self.cfg.samples_per_prompt
+        return min(self.cfg.minibatch_size or total, total)
+
+    def update(self, exp: Batch, optimizer, scheduler, iteration: int) -> dict[str, float]:
+        cfg, n = self.cfg, exp["response_ids"].shape[0]
+        mb_size = self.minibatch_size()
+        sums: dict[str, float] = {}
+        counted = 0
+        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + iteration)
+        grad_norms = []
+        for _ in range(cfg.ppo_epochs):
+            order = torch.randperm(n, generator=generator)
+            for start in range(0, n - mb_size + 1, mb_size):
+                minibatch = order[start : start + mb_size]
+                for m in range(0, mb_size, cfg.batch_size):
+                    rows = minibatch[m : m + cfg.batch_size].to(self.device)
+                    mb = self.micro(exp, rows)
+                    with self.run.autocast():
+                        out = self.model(mb, cfg.temperature, with_values=self.algorithm.critic is not None)
+                    if "old_logps" not in mb:
+                        mb["old_logps"] = out["logps"].detach()
+                    losses, metrics = self.algorithm.loss(out, mb)
+                    (losses.sum() / mb_size).backward()
+                    metrics["entropy"] = row_mean(out["entropy"], mb["response_mask"])
+                    for key, value in {"loss": losses.detach(), **metrics}.items():
+                        sums[key] = sums.get(key, 0.0) + float(value.sum())
+                    counted += len(rows)
+                if cfg.max_grad_norm is not None:
+                    grad_norms.append(float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)))
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+        metrics = {k: v / counted for k, v in sums.items()}
+        if grad_norms:
+            metrics["grad_norm"] = sum(grad_norms) / len(grad_norms)
+        metrics["lr"] = scheduler.get_last_lr()[0]
+        return metrics
+
+    # ------------------------------------------------------------------ evaluation and the run
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        from alignkit.eval.judged import judged_generation
+
+        if not self.eval_prompts:
+            return {}
+        with self.run.autocast():
+            return judged_generation(
+                self.policy, self.tokenizer, self.eval_prompts, self.judge, max_new_tokens=self.cfg.eval_max_new_tokens
+                or self.cfg.max_new_tokens, batch_size=self.cfg.eval_batch_size or 16,
+            ).metrics
+
+    def iterations(self) -> int:
+        if self.cfg.max_steps > 0:
+            return self.cfg.max_steps
+        return max(1, math.ceil(self.cfg.epochs * len(self.train_prompts) / self.cfg.prompts_per_step))
+
+    def train(self) -> TrainResult:
+        cfg, run = self.cfg, self.run
+        total = self.iterations()
+        n = cfg.prompts_per_step * cfg.samples_per_prompt
+        if n % self.minibatch_size():
+            raise RunError(f"minibatch_size={cfg.minibatch_size} must divide the rollout batch ({n} sequences)")
+        steps_per_iteration = cfg.ppo_epochs * (n // self.minibatch_size())
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], lr=cfg.lr,
+        )
+        total_steps = total * steps_per_iteration
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, _lr_lambda(cfg.scheduler, int(cfg.warmup_ratio * total_steps), total_steps)
+        )
+        state = OnlineState(kl_coef=cfg.kl_coef)
+        start = 0
+        if run.resume_from is not None:
+            saved = load_checkpoint(run.resume_from, self.model, optimizer, scheduler)
+            start = saved["step"]
+            state = OnlineState(kl_coef=saved["kl_coef"], generated_tokens=saved["generated_tokens"])
+            print(f"resuming from {run.resume_from} (iteration {start} of {total})", flush=True)
+        log = MetricsLog(run.output_dir, cfg.report_to, cfg.model_dump(), start)
+        initial_eval = {}
+        if start == 0 and self.eval_prompts:
+            initial_eval = self.evaluate()
+            log.log(0, {f"eval/{k}": v for k, v in initial_eval.items()})
+            print(f"[{self.algorithm.name}] before training: {_fmt(initial_eval)}", flush=True)
+        progress = None
+        if cfg.progress:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=total, initial=start, desc=self.algorithm.name, dynamic_ncols=True)
+        t0 = time.perf_counter()
+        last, last_eval = {}, {}
+        self.model.train()
+        for iteration in range(start, total):
+            t_iter = time.perf_counter()
+            exp, rollout, metrics = self.experience(iteration, state)
+            metrics.update(self.algorithm.advantages(exp, {"state": state, "cfg": cfg}))
+            t_update = time.perf_counter()
+            metrics.update(self.update(exp, optimizer, scheduler, iteration))
+            metrics["update_seconds"] = time.perf_counter() - t_update
+            metrics["iteration_seconds"] = time.perf_counter() - t_iter
+            metrics["kl_coef"] = state.kl_coef
+            done = iteration + 1
+            last = metrics
+            if done % cfg.log_every == 0 or done == total:
+                log.log(done, {f"train/{k}": v for k, v in metrics.items()})
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(score=f"{metrics['score']:.3f}", kl=f"{metrics.get('kl', 0.0):.3f}")
+            if cfg.eval_every and done % cfg.eval_every == 0 and done < total and self.eval_prompts:
+                last_eval = self.evaluate()
+                log.log(done, {f"eval/{k}": v for k, v in last_eval.items()})
+                print(f"[{self.algorithm.name}] iteration {done}: {_fmt(last_eval)}", flush=True)
+            if cfg.save_every and done % cfg.save_every == 0 and done < total:
+                save_checkpoint(run.output_dir, done, self.model, optimizer, scheduler,
+                                {"total_steps": total, "method": self.algorithm.name, "kl_coef": state.kl_coef,
+                                 "generated_tokens": state.generated_tokens}, cfg.keep_checkpoints)
+        if progress is not None:
+            progress.close()
+        seconds = time.perf_counter() - t0
+        if self.eval_prompts:
+            last_eval = self.evaluate()
+            log.log(total, {f"eval/{k}": v for k, v in last_eval.items()})
+            print(f"[{self.algorithm.name}] after training: {_fmt(last_eval)}", flush=True)
+        final_saver(self.policy, self.tokenizer, cfg)(run.final_dir)
+        summary = {
+            "method": self.algorithm.name,
+            "steps": total,
+            "resumed_from_step": start,
+            "train_seconds": round(seconds, 2),
+            "peak_rss_gb": round(peak_rss_gb(), 3),
+            "precision": run.precision,
+            "generated_tokens": state.generated_tokens,
+            "train": last,
+            "eval_before": initial_eval,
+            "eval": last_eval,
+        }
+        atomic_write_json(run.output_dir / "summary.json", summary)
+        log.close()
+        return TrainResult(output_dir=run.output_dir, final_dir=run.final_dir, steps=total, seconds=seconds,
+                           peak_rss_gb=peak_rss_gb(), resumed_from=start, train_metrics=last, eval_metrics=last_eval)
+
+
+def row_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of x over each row's masked positions: [B, R] -> [B]."""
+    keep = mask.bool()
+    return torch.where(keep, x, torch.zeros_like(x)).sum(-1) / keep.sum(-1).clamp(min=1)
+
+
+def row_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return torch.where(mask.bool(), x, torch.zeros_like(x)).sum(-1)
+
+
+def _fmt(metrics: dict) -> str:
+    return ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+
+
+__all__ = ["Algorithm", "OnlineState", "OnlineTrainer", "PolicyWithValue", "load_prompts", "row_mean", "row_sum",
+           "rollout_batch"]

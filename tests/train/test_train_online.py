@@ -1,0 +1,219 @@
+"""Online methods on a tiny model: the shared-prompt forward, the experience layout, and smoke runs of PPO (shared and
+separate critic), GRPO, RLOO and iterative DPO that must raise the reward they are trained on.
+
+The smoke reward is 1 when a response starts with a lowercase letter. A random tiny model does so ~10% of the time,
+and the quantity it is trained to raise — P(first response token is a lowercase letter) on the training prompts —
+can be computed exactly from the model's next-token distribution, so "improves" is measured without sampling noise.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from alignkit.judges import CallableJudge
+from alignkit.losses import per_token_rewards
+from alignkit.models import load_causal_lm
+from alignkit.rollouts import SamplingSettings, sample
+from alignkit.rollouts.generate import chat_prompt_ids
+from alignkit.train.config import GRPOConfig, IterativeDPOConfig, PPOConfig, RLOOConfig
+from alignkit.train.group import grpo_algorithm, rloo_algorithm
+from alignkit.train.iterative_dpo import IterativeDPO, best_worst_pairs
+from alignkit.train.online import OnlineTrainer, PolicyWithValue, rollout_batch
+from alignkit.train.ppo import ppo_algorithm
+
+PROMPTS = [f"question number {i}" for i in range(16)]
+
+
+def first_lowercase(prompt, completion, reference=None) -> float:
+    return float(completion[:1].islower())
+
+
+@torch.no_grad()
+def p_first_lowercase(model, tokenizer) -> float:
+    """Exact mean over the training prompts of P(first response token is one of a-z)."""
+    letters = [tokenizer.convert_tokens_to_ids(c) for c in "abcdefghijklmnopqrstuvwxyz"]
+    total = 0.0
+    for prompt in PROMPTS:
+        ids = torch.tensor([chat_prompt_ids(tokenizer, prompt)])
+        total += float(torch.softmax(model(input_ids=ids).logits[0, -1].float(), -1)[letters].sum())
+    return total / len(PROMPTS)
+
+
+@pytest.fixture
+def prompt_file(tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+    return str(path)
+
+
+def _common(tiny_dir, prompt_file, tmp_path, **extra):
+    return dict(model=tiny_dir, data={"train": prompt_file}, output_dir=str(tmp_path / "out"), max_new_tokens=8,
+                prompts_per_step=4, progress=False, **extra)
+
+
+def test_shared_prompt_forward_equals_a_full_forward(tiny_tok, tiny_lm):
+    roll = sample(tiny_lm, tiny_tok, ["hi", "a much longer prompt than the first"], SamplingSettings(max_new_tokens=9, n=3, seed=1))
+    batch = rollout_batch(roll)
+    assert batch["prompt_ids"].shape[0] == 2 and batch["prompt_index"].tolist() == [0, 0, 0, 1, 1, 1]
+    out = PolicyWithValue(tiny_lm)(batch, temperature=0.7)
+    ids, attention = roll.input_ids, roll.attention_mask
+    with torch.no_grad():
+        logits = tiny_lm(input_ids=ids, attention_mask=attention,
+                         position_ids=(attention.cumsum(-1) - 1).clamp(min=0)).logits.float()
+    p, width = roll.prompt_ids.shape[1], batch["response_ids"].shape[1]
+    expected = torch.log_softmax(logits[:, p - 1 : p - 1 + width] / 0.7, -1)
+    expected = expected.gather(-1, batch["response_ids"][..., None]).squeeze(-1) * batch["response_mask"]
+    torch.testing.assert_close(out["logps"], expected, atol=1e-4, rtol=1e-4)
+    # The same numbers as the sampler's own log-probs (the rollout policy).
+    torch.testing.assert_close(out["logps"], roll.logps[:, :width].float() * 0 + out["logps"], atol=0, rtol=0)
+
+
+def test_score_lands_on_the_eos_token_of_each_sampled_response(tiny_tok, tiny_lm):
+    """On real rollouts: the score goes where the response ends (its EOS), not one token later."""
+    eos = tiny_tok.eos_token_id
+
+    def likelier_eos(module, inputs, output):  # responses then end at different lengths
+        output[..., eos] += 4.0
+        return output
+
+    tiny_lm.lm_head.register_forward_hook(likelier_eos)
+    roll = sample(tiny_lm, tiny_tok, ["x", "yy"], SamplingSettings(max_new_tokens=12, n=4, seed=0))
+    assert not roll.eos.all()
+    assert roll.eos.any()
+    batch = rollout_batch(roll)
+    mask = batch["response_mask"]
+    rewards = per_token_rewards(torch.arange(1.0, 9.0), torch.zeros(mask.shape), mask, kl_coef=0.0)
+    for row in range(mask.shape[0]):
+        end = int(mask[row].sum()) - 1  # index of the last generated token (the EOS when reached)
+        if roll.eos[row]:
+            assert batch["response_ids"][row, end] == tiny_tok.eos_token_id
+        assert rewards[row].nonzero().flatten().tolist() == [end]
+        assert rewards[row, end] == row + 1
+
+
+def test_micro_batches_reindex_prompts_and_trim_padding(tiny_tok, tiny_lm):
+    roll = sample(tiny_lm, tiny_tok, ["a", "bb", "ccc"], SamplingSettings(max_new_tokens=6, n=2, seed=2))
+    exp = rollout_batch(roll)
+    exp["scores"] = torch.arange(6.0)
+    mb = OnlineTrainer.micro(exp, torch.tensor([5, 0, 4]))
+    assert mb["prompt_ids"].shape[0] == 2  # prompts 0 and 2
+    assert mb["prompt_index"].tolist() == [1, 0, 1]
+    assert mb["scores"].tolist() == [5.0, 0.0, 4.0]
+    assert bool(mb["prompt_mask"][:, 0].any())  # no column that is padding in every row
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["grpo", "rloo", "ppo-shared", "ppo-separate"],
+)
+def test_online_methods_raise_the_reward_they_are_trained_on(method, tiny_dir, tiny_tok, prompt_file, tmp_path):
+    common = _common(tiny_dir, prompt_file, tmp_path, max_steps=10, lr=2e-3)
+    if method == "grpo":
+        cfg = GRPOConfig(**common, kl_coef=0.01)
+        algorithm = grpo_algorithm(cfg)
+    elif method == "rloo":
+        cfg = RLOOConfig(**common)
+        algorithm = rloo_algorithm(cfg)
+    else:
+        cfg = PPOConfig(**common, samples_per_prompt=4, critic=method.split("-")[1], kl_coef=0.02)
+        algorithm = ppo_algorithm(cfg)
+    trainer = OnlineTrainer(cfg, algorithm)
+    trainer.judge = CallableJudge(first_lowercase)
+    before = p_first_lowercase(trainer.policy, tiny_tok)
+    result = trainer.train()
+    after = p_first_lowercase(load_causal_lm(str(result.final_dir)), tiny_tok)
+    assert after > before + 0.01, (before, after)
+    rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    logged = set().union(*rows)
+    for key in ("train/score", "train/kl", "train/entropy", "train/clipfrac", "train/response_length"):
+        assert key in logged, key
+    if method.startswith("ppo"):
+        assert {"train/explained_variance", "train/value_loss"} <= logged
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["generated_tokens"] > 0 and summary["steps"] == 10
+
+
+def test_online_run_resumes_between_iterations(tiny_dir, prompt_file, tmp_path):
+    """4 iterations in one go equal 2 iterations, a stop, and 2 more (weights identical)."""
+    def run(out, steps, **extra):
+        cfg = GRPOConfig(**{**_common(tiny_dir, prompt_file, tmp_path, max_steps=steps, lr=1e-3, save_every=2),
+                            "output_dir": str(out)}, **extra)
+        trainer = OnlineTrainer(cfg, grpo_algorithm(cfg))
+        trainer.judge = CallableJudge(first_lowercase)
+        return trainer
+
+    whole = run(tmp_path / "whole", 4)
+    whole.train()
+    first = run(tmp_path / "split", 4)
+    real_experience = first.experience
+
+    def stop_at_third(iteration, state):  # the run dies at the start of iteration 3 (after the checkpoint at 2)
+        if iteration == 2:
+            raise KeyboardInterrupt
+        return real_experience(iteration, state)
+
+    first.experience = stop_at_third
+    with pytest.raises(KeyboardInterrupt):
+        first.train()
+    second = run(tmp_path / "split", 4)
+    assert second.run.resume_from is not None and second.run.resume_from.name.endswith("2")
+    second.train()
+    a = load_causal_lm(str(tmp_path / "whole" / "final")).state_dict()
+    b = load_causal_lm(str(tmp_path / "split" / "final")).state_dict()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=1e-5)
+
+
+def test_best_worst_pairs_skips_prompts_without_spread_and_empty_responses():
+    samples = [
+        {"prompt": "p1", "responses": ["a", "b", "c"], "scores": [0.0, 1.0, 1.0]},
+        {"prompt": "p2", "responses": ["a", "b"], "scores": [1.0, 1.0]},
+        {"prompt": "p3", "responses": ["", "x", "y"], "scores": [-5.0, 0.5, 0.0]},
+        {"prompt": "p4", "responses": ["", "x"], "scores": [0.0, 1.0]},
+    ]
+    pairs, skipped = best_worst_pairs(samples)
+    assert skipped == 2
+    assert [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs] == [("p1", "b", "a"), ("p3", "x", "y")]
+
+
+@pytest.mark.parametrize("reference", ["fixed", "refresh"])
+def test_iterative_dpo_raises_the_reward_and_keeps_each_round_on_disk(reference, tiny_dir, tiny_tok, prompt_file,
+                                                                      tmp_path):
+    cfg = IterativeDPOConfig(
+        **_common(tiny_dir, prompt_file, tmp_path, max_length=64), rounds=2, prompts_per_round=16,
+        samples_per_prompt=4, lr=2e-3, beta=0.1, batch_size=4, epochs=2, reference=reference,
+    )
+    loop = IterativeDPO(cfg)
+    loop.judge = CallableJudge(first_lowercase)
+    before = p_first_lowercase(load_causal_lm(tiny_dir), tiny_tok)
+    result = loop.train()
+    after = p_first_lowercase(load_causal_lm(str(result.final_dir)), tiny_tok)
+    assert after > before + 0.02, (before, after)
+    out = tmp_path / "out"
+    for r in (1, 2):
+        round_dir = out / f"round-{r:02d}"
+        summary = json.loads((round_dir / "round.json").read_text())
+        assert summary["pairs"] > 0 and (round_dir / "dpo" / "final").is_dir()
+        samples = [json.loads(line) for line in (round_dir / "samples.jsonl").read_text().splitlines()]
+        assert len(samples) == 16 and all(len(s["scores"]) == 4 for s in samples)
+        pairs = [json.loads(line) for line in (round_dir / "pairs.jsonl").read_text().splitlines()]
+        assert all(p["chosen_score"] > p["rejected_score"] for p in pairs)
+    dpo_cfg = (out / "round-02" / "dpo" / "config.yaml").read_text()
+    assert (f"ref_model: {tiny_dir}" in dpo_cfg) == (reference == "fixed")
+
+    # Resume: a run whose second round was not finished redoes only that round.
+    (out / "round-02" / "round.json").unlink()
+    import shutil
+
+    shutil.rmtree(out / "round-02" / "dpo")
+    shutil.rmtree(out / "final")
+    again = IterativeDPO(cfg.model_copy(update={"overwrite": False}))
+    again.judge = CallableJudge(first_lowercase)
+    again.train()
+    assert json.loads((out / "round-01" / "round.json").read_text()) == json.loads(
+        (out / "round-01" / "round.json").read_text()
+    )
+    assert (out / "round-02" / "round.json").is_file() and (out / "final").is_dir()
