@@ -2,6 +2,7 @@
 
 from alignkit.rollouts.generate import chat_prompt_ids, generate_responses
 from alignkit.rollouts.sampler import (
+    DecodeLoopBackend,
     HFGenerateBackend,
     Rollout,
     RolloutBackend,
@@ -11,6 +12,7 @@ from alignkit.rollouts.sampler import (
 )
 
 __all__ = [
+    "DecodeLoopBackend",
     "HFGenerateBackend",
     "Rollout",
     "RolloutBackend",

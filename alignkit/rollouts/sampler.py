@@ -1,7 +1,12 @@
 """Rollouts: prompts -> sampled responses with the masks and per-token log-probs that RL losses need.
 
-The backend is a seam: anything with `generate(model, prompt_ids, prompt_mask, settings) -> (response_ids, logps)`
-can replace `HFGenerateBackend` (a vLLM backend on GPUs, a llama.cpp one on CPUs). Only the HF backend exists so far.
+The backend is a seam: anything with `generate(model, prompt_ids, prompt_mask, prompt_index, settings, eos_id, pad_id)
+-> (response_ids, logps)` can generate (a vLLM backend on GPUs would go here). Two exist:
+
+- `DecodeLoopBackend` (default): each distinct prompt is prefilled once and its KV cache shared by its n samples, then
+  a plain decode loop samples all rows together. On CPUs decoding is bound by reading the weights once per step, so
+  the cost is per step, nearly independent of the batch; the shared prefill saves (n-1)/n of the prompt compute.
+- `HFGenerateBackend`: transformers' `generate` on the prompts repeated n times (kept as the reference behaviour).
 
 Log-probs are those of the sampling distribution p(token | prefix) = softmax(logits / temperature), read from the
 raw logits the generation step produced (no second forward pass). top-p / top-k truncation is not part of them:
@@ -16,6 +21,7 @@ from typing import Protocol
 import torch
 
 from alignkit.data import Turns
+from alignkit.models.forward import position_ids
 from alignkit.rollouts.generate import chat_prompt_ids
 
 
@@ -62,17 +68,72 @@ class Rollout:
 
 
 class RolloutBackend(Protocol):
-    def generate(self, model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, settings: SamplingSettings,
-                 eos_id: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (response_ids [B,R] with anything after EOS unspecified, sampling log-probs [B,R])."""
+    def generate(self, model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, prompt_index: torch.Tensor,
+                 settings: SamplingSettings, eos_id: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Distinct prompts [p,P] (left-padded) and the prompt of each output row [B] -> (response_ids [B,R] with
+        anything after EOS unspecified, sampling log-probs [B,R])."""
         ...
+
+
+def _filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Top-k then nucleus (top-p) truncation: tokens outside get -inf. The most likely token always survives."""
+    if top_k > 0 and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, -1)
+        # Drop a token when the tokens strictly more likely already reach top_p.
+        drop = (probs.cumsum(-1) - probs) >= top_p
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return logits
+
+
+class DecodeLoopBackend:
+    """Shared-prefix prefill + a plain decode loop (see the module docstring); stops when every row has ended."""
+
+    def generate(self, model, prompt_ids, prompt_mask, prompt_index, settings: SamplingSettings, eos_id: int,
+                 pad_id: int):
+        sampling = settings.temperature > 0
+        out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids(prompt_mask),
+                    use_cache=True, logits_to_keep=1)
+        cache = out.cache
+        cache.batch_select_indices(prompt_index)
+        mask = prompt_mask[prompt_index]
+        logits = out.logits[:, -1].float()[prompt_index]
+        position = mask.long().sum(-1, keepdim=True)
+        rows = prompt_index.shape[0]
+        done = torch.zeros(rows, dtype=torch.bool, device=prompt_ids.device)
+        tokens, logps = [], []
+        for step in range(settings.max_new_tokens):
+            scaled = logits / settings.temperature if sampling else logits
+            log_probs = torch.log_softmax(scaled, -1)
+            if sampling:
+                filtered = _filter_logits(scaled, settings.top_k, settings.top_p)
+                token = torch.multinomial(torch.softmax(filtered, -1), 1).squeeze(-1)
+            else:
+                token = scaled.argmax(-1)
+            token = torch.where(done, torch.full_like(token, pad_id), token)
+            tokens.append(token)
+            logps.append(log_probs.gather(-1, token[:, None]).squeeze(-1))
+            done = done | (token == eos_id)
+            if bool(done.all()) or step == settings.max_new_tokens - 1:
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position + step, cache=cache,
+                        use_cache=True, logits_to_keep=1)
+            cache = out.cache
+            logits = out.logits[:, -1].float()
+        return torch.stack(tokens, 1), torch.stack(logps, 1)
 
 
 class HFGenerateBackend:
     """transformers' `generate`: KV cache, left padding, sampling or greedy (temperature 0)."""
 
-    def generate(self, model, prompt_ids, prompt_mask, settings: SamplingSettings, eos_id: int, pad_id: int):
+    def generate(self, model, prompt_ids, prompt_mask, prompt_index, settings: SamplingSettings, eos_id: int,
+                 pad_id: int):
         sampling = settings.temperature > 0
+        prompt_ids, prompt_mask = prompt_ids[prompt_index], prompt_mask[prompt_index]
         out = model.generate(
             input_ids=prompt_ids,
             attention_mask=prompt_mask,
@@ -115,19 +176,21 @@ def response_masks(response: torch.Tensor, eos_id: int) -> tuple[torch.Tensor, t
 def sample(model, tokenizer, prompts: list[Turns], settings: SamplingSettings = SamplingSettings(),
            backend: RolloutBackend | None = None) -> Rollout:
     """Sample `settings.n` responses to each prompt; rows are prompt-major (prompt 0's n samples first)."""
-    backend = backend or HFGenerateBackend()
+    backend = backend or DecodeLoopBackend()
     device = next(model.parameters()).device
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     encoded = [chat_prompt_ids(tokenizer, p) for p in prompts]
     prompt_index = torch.arange(len(prompts)).repeat_interleave(settings.n)
-    prompt_ids, prompt_mask = _left_pad([encoded[i] for i in prompt_index.tolist()], pad_id)
+    distinct_ids, distinct_mask = _left_pad(encoded, pad_id)
+    prompt_ids, prompt_mask = distinct_ids[prompt_index], distinct_mask[prompt_index]
     was_training = model.training
     model.eval()
     # Seeded through a forked RNG so sampling is reproducible without disturbing the caller's random state.
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(settings.seed)
-        response, logps = backend.generate(model, prompt_ids.to(device), prompt_mask.to(device), settings, eos_id, pad_id)
+        response, logps = backend.generate(model, distinct_ids.to(device), distinct_mask.to(device),
+                                           prompt_index.to(device), settings, eos_id, pad_id)
     model.train(was_training)
     mask, eos = response_masks(response, eos_id)
     response = torch.where(mask.bool(), response, torch.full_like(response, pad_id))

@@ -55,3 +55,35 @@ def test_sampling_does_not_disturb_the_callers_random_state(tiny_tok, tiny_lm):
 def test_greedy_rollout_matches_plain_generation(tiny_tok, tiny_lm):
     roll = sample(tiny_lm, tiny_tok, ["hello", "bye"], SamplingSettings(max_new_tokens=6, temperature=0.0))
     assert roll.texts == generate_responses(tiny_lm, tiny_tok, ["hello", "bye"], max_new_tokens=6)
+
+
+def test_decode_loop_matches_transformers_generate_when_greedy(tiny_tok, tiny_lm):
+    from alignkit.rollouts import DecodeLoopBackend, HFGenerateBackend
+
+    prompts = ["hi", "a longer prompt here", "x"]
+    settings = SamplingSettings(max_new_tokens=10, n=2, temperature=0.0)
+    ours = sample(tiny_lm, tiny_tok, prompts, settings, backend=DecodeLoopBackend())
+    hf = sample(tiny_lm, tiny_tok, prompts, settings, backend=HFGenerateBackend())
+    width = ours.response_ids.shape[1]
+    assert torch.equal(ours.response_ids, hf.response_ids[:, :width])
+    torch.testing.assert_close(ours.logps, hf.logps[:, :width], atol=1e-4, rtol=1e-4)
+
+
+def test_top_k_and_top_p_truncation_by_hand():
+    from alignkit.rollouts.sampler import _filter_logits
+
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    top2 = _filter_logits(logits, top_k=2, top_p=1.0)
+    assert torch.isinf(top2[0, 2:]).all() and torch.isfinite(top2[0, :2]).all()
+    # top_p 0.7: 0.5 alone is below 0.7, so 0.3 stays; 0.5 + 0.3 >= 0.7 drops the rest.
+    nucleus = _filter_logits(logits, top_k=0, top_p=0.7)
+    assert torch.isfinite(nucleus[0, :2]).all() and torch.isinf(nucleus[0, 2:]).all()
+    # A tiny top_p still keeps the most likely token.
+    assert torch.isfinite(_filter_logits(logits, top_k=0, top_p=1e-6)[0, 0])
+
+
+def test_sampling_with_top_k_only_draws_allowed_tokens(tiny_tok, tiny_lm):
+    roll = sample(tiny_lm, tiny_tok, ["hello"], SamplingSettings(max_new_tokens=6, n=8, top_k=1, temperature=1.0, seed=0))
+    greedy = sample(tiny_lm, tiny_tok, ["hello"], SamplingSettings(max_new_tokens=6, n=1, temperature=0.0))
+    for row in roll.response_ids:  # top_k = 1 is greedy decoding
+        assert torch.equal(row, greedy.response_ids[0])
