@@ -6,11 +6,14 @@ a correct final answer, 0 otherwise) the mean score is the accuracy.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+
+import torch
 
 from alignkit.data import PromptOnly
 from alignkit.judges import Judge
-from alignkit.rollouts import generate_responses
+from alignkit.rollouts import SamplingSettings, sample
 
 
 @dataclass
@@ -24,10 +27,17 @@ def judged_generation(model, tokenizer, prompts: list[PromptOnly], judge: Judge,
                       batch_size: int = 16, temperature: float = 0.0, seed: int = 0,
                       precision: str = "fp32") -> JudgedGeneration:
     """Responses to `prompts`, the judge's score of each, and their summary: score (mean), response_tokens (mean)."""
-    responses = generate_responses(model, tokenizer, [p.prompt for p in prompts], max_new_tokens=max_new_tokens,
-                                   temperature=temperature, batch_size=batch_size, seed=seed,
-                                   precision=precision)
+    device = next(model.parameters()).device
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext())
+    responses: list[str] = []
+    lengths: list[int] = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        with autocast:
+            rollout = sample(model, tokenizer, [p.prompt for p in chunk],
+                             SamplingSettings(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed + start))
+        responses += rollout.texts
+        lengths += rollout.response_lengths.tolist()
     scores = judge.score([p.prompt for p in prompts], responses, [p.reference for p in prompts])
-    lengths = [len(tokenizer(r, add_special_tokens=False).input_ids) for r in responses]
     metrics = {"score": sum(scores) / len(scores), "response_tokens": sum(lengths) / len(lengths)}
     return JudgedGeneration(responses, scores, metrics)

@@ -31,6 +31,11 @@ def first_lowercase(prompt, completion, reference=None) -> float:
     return float(completion[:1].islower())
 
 
+def lowercase_fraction(prompt, completion, reference=None) -> float:
+    """A denser version for best/worst pairing: almost every prompt's samples then differ."""
+    return sum(c.islower() for c in completion) / max(len(completion), 1)
+
+
 @torch.no_grad()
 def p_first_lowercase(model, tokenizer) -> float:
     """Exact mean over the training prompts of P(first response token is one of a-z)."""
@@ -182,18 +187,20 @@ def test_best_worst_pairs_skips_prompts_without_spread_and_empty_responses():
 @pytest.mark.parametrize("reference", ["fixed", "refresh"])
 def test_iterative_dpo_raises_the_reward_and_keeps_each_round_on_disk(reference, tiny_dir, tiny_tok, prompt_file,
                                                                       tmp_path):
+    common = _common(tiny_dir, prompt_file, tmp_path, max_length=64)
+    del common["prompts_per_step"]
     cfg = IterativeDPOConfig(
-        **_common(tiny_dir, prompt_file, tmp_path, max_length=64), rounds=2, prompts_per_round=16,
-        samples_per_prompt=4, lr=2e-3, beta=0.1, batch_size=4, epochs=2, reference=reference,
+        **common, rounds=3, prompts_per_round=16,
+        samples_per_prompt=4, lr=5e-3, epochs=2, beta=0.1, batch_size=4, reference=reference,
     )
     loop = IterativeDPO(cfg)
-    loop.judge = CallableJudge(first_lowercase)
+    loop.judge = CallableJudge(lowercase_fraction)
     before = p_first_lowercase(load_causal_lm(tiny_dir), tiny_tok)
     result = loop.train()
     after = p_first_lowercase(load_causal_lm(str(result.final_dir)), tiny_tok)
     assert after > before + 0.02, (before, after)
     out = tmp_path / "out"
-    for r in (1, 2):
+    for r in (1, 2, 3):
         round_dir = out / f"round-{r:02d}"
         summary = json.loads((round_dir / "round.json").read_text())
         assert summary["pairs"] > 0 and (round_dir / "dpo" / "final").is_dir()
@@ -201,19 +208,18 @@ def test_iterative_dpo_raises_the_reward_and_keeps_each_round_on_disk(reference,
         assert len(samples) == 16 and all(len(s["scores"]) == 4 for s in samples)
         pairs = [json.loads(line) for line in (round_dir / "pairs.jsonl").read_text().splitlines()]
         assert all(p["chosen_score"] > p["rejected_score"] for p in pairs)
-    dpo_cfg = (out / "round-02" / "dpo" / "config.yaml").read_text()
+    dpo_cfg = (out / "round-03" / "dpo" / "config.yaml").read_text()
     assert (f"ref_model: {tiny_dir}" in dpo_cfg) == (reference == "fixed")
 
-    # Resume: a run whose second round was not finished redoes only that round.
-    (out / "round-02" / "round.json").unlink()
+    round_two = json.loads((out / "round-02" / "round.json").read_text())
+    # Resume: a run whose last round was not finished redoes only that round.
+    (out / "round-03" / "round.json").unlink()
     import shutil
 
-    shutil.rmtree(out / "round-02" / "dpo")
+    shutil.rmtree(out / "round-03" / "dpo")
     shutil.rmtree(out / "final")
     again = IterativeDPO(cfg.model_copy(update={"overwrite": False}))
-    again.judge = CallableJudge(first_lowercase)
+    again.judge = CallableJudge(lowercase_fraction)
     again.train()
-    assert json.loads((out / "round-01" / "round.json").read_text()) == json.loads(
-        (out / "round-01" / "round.json").read_text()
-    )
-    assert (out / "round-02" / "round.json").is_file() and (out / "final").is_dir()
+    assert json.loads((out / "round-02" / "round.json").read_text()) == round_two
+    assert (out / "round-03" / "round.json").is_file() and (out / "final").is_dir()
