@@ -112,7 +112,7 @@ def test_micro_batches_reindex_prompts_and_trim_padding(tiny_tok, tiny_lm):
 
 @pytest.mark.parametrize(
     "method",
-    ["grpo", "rloo", "ppo-shared", "ppo-separate"],
+    ["grpo", "rloo", "ppo-shared", "ppo-separate", "grpo-lora"],
 )
 def test_online_methods_raise_the_reward_they_are_trained_on(method, tiny_dir, tiny_tok, prompt_file, tmp_path):
     common = _common(tiny_dir, prompt_file, tmp_path, max_steps=10, lr=2e-3)
@@ -122,6 +122,9 @@ def test_online_methods_raise_the_reward_they_are_trained_on(method, tiny_dir, t
     elif method == "rloo":
         cfg = RLOOConfig(**common)
         algorithm = rloo_algorithm(cfg)
+    elif method == "grpo-lora":  # adapters on the policy; the reference is the policy with adapters disabled
+        cfg = GRPOConfig(**{**common, "lr": 1e-2}, kl_coef=0.01, lora={"r": 8, "alpha": 16})
+        algorithm = grpo_algorithm(cfg)
     else:
         cfg = PPOConfig(**common, samples_per_prompt=4, critic=method.split("-")[1], kl_coef=0.02)
         algorithm = ppo_algorithm(cfg)
@@ -138,7 +141,24 @@ def test_online_methods_raise_the_reward_they_are_trained_on(method, tiny_dir, t
     if method.startswith("ppo"):
         assert {"train/explained_variance", "train/value_loss"} <= logged
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["generated_tokens"] > 0 and summary["steps"] == 10
+    assert summary["generated_tokens"] > 0 and summary["steps"] == cfg.max_steps
+
+
+def test_ppo_with_lora_trains_the_adapters_and_value_head_against_the_adapter_free_reference(tiny_dir, prompt_file,
+                                                                                           tmp_path):
+    cfg = PPOConfig(**_common(tiny_dir, prompt_file, tmp_path, max_steps=3, lr=1e-2), samples_per_prompt=4,
+                    critic="shared", kl_coef=0.05, lora={"r": 8, "alpha": 16})
+    trainer = OnlineTrainer(cfg, ppo_algorithm(cfg))
+    trainer.judge = CallableJudge(first_lowercase)
+    assert trainer.reference is None  # no second copy: the reference is the base with adapters off
+    trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or n.startswith("value_head") for n in trainable)
+    result = trainer.train()
+    rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["train/kl"] != 0.0 and rows[-1]["train/value_loss"] > 0
+    merged = load_causal_lm(str(result.final_dir)).state_dict()
+    base = load_causal_lm(tiny_dir).state_dict()
+    assert any(not torch.equal(merged[k], base[k]) for k in base)  # the trained adapters are merged into final/
 
 
 def test_online_run_resumes_between_iterations(tiny_dir, prompt_file, tmp_path):
