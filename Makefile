@@ -34,6 +34,7 @@ test: prepare
 bench: prepare
 	$(OFFLINE) $(PY) bench/dpo_vs_trl.py
 	$(OFFLINE) $(PY) bench/sft_vs_trl.py
+	$(OFFLINE) $(PY) bench/online_vs_trl.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -4,7 +4,7 @@
 
 Each method runs its shipped config (configs/<method>.yaml: smollm2-135m, task:arithmetic difficulty 1, final-answer
 verifier, temperature 0.7, at most 64 new tokens) in its own process, so wall time and peak RSS are per method. All
-three sample 1024 responses in total (PPO/GRPO: 16 iterations x 64; iterative DPO: 2 rounds x 64 prompts x 8).
+three sample 768 responses in total (PPO/GRPO: 12 iterations x 64; iterative DPO: 2 rounds x 48 prompts x 8).
 Accuracy is greedy decoding on the first 100 held-out problems (the eval split, never trained on). Writes
 results.json, a markdown table (table.md) and the PPO reward/KL curves (ppo_curves.png) into --out.
 """
@@ -67,7 +67,7 @@ def table(results: dict[str, dict]) -> str:
              "| wall time incl. evals (s) | peak RSS (GB) |", "|---|---|---|---|---|---|---|---|"]
     for method, s in results.items():
         lines.append(
-            f"| {method} | {s['eval_before']['score']:.2f} | {s['eval']['score']:.2f} | 1024 | {s['generated_tokens']} "
+            f"| {method} | {s['eval_before']['score']:.2f} | {s['eval']['score']:.2f} | 768 | {s['generated_tokens']} "
             f"| {s['train_seconds']:.0f} | {s['wall_seconds']:.0f} | {s['peak_rss_gb']:.2f} |"
         )
     return "\n".join(lines)

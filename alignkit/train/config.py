@@ -127,8 +127,6 @@ class OnlineConfig(TrainConfig):
     clip_range: float = Field(default=0.2, gt=0)
     kl_coef: float = Field(default=0.05, ge=0, description="weight of the KL penalty to the reference")
     kl_estimator: Literal["k1", "k2", "k3"] = "k1"
-    kl_target: float | None = Field(default=None, gt=0, description="adaptive KL: steer the per-sequence KL to this value")
-    kl_horizon: int = Field(default=10000, ge=1, description="adaptive KL horizon, in sequences")
     ref_model: str | None = Field(default=None, description="reference policy; default: the starting model")
     eval_max_new_tokens: int | None = Field(default=None, ge=1, description="default: max_new_tokens")
     batch_size: int = Field(default=8, ge=1, description="sequences per micro-batch")
@@ -147,6 +145,8 @@ class PPOConfig(OnlineConfig):
         default="separate", description="value head on the policy's backbone (shared) or on its own transformer"
     )
     critic_model: str | None = Field(default=None, description="separate critic's starting weights; default: model")
+    kl_target: float | None = Field(default=None, gt=0, description="adaptive KL: steer the per-sequence KL to this value")
+    kl_horizon: int = Field(default=10000, ge=1, description="adaptive KL horizon, in sequences")
     vf_coef: float = Field(default=0.1, ge=0, description="weight of the value loss")
     clip_range_value: float = Field(default=0.2, gt=0)
     gamma: float = Field(default=1.0, ge=0, le=1)

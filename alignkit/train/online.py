@@ -174,7 +174,7 @@ class OnlineTrainer:
             )
 
     def _kl_used(self) -> bool:
-        return self.cfg.kl_coef > 0 or self.cfg.kl_target is not None
+        return self.cfg.kl_coef > 0 or getattr(self.cfg, "kl_target", None) is not None
 
     def _reference(self) -> nn.Module | None:
         """A frozen reference: `ref_model`, the adapter-disabled base under LoRA, or a copy of the starting policy."""

@@ -161,6 +161,22 @@ def test_ppo_with_lora_trains_the_adapters_and_value_head_against_the_adapter_fr
     assert any(not torch.equal(merged[k], base[k]) for k in base)  # the trained adapters are merged into final/
 
 
+def test_ppo_adaptive_kl_coefficient_follows_the_controller(tiny_dir, prompt_file, tmp_path):
+    from alignkit.losses import adaptive_kl_coef
+
+    cfg = PPOConfig(**_common(tiny_dir, prompt_file, tmp_path, max_steps=3, lr=1e-2), samples_per_prompt=2,
+                    critic="shared", kl_coef=0.1, kl_target=0.01, kl_horizon=100, ppo_epochs=1)
+    trainer = OnlineTrainer(cfg, ppo_algorithm(cfg))
+    trainer.judge = CallableJudge(first_lowercase)
+    trainer.train()
+    rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    coef = 0.1
+    for row in rows:  # each iteration's logged coefficient is the controller's update after that iteration's KL
+        coef = adaptive_kl_coef(coef, row["train/kl"], 0.01, 100, 8)
+        assert row["train/kl_coef"] == pytest.approx(coef)
+    assert rows[-1]["train/kl_coef"] != 0.1
+
+
 def test_online_run_resumes_between_iterations(tiny_dir, prompt_file, tmp_path):
     """4 iterations in one go equal 2 iterations, a stop, and 2 more (weights identical)."""
     def run(out, steps, **extra):
