@@ -97,10 +97,22 @@ def print_table(results: list[dict], baseline: str = "trl") -> list[str]:
     return lines
 
 
+def run_as_worker(worker_args: list[str], workers: dict) -> None:
+    """Worker mode: run one (impl, precision, data, steps) case in a temporary directory and print its JSON result,
+    with this process's peak RSS."""
+    import resource
+    import tempfile
+
+    impl, precision, data, steps = worker_args
+    with tempfile.TemporaryDirectory() as tmp:
+        res = workers[impl](Path(data), precision, int(steps), Path(tmp) / "run")
+    res["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    print(json.dumps(res))
+
+
 def bench_main(script: str, workers: dict, make_rows, tokens_per_step, describe: str) -> None:
     """Command line shared by the benchmarks: parent mode runs every (precision, impl) worker and prints the table."""
     import argparse
-    import resource
     import tempfile
 
     parser = argparse.ArgumentParser()
@@ -111,11 +123,7 @@ def bench_main(script: str, workers: dict, make_rows, tokens_per_step, describe:
     args = parser.parse_args()
 
     if args.worker:
-        impl, precision, data, steps = args.worker
-        with tempfile.TemporaryDirectory() as tmp:
-            res = workers[impl](Path(data), precision, int(steps), Path(tmp) / "run")
-        res["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-        print(json.dumps(res))
+        run_as_worker(args.worker, workers)
         return
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import run_worker, step_seconds, write_jsonl  # noqa: E402
+from common import run_as_worker, run_worker, step_seconds, write_jsonl  # noqa: E402
 
 GENERATIONS, MAX_NEW, LR, PROMPTS = 8, 48, 1e-6, 32
 
@@ -104,7 +104,6 @@ VARIANTS = {
 
 def main() -> None:
     import argparse
-    import resource
     import tempfile
 
     parser = argparse.ArgumentParser()
@@ -115,11 +114,7 @@ def main() -> None:
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     if args.worker:
-        impl, precision, data, steps = args.worker
-        with tempfile.TemporaryDirectory() as tmp:
-            res = VARIANTS[impl](Path(data), precision, int(steps), Path(tmp) / "run")
-        res["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-        print(json.dumps(res))
+        run_as_worker(args.worker, VARIANTS)
         return
 
     with tempfile.TemporaryDirectory() as tmp:
