@@ -148,6 +148,7 @@ class PPOConfig(OnlineConfig):
     kl_target: float | None = Field(default=None, gt=0, description="adaptive KL: steer the per-sequence KL to this value")
     kl_horizon: int = Field(default=10000, ge=1, description="adaptive KL horizon, in sequences")
     vf_coef: float = Field(default=0.1, ge=0, description="weight of the value loss")
+    critic_lr: float | None = Field(default=None, gt=0, description="learning rate of the value head / critic; default: lr")
     clip_range_value: float = Field(default=0.2, gt=0)
     gamma: float = Field(default=1.0, ge=0, le=1)
     lam: float = Field(default=0.95, ge=0, le=1)

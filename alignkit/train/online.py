@@ -345,6 +345,19 @@ class OnlineTrainer:
                 or self.cfg.max_new_tokens, batch_size=self.cfg.eval_batch_size or 16,
             ).metrics
 
+    def param_groups(self) -> list[dict]:
+        """Weight decay on matrices only; the value function (head and separate critic) at `critic_lr` if set."""
+        critic_lr = getattr(self.cfg, "critic_lr", None)
+        groups = []
+        for name, module in (("policy", self.model.policy), ("value", self.model.value_head), ("value", self.model.critic)):
+            if module is None:
+                continue
+            params = [p for p in module.parameters() if p.requires_grad]
+            lr = critic_lr if name == "value" and critic_lr is not None else self.cfg.lr
+            groups += [{"params": [p for p in params if p.ndim >= 2], "weight_decay": self.cfg.weight_decay, "lr": lr},
+                       {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, "lr": lr}]
+        return [g for g in groups if g["params"]]
+
     def iterations(self) -> int:
         if self.cfg.max_steps > 0:
             return self.cfg.max_steps
@@ -357,10 +370,9 @@ class OnlineTrainer:
         if n % self.minibatch_size():
             raise RunError(f"minibatch_size={cfg.minibatch_size} must divide the rollout batch ({n} sequences)")
         steps_per_iteration = cfg.ppo_epochs * (n // self.minibatch_size())
-        params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
-            [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], lr=cfg.lr,
+            self.param_groups(),
+            lr=cfg.lr,
             # The fused kernel is ~4x faster than the per-tensor loop on CPU (0.11 vs 0.44 s for 135M parameters).
             fused=self.device.type in ("cpu", "cuda"),
         )

@@ -161,6 +161,19 @@ def test_ppo_with_lora_trains_the_adapters_and_value_head_against_the_adapter_fr
     assert any(not torch.equal(merged[k], base[k]) for k in base)  # the trained adapters are merged into final/
 
 
+@pytest.mark.parametrize("critic", ["shared", "separate"])
+def test_critic_lr_applies_to_the_value_function_only(critic, tiny_dir, prompt_file, tmp_path):
+    cfg = PPOConfig(**_common(tiny_dir, prompt_file, tmp_path, max_steps=1, lr=1e-5), critic=critic, critic_lr=1e-3)
+    trainer = OnlineTrainer(cfg, ppo_algorithm(cfg))
+    by_lr: dict[float, set] = {}
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    for group in trainer.param_groups():
+        by_lr.setdefault(group["lr"], set()).update(names[id(p)] for p in group["params"])
+    assert by_lr[1e-3] and all(n.startswith(("value_head", "critic.")) for n in by_lr[1e-3])
+    assert by_lr[1e-5] and all(n.startswith("policy.") for n in by_lr[1e-5])
+    assert len(by_lr[1e-3]) + len(by_lr[1e-5]) == sum(1 for p in trainer.model.parameters() if p.requires_grad)
+
+
 def test_ppo_adaptive_kl_coefficient_follows_the_controller(tiny_dir, prompt_file, tmp_path):
     from alignkit.losses import adaptive_kl_coef
 
