@@ -27,10 +27,12 @@ __all__ = [
     "ppo_value_loss",
     "adaptive_kl_coef",
     "explained_variance",
+    "masked_mean_per_row",
 ]
 
 
-def _masked_mean_per_row(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_mean_per_row(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of x over each row's masked positions: [B, T] -> [B] (0 for an empty row)."""
     keep = mask.bool()
     total = torch.where(keep, x, torch.zeros_like(x)).sum(-1)
     return total / keep.sum(-1).clamp(min=1).to(total.dtype)
@@ -231,13 +233,13 @@ def ppo_policy_loss(
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1 - clip_range, 1 + clip_range)
-    losses = _masked_mean_per_row(torch.maximum(unclipped, clipped), mask)
+    losses = masked_mean_per_row(torch.maximum(unclipped, clipped), mask)
     with torch.no_grad():
         metrics = {
-            "clipfrac": _masked_mean_per_row((clipped > unclipped).to(logp.dtype), mask),
+            "clipfrac": masked_mean_per_row((clipped > unclipped).to(logp.dtype), mask),
             # The rollout tokens are samples from the old policy, so old plays the role of pi in kl_k3.
-            "approx_kl": _masked_mean_per_row(kl_k3(old_logp, logp), mask),
-            "ratio": _masked_mean_per_row(ratio, mask),
+            "approx_kl": masked_mean_per_row(kl_k3(old_logp, logp), mask),
+            "ratio": masked_mean_per_row(ratio, mask),
         }
     return losses, metrics
 
@@ -270,9 +272,9 @@ def ppo_value_loss(
     clipped_values = old_values + torch.clamp(values - old_values, -clip_range_value, clip_range_value)
     err_unclipped = (values - returns).square()
     err_clipped = (clipped_values - returns).square()
-    losses = _masked_mean_per_row(0.5 * torch.maximum(err_unclipped, err_clipped), mask)
+    losses = masked_mean_per_row(0.5 * torch.maximum(err_unclipped, err_clipped), mask)
     with torch.no_grad():
-        metrics = {"value_clipfrac": _masked_mean_per_row((err_clipped > err_unclipped).to(values.dtype), mask)}
+        metrics = {"value_clipfrac": masked_mean_per_row((err_clipped > err_unclipped).to(values.dtype), mask)}
     return losses, metrics
 
 

@@ -8,10 +8,17 @@ and the baseline is the mean reward of the other samples. Both use the clipped s
 
 from __future__ import annotations
 
-from alignkit.losses import group_relative_advantages, kl_estimate, kl_k1, ppo_policy_loss, rloo_advantages
+from alignkit.losses import (
+    group_relative_advantages,
+    kl_estimate,
+    kl_k1,
+    masked_mean_per_row,
+    ppo_policy_loss,
+    rloo_advantages,
+)
 from alignkit.train.config import GRPOConfig, RLOOConfig
 from alignkit.train.loop import TrainResult
-from alignkit.train.online import Algorithm, OnlineTrainer, row_mean, row_sum
+from alignkit.train.online import Algorithm, OnlineTrainer, row_sum
 
 
 def _spread_metrics(scores, group_size: int) -> dict[str, float]:
@@ -36,7 +43,7 @@ def grpo_algorithm(cfg: GRPOConfig) -> Algorithm:
         losses, metrics = ppo_policy_loss(out["logps"], mb["old_logps"], mb["advantages"], mask, cfg.clip_range)
         metrics["policy_loss"] = losses.detach()
         if "ref_logps" in mb:
-            kl = row_mean(kl_estimate(out["logps"], mb["ref_logps"], cfg.kl_estimator), mask)
+            kl = masked_mean_per_row(kl_estimate(out["logps"], mb["ref_logps"], cfg.kl_estimator), mask)
             losses = losses + cfg.kl_coef * kl
             metrics["kl_per_token"] = kl.detach()
         return losses, metrics

@@ -81,6 +81,7 @@ class IterativeDPO:
                            "continue it, overwrite=true to start over, or another output_dir.")
         self.run = Run(cfg, "iterative-dpo")
         self.out = self.run.output_dir
+        self._loaded = None  # (path, model, tokenizer) of the last model used
         self.judge = judge_from_spec(cfg.judge)
         self.train_prompts = load_prompts(cfg.data.train, cfg.data.limit, cfg.data.skip_invalid)
         self.eval_prompts = load_prompts(cfg.data.eval, cfg.data.eval_limit, cfg.data.skip_invalid) if cfg.data.eval else []
@@ -99,12 +100,19 @@ class IterativeDPO:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch))
         return [self.train_prompts[i] for i in order[k * size : (k + 1) * size].tolist()]
 
+    def load(self, model_path: str):
+        """The model at `model_path` and its tokenizer, kept while the next use is the same model: a round's model is
+        evaluated at the end of the round and sampled from at the start of the next one."""
+        if self._loaded is None or self._loaded[0] != model_path:
+            self._loaded = (model_path, load_causal_lm(model_path).to(self.run.device), load_tokenizer(model_path))
+        return self._loaded[1], self._loaded[2]
+
     def evaluate(self, model_path: str) -> dict:
         from alignkit.eval.judged import judged_generation
 
         if not self.eval_prompts:
             return {}
-        model, tokenizer = load_causal_lm(model_path), load_tokenizer(model_path)
+        model, tokenizer = self.load(model_path)
         result = judged_generation(model, tokenizer, self.eval_prompts, self.judge,
                                    max_new_tokens=self.cfg.eval_max_new_tokens or self.cfg.max_new_tokens,
                                    batch_size=self.cfg.generation_batch_size, precision=self.run.precision)
@@ -113,7 +121,7 @@ class IterativeDPO:
     def sample_round(self, r: int, model_path: str) -> tuple[list[dict], int]:
         cfg = self.cfg
         records = self.prompts_for(r)
-        model, tokenizer = load_causal_lm(model_path).to(self.run.device), load_tokenizer(model_path)
+        model, tokenizer = self.load(model_path)
         rows, generated = [], 0
         per_call = max(1, cfg.generation_batch_size // cfg.samples_per_prompt)
         for start in range(0, len(records), per_call):
@@ -203,6 +211,7 @@ class IterativeDPO:
                 current = str(rdir / "dpo" / "final")
                 summary.update(model=current, dpo_seconds=None, dpo_steps=None)
             else:
+                self._loaded = None  # free the sampling model while DPO trains its own copy
                 result = train_dpo(self.dpo_config(r, current, pairs_file, base))
                 current = str(result.final_dir)
                 summary.update(model=current, dpo_seconds=round(result.seconds, 2), dpo_steps=result.steps,

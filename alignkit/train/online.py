@@ -31,7 +31,7 @@ from torch import nn
 
 from alignkit.data import load_records
 from alignkit.judges import judge_from_spec
-from alignkit.losses import entropy_from_logits, token_logprobs
+from alignkit.losses import entropy_from_logits, masked_mean_per_row, token_logprobs
 from alignkit.models import adapters_disabled, apply_lora, is_peft, load_causal_lm
 from alignkit.models.forward import response_logits, response_states
 from alignkit.rollouts import Rollout, SamplingSettings, sample
@@ -49,8 +49,9 @@ class PolicyWithValue(nn.Module):
     """The policy and, for PPO, a value function: a linear head on the policy's own hidden states (shared critic)
     or on a separate transformer (separate critic). One module, so one optimizer and one checkpoint cover both.
 
-    forward(batch, temperature, with_values) -> {"logps": [B,R], "entropy": [B,R] (no grad), "values": [B,R]}
-    for the response tokens of a rollout batch; 0 outside `response_mask`.
+    forward(batch, temperature, with_values, with_entropy) -> {"logps": [B,R], "values": [B,R], "entropy": [B,R]
+    (no grad)} for the response tokens of a rollout batch; 0 outside `response_mask`. Entropy costs a softmax over the
+    vocabulary at every token, so only the update, which logs it, asks for it.
     """
 
     def __init__(self, policy: nn.Module, critic: str | None = None, critic_model: nn.Module | None = None):
@@ -64,7 +65,8 @@ class PolicyWithValue(nn.Module):
             nn.init.zeros_(self.value_head.weight)
             nn.init.zeros_(self.value_head.bias)
 
-    def forward(self, batch: Batch, temperature: float = 1.0, with_values: bool = False) -> dict[str, torch.Tensor]:
+    def forward(self, batch: Batch, temperature: float = 1.0, with_values: bool = False,
+                with_entropy: bool = False) -> dict[str, torch.Tensor]:
         args = (batch["prompt_ids"], batch["prompt_mask"], batch["prompt_index"], batch["response_ids"],
                 batch["response_mask"])
         states = response_states(self.policy, *args)
@@ -73,8 +75,9 @@ class PolicyWithValue(nn.Module):
             logits = logits / temperature
         grid = torch.zeros(batch["response_ids"].shape, dtype=torch.float32, device=logits.device)
         out = {"logps": grid.index_put((rows, cols), token_logprobs(logits, batch["response_ids"][rows, cols]).float())}
-        with torch.no_grad():
-            out["entropy"] = grid.index_put((rows, cols), entropy_from_logits(logits.detach()).float())
+        if with_entropy:
+            with torch.no_grad():
+                out["entropy"] = grid.index_put((rows, cols), entropy_from_logits(logits.detach()).float())
         if with_values:
             if self.value_head is None:
                 raise RuntimeError("this policy has no value head (critic: none)")
@@ -117,26 +120,34 @@ def load_prompts(source: str, limit: int | None, skip_invalid: bool) -> list:
     return result.records
 
 
-def rollout_batch(rollout: Rollout, rows: torch.Tensor | None = None) -> Batch:
-    """The model inputs of (some rows of) a rollout, with each distinct prompt once and padding trimmed."""
-    rows = torch.arange(rollout.response_ids.shape[0]) if rows is None else rows
-    device = rollout.response_ids.device
-    rows = rows.to(device)
-    index = rollout.prompt_index.to(device)[rows]
+def select_rows(batch: Batch, rows: torch.Tensor) -> Batch:
+    """Rows of a rollout batch (`prompt_ids`/`prompt_mask` hold each distinct prompt once, `prompt_index` maps rows to
+    them), with the prompts those rows use re-indexed and columns that are padding in every row trimmed."""
+    index = batch["prompt_index"][rows]
     distinct, inverse = torch.unique(index, return_inverse=True)
-    # The first row of each distinct prompt carries its (left-padded) prompt tokens.
-    first_row = torch.stack([(rollout.prompt_index.to(device) == p).nonzero()[0, 0] for p in distinct])
-    prompt_ids, prompt_mask = rollout.prompt_ids[first_row], rollout.prompt_mask[first_row]
-    keep_from = int((prompt_mask.sum(0) > 0).long().argmax())  # drop columns that are padding in every row
-    response_mask = rollout.response_mask[rows]
-    width = max(int(response_mask.sum(-1).max()), 1)
-    return {
-        "prompt_ids": prompt_ids[:, keep_from:],
+    prompt_mask = batch["prompt_mask"][distinct]
+    keep_from = int((prompt_mask.sum(0) > 0).long().argmax())
+    width = max(int(batch["response_mask"][rows].sum(-1).max()), 1)
+    out = {
+        "prompt_ids": batch["prompt_ids"][distinct][:, keep_from:],
         "prompt_mask": prompt_mask[:, keep_from:],
         "prompt_index": inverse,
-        "response_ids": rollout.response_ids[rows][:, :width],
-        "response_mask": response_mask[:, :width],
     }
+    for key, value in batch.items():
+        if key not in out:
+            value = value[rows]
+            out[key] = value[:, :width] if value.ndim == 2 else value
+    return out
+
+
+def rollout_batch(rollout: Rollout) -> Batch:
+    """The model inputs of a rollout, with each distinct prompt once and padding trimmed."""
+    index = rollout.prompt_index.to(rollout.response_ids.device)
+    # The first row of each prompt carries its (left-padded) tokens; rollouts are prompt-major.
+    first_row = torch.stack([(index == p).nonzero()[0, 0] for p in range(int(index.max()) + 1)])
+    full = {"prompt_ids": rollout.prompt_ids[first_row], "prompt_mask": rollout.prompt_mask[first_row],
+            "prompt_index": index, "response_ids": rollout.response_ids, "response_mask": rollout.response_mask}
+    return select_rows(full, torch.arange(index.shape[0], device=index.device))
 
 
 def _pad_to(x: torch.Tensor, width: int) -> torch.Tensor:
@@ -214,8 +225,7 @@ class OnlineTrainer:
         scores = self.judge.score([records[i].prompt for i in rows], rollout.texts,
                                   [records[i].reference for i in rows])
         t_score = time.perf_counter() - t0 - t_generate
-        batch = rollout_batch(rollout)
-        exp: Batch = {k: v for k, v in batch.items()}
+        exp = rollout_batch(rollout)
         exp["scores"] = torch.tensor(scores, dtype=torch.float32, device=self.device)
         exp["eos"] = rollout.eos.to(self.device)
         exp["sample_logps"] = rollout.logps[:, : exp["response_ids"].shape[1]].float().to(self.device)
@@ -252,7 +262,7 @@ class OnlineTrainer:
         with self.run.autocast():
             for start in range(0, n, size):
                 rows = torch.arange(start, min(start + size, n), device=self.device)
-                out = self.model(self.micro(exp, rows), self.cfg.temperature, with_values)
+                out = self.model(select_rows(exp, rows), self.cfg.temperature, with_values)
                 for key, value in out.items():
                     parts.setdefault(key, []).append(_pad_to(value.float(), width))
         self.model.train()
@@ -269,28 +279,8 @@ class OnlineTrainer:
         with context, self.run.autocast():
             for start in range(0, n, size):
                 rows = torch.arange(start, min(start + size, n), device=self.device)
-                chunks.append(_pad_to(ref(self.micro(exp, rows), self.cfg.temperature)["logps"].float(), width))
+                chunks.append(_pad_to(ref(select_rows(exp, rows), self.cfg.temperature)["logps"].float(), width))
         return torch.cat(chunks)
-
-    @staticmethod
-    def micro(exp: Batch, rows: torch.Tensor) -> Batch:
-        """Rows of the experience, with distinct prompts re-indexed and padding columns trimmed."""
-        index = exp["prompt_index"][rows]
-        distinct, inverse = torch.unique(index, return_inverse=True)
-        prompt_mask = exp["prompt_mask"][distinct]
-        keep_from = int((prompt_mask.sum(0) > 0).long().argmax())
-        width = max(int(exp["response_mask"][rows].sum(-1).max()), 1)
-        out = {
-            "prompt_ids": exp["prompt_ids"][distinct][:, keep_from:],
-            "prompt_mask": prompt_mask[:, keep_from:],
-            "prompt_index": inverse,
-        }
-        for key, value in exp.items():
-            if key in out:
-                continue
-            value = value[rows]
-            out[key] = value[:, :width] if value.ndim == 2 else value
-        return out
 
     def minibatch_size(self) -> int:
         total = self.cfg.prompts_per_step * self.cfg.samples_per_prompt
@@ -309,14 +299,15 @@ class OnlineTrainer:
                 minibatch = order[start : start + mb_size]
                 for m in range(0, mb_size, cfg.batch_size):
                     rows = minibatch[m : m + cfg.batch_size].to(self.device)
-                    mb = self.micro(exp, rows)
+                    mb = select_rows(exp, rows)
                     with self.run.autocast():
-                        out = self.model(mb, cfg.temperature, with_values=self.algorithm.critic is not None)
+                        out = self.model(mb, cfg.temperature, with_values=self.algorithm.critic is not None,
+                                         with_entropy=True)
                     if "old_logps" not in mb:
                         mb["old_logps"] = out["logps"].detach()
                     losses, metrics = self.algorithm.loss(out, mb)
                     (losses.sum() / mb_size).backward()
-                    metrics["entropy"] = row_mean(out["entropy"], mb["response_mask"])
+                    metrics["entropy"] = masked_mean_per_row(out["entropy"], mb["response_mask"])
                     for key, value in {"loss": losses.detach(), **metrics}.items():
                         sums[key] = sums.get(key, 0.0) + float(value.sum())
                     counted += len(rows)
@@ -451,12 +442,6 @@ class OnlineTrainer:
                            peak_rss_gb=peak_rss_gb(), resumed_from=start, train_metrics=last, eval_metrics=last_eval)
 
 
-def row_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of x over each row's masked positions: [B, R] -> [B]."""
-    keep = mask.bool()
-    return torch.where(keep, x, torch.zeros_like(x)).sum(-1) / keep.sum(-1).clamp(min=1)
-
-
 def row_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask.bool(), x, torch.zeros_like(x)).sum(-1)
 
@@ -465,5 +450,5 @@ def _fmt(metrics: dict) -> str:
     return ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
 
 
-__all__ = ["Algorithm", "OnlineState", "OnlineTrainer", "PolicyWithValue", "load_prompts", "row_mean", "row_sum",
-           "rollout_batch"]
+__all__ = ["Algorithm", "OnlineState", "OnlineTrainer", "PolicyWithValue", "load_prompts", "row_sum", "rollout_batch",
+           "select_rows"]

@@ -21,7 +21,7 @@ from alignkit.rollouts.generate import chat_prompt_ids
 from alignkit.train.config import GRPOConfig, IterativeDPOConfig, PPOConfig, RLOOConfig
 from alignkit.train.group import grpo_algorithm, rloo_algorithm
 from alignkit.train.iterative_dpo import IterativeDPO, best_worst_pairs
-from alignkit.train.online import OnlineTrainer, PolicyWithValue, rollout_batch
+from alignkit.train.online import OnlineTrainer, PolicyWithValue, rollout_batch, select_rows
 from alignkit.train.ppo import ppo_algorithm
 
 PROMPTS = [f"question number {i}" for i in range(16)]
@@ -103,7 +103,7 @@ def test_micro_batches_reindex_prompts_and_trim_padding(tiny_tok, tiny_lm):
     roll = sample(tiny_lm, tiny_tok, ["a", "bb", "ccc"], SamplingSettings(max_new_tokens=6, n=2, seed=2))
     exp = rollout_batch(roll)
     exp["scores"] = torch.arange(6.0)
-    mb = OnlineTrainer.micro(exp, torch.tensor([5, 0, 4]))
+    mb = select_rows(exp, torch.tensor([5, 0, 4]))
     assert mb["prompt_ids"].shape[0] == 2  # prompts 0 and 2
     assert mb["prompt_index"].tolist() == [1, 0, 1]
     assert mb["scores"].tolist() == [5.0, 0.0, 4.0]
