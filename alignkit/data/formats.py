@@ -44,6 +44,7 @@ from .records import (
     Unpaired,
 )
 from .sources import iter_rows
+from .suites import check_not_heldout
 
 ROLES = ("system", "user", "assistant", "tool")
 KINDS = ("lm", "prompt_completion", "sft", "preference", "unpaired", "reward", "prompt")
@@ -358,7 +359,11 @@ def load_records(
         try:
             if isinstance(row, DataError):
                 raise row
-            result.records.extend(parse(row, where))
+            records = parse(row, where)
+            for record in records:
+                # Held-out evaluation prompts never reach training, whatever file they were copied into.
+                check_not_heldout(record)
+            result.records.extend(records)
             used_rows += 1
         except DataError as error:
             if not skip_invalid:

@@ -9,6 +9,7 @@ Each row comes with a location string used in error messages:
 * hub datasets -> ``org/name:split row N``
 * ``builtin:NAME`` -> ``builtin:NAME:LINE``
 * ``task:NAME?key=value&...`` (generated prompts with gold references, see ``alignkit.tasks``) -> ``task:...:#N``
+* ``suite:PART?split=train`` (the train split of a built-in evaluation suite part, see ``suites.py``) -> ``suite:...:ID``
 
 Rows are not validated here beyond "is it an object"; formats.py does that.
 """
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 BUILTIN_PREFIX = "builtin:"
 TASK_PREFIX = "task:"
+SUITE_PREFIX = "suite:"
 _HUB_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")
 _FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
@@ -61,6 +63,11 @@ def iter_rows(source: str | Path, split: str = "train") -> Iterator[tuple[str, R
         return
     if isinstance(source, str) and text.startswith(TASK_PREFIX):
         yield from _read_task(text)
+        return
+    if isinstance(source, str) and text.startswith(SUITE_PREFIX):
+        from .suites import suite_rows
+
+        yield from suite_rows(text[len(SUITE_PREFIX) :])
         return
     path = Path(source)
     if path.is_dir():
