@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip install -q -c constraints.txt
 # Demo, tests and benchmarks run offline: the embedded model is local, so nothing may wait on a model hub.
 OFFLINE := HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 
-.PHONY: install prepare demo test bench clean
+.PHONY: install prepare browser demo test bench clean
 
 install: $(VENV)/.installed
 
@@ -28,7 +28,11 @@ prepare: install
 demo: prepare
 	$(OFFLINE) $(VENV)/bin/alignkit demo
 
-test: prepare
+# The eval report's test renders the page in headless Chromium; in CI (CI set) a missing browser fails it, not skips.
+browser:
+	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
+
+test: prepare browser
 	$(OFFLINE) $(PY) -m pytest -q tests
 
 bench: prepare

@@ -105,6 +105,58 @@ def _chat(args) -> int:
         print(f"model> {reply}", flush=True)
 
 
+def _model_specs(arguments: list[str]) -> dict[str, str]:
+    """`MODEL` or `NAME=MODEL` arguments -> {name: spec}; a bare spec is its own name."""
+    specs: dict[str, str] = {}
+    for argument in arguments:
+        name, sep, spec = argument.partition("=")
+        if not sep:
+            name, spec = argument, argument
+        if not name or not spec:
+            raise SystemExit(f"alignkit eval: {argument!r}: expected MODEL or NAME=MODEL")
+        if name in specs:
+            raise SystemExit(f"alignkit eval: the name {name!r} is given twice; name them NAME=MODEL")
+        specs[name] = spec
+    return specs
+
+
+def _judge_spec(text: str):
+    """--judge: a kind name ("refusal"), a JSON spec ('{"lm": "smollm2-135m"}') or an OpenAI-compatible API URL."""
+    if text.startswith(("http://", "https://")):
+        return {"http": text}
+    if text.lstrip().startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"alignkit eval: --judge is not valid JSON ({e.msg})")
+    return text
+
+
+def _eval(args) -> int:
+    from datetime import datetime
+
+    from alignkit.data.suites import load_suite
+    from alignkit.eval.harness import EvalSettings, evaluate, save_eval
+    from alignkit.judges import judge_from_spec
+
+    models = _model_specs(args.models)
+    out = Path(args.out or f"runs/eval/{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    if out.exists() and not args.overwrite:
+        raise SystemExit(f"alignkit eval: {out} exists; pass --overwrite to replace it, or choose another --out")
+    suite = load_suite(args.suite, args.split)
+    try:
+        judge = judge_from_spec(_judge_spec(args.judge)) if args.judge else None
+    except ValueError as e:
+        raise SystemExit(f"alignkit eval: --judge: {e}")
+    settings = EvalSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    results, rows = evaluate(models, suite, judge=judge, judge_name=args.judge, reference=args.reference,
+                             reference_name=args.reference, settings=settings)
+    save_eval(out, results, rows, overwrite=args.overwrite)
+    summary = {name: {k: v for k, v in m.items() if v is not None} for name, m in results["metrics"].items()}
+    print(json.dumps({"out": str(out), "report": str(out / "report.html"), "metrics": summary}, indent=2))
+    return 0
+
+
 def _demo(args) -> int:
     from alignkit.demo import run_demo
 
@@ -137,6 +189,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0)
+    p = sub.add_parser("eval", help="evaluate models on a suite: harmlessness, jailbreaks, over-refusal, helpfulness, "
+                                    "bias, anthropomorphism, drift -> results.json + report.html")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="model (alias, HF folder, run output) or NAME=MODEL")
+    p.add_argument("--suite", default="default", help="a built-in suite name or a suite YAML (see docs/eval.md)")
+    p.add_argument("--split", default="heldout", choices=["heldout", "train"])
+    p.add_argument("--out", help="output folder (default: runs/eval/<date-time>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--judge", help="optional judge: a kind, a JSON judge spec, or an OpenAI-compatible API URL")
+    p.add_argument("--reference", help="reference model for drift (default: the first model)")
+    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--batch-size", type=int, default=64)
     p = sub.add_parser("demo", help="SFT then DPO on the embedded model, with before/after figures")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--model", default="smollm2-135m")
@@ -151,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in TRAIN_COMMANDS:
             return _train(args.command, args.rest)
-        return {"prepare": _prepare, "generate": _generate, "chat": _chat, "demo": _demo}[args.command](args)
+        return {"prepare": _prepare, "generate": _generate, "chat": _chat, "eval": _eval,
+                "demo": _demo}[args.command](args)
     except (ConfigError, DataError, ModelSpecError, RunError) as e:
         print(f"alignkit {args.command}: error: {e}", file=sys.stderr)
         return 2

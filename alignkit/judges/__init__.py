@@ -7,18 +7,21 @@ local model live in ``alignkit.judges.model`` (``RewardModelJudge``, ``LMJudge``
 from .base import Judge, JudgeError, ScoreJudge, check_batch, compare_from_scores
 from .http import HTTPJudge
 from .rules import (
+    ANTHROPOMORPHIC_PATTERNS,
     REFUSAL_PHRASES,
     CallableJudge,
     FinalAnswerVerifier,
     RefusalDetector,
     RegexJudge,
     answers_match,
+    claims_human_traits,
     extract_final_answer,
     is_refusal,
     judge_from_spec,
 )
 
 __all__ = [
+    "ANTHROPOMORPHIC_PATTERNS",
     "REFUSAL_PHRASES",
     "CallableJudge",
     "FinalAnswerVerifier",
@@ -30,6 +33,7 @@ __all__ = [
     "ScoreJudge",
     "answers_match",
     "check_batch",
+    "claims_human_traits",
     "compare_from_scores",
     "extract_final_answer",
     "is_refusal",

@@ -1,0 +1,334 @@
+"""`alignkit eval`: every model answers the same suite with the same greedy decoding; then rules, an optional judge,
+option log-probs and a reference model turn the answers into the metrics of docs/eval.md.
+
+Steps, per model:
+1. load it (HF folder, alias, run output, or an already-loaded (model, tokenizer) pair);
+2. greedy responses to every prompt part of the suite (red-team, jailbreak-wrapped red-team, borderline,
+   verifiable, anthropomorphism), longest prompts first, `batch_size` rows per decode loop;
+3. rule verdicts, and judge verdicts when a judge is configured;
+4. bias answers by option log-probs (no generation);
+5. drift from the reference on the responses to the benign held-out prompts (borderline + verifiable).
+Then win rates between every pair of models under the judge, and the results dict that `report.write_report` reads.
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import torch
+
+import alignkit
+from alignkit.data.records import Turns
+from alignkit.data.suites import Suite, SuitePrompt
+from alignkit.eval.bias import bias_answers, bias_prompt, bias_summary
+from alignkit.eval.drift import drift
+from alignkit.eval.scoring import (
+    ANTHROPOMORPHISM_QUESTION,
+    COMPLIANCE_QUESTION,
+    DISCLAIMER_ANCHOR,
+    REFUSAL_ANCHOR,
+    answer_correct,
+    anthropomorphic,
+    complied,
+    group_means,
+    judge_prefers,
+    mean,
+)
+from alignkit.judges import Judge, is_refusal
+from alignkit.models import load_causal_lm, load_tokenizer
+from alignkit.rollouts import Rollout, SamplingSettings
+from alignkit.rollouts.generate import chat_prompt_ids
+from alignkit.rollouts.sampler import DecodeLoopBackend, sample
+
+# label, which direction is better ("lower"/"higher"/None), and the suite part whose size is n.
+METRICS: dict[str, tuple[str, str | None, str]] = {
+    "asr": ("Attack success rate (refusal detector)", "lower", "redteam"),
+    "asr_judge": ("Attack success rate (judge)", "lower", "redteam"),
+    "jailbreak_asr": ("Jailbreak ASR (refusal detector)", "lower", "jailbreak"),
+    "jailbreak_asr_judge": ("Jailbreak ASR (judge)", "lower", "jailbreak"),
+    "over_refusal": ("Over-refusal (refusal detector)", "lower", "borderline"),
+    "over_refusal_judge": ("Over-refusal (judge)", "lower", "borderline"),
+    "helpful_accuracy": ("Helpfulness: gold-answer accuracy", "higher", "verifiable"),
+    "helpful_judge_score": ("Helpfulness: judge score", "higher", "helpful"),
+    "bias_stereotyped": ("Bias: stereotyped answers", "lower", "bias"),
+    "bias_accuracy": ("Bias: 'unknown' answered (correct)", "higher", "bias"),
+    "bias_score": ("Bias score (BBQ, ambiguous; 0 = none)", None, "bias"),
+    "anthropomorphism": ("Anthropomorphic claims (rules)", "lower", "anthropomorphism"),
+    "anthropomorphism_judge": ("Anthropomorphic claims (judge)", "lower", "anthropomorphism"),
+    "kl_to_reference": ("KL to reference (nats/token)", "lower", "helpful"),
+    "reference_perplexity": ("Reference perplexity of outputs", "lower", "helpful"),
+}
+SAMPLES_PER_PART = 3
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    max_new_tokens: int = 96
+    batch_size: int = 64
+    temperature: float = 0.0  # greedy: two runs give identical results
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1 or self.batch_size < 1 or self.temperature < 0:
+            raise ValueError(f"eval settings must have max_new_tokens >= 1, batch_size >= 1, temperature >= 0: {self}")
+
+
+@dataclass(frozen=True)
+class _Prompt:
+    part: str  # redteam / jailbreak / borderline / verifiable / anthropomorphism
+    id: str
+    group: str
+    prompt: Turns
+    item: SuitePrompt | None = None
+
+
+def suite_prompts(suite: Suite) -> list[_Prompt]:
+    """Every prompt a model answers, in suite order; a jailbreak prompt's id is "<template>/<request>"."""
+    prompts = [_Prompt("redteam", i.id, i.group, i.prompt, i) for i in suite.redteam]
+    prompts += [_Prompt("jailbreak", f"{t.id}/{r.id}", t.id, t.apply(r.prompt), r)
+                for t in suite.jailbreaks for r in suite.jailbreak_requests()]
+    for part in ("borderline", "verifiable", "anthropomorphism"):
+        prompts += [_Prompt(part, i.id, i.group, i.prompt, i) for i in getattr(suite, part)]
+    return prompts
+
+
+def greedy_rollouts(model, tokenizer, prompts: list[Turns], settings: EvalSettings) -> tuple[list[str], list[Rollout]]:
+    """Responses in input order, and the rollouts (batches sorted by prompt length, so little padding is decoded)."""
+    lengths = [len(chat_prompt_ids(tokenizer, p)) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: (-lengths[i], i))
+    texts = [""] * len(prompts)
+    rollouts = []
+    for start in range(0, len(order), settings.batch_size):
+        chunk = order[start : start + settings.batch_size]
+        # The decode loop measured faster than transformers' generate at large batches (docs/eval.md).
+        rollout = sample(model, tokenizer, [prompts[i] for i in chunk],
+                         SamplingSettings(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
+                                          seed=start),
+                         backend=DecodeLoopBackend())
+        for i, text in zip(chunk, rollout.texts):
+            texts[i] = text
+        rollouts.append(rollout)
+    return texts, rollouts
+
+
+def _load(spec: str | tuple) -> tuple[Any, Any]:
+    if isinstance(spec, tuple):
+        return spec
+    return load_causal_lm(spec), load_tokenizer(spec)
+
+
+def _describe(spec: str | tuple) -> str:
+    return spec if isinstance(spec, str) else type(spec[0]).__name__
+
+
+def _peak_rss_gb() -> float:
+    scale = 1 if platform.system() == "Darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e9
+
+
+def evaluate(
+    models: dict[str, str | tuple],
+    suite: Suite,
+    *,
+    judge: Judge | None = None,
+    judge_name: str | None = None,
+    reference: str | tuple | None = None,
+    reference_name: str | None = None,
+    settings: EvalSettings = EvalSettings(),
+    log=print,
+) -> tuple[dict, dict[str, list[dict]]]:
+    """(results, per-model response rows). `models` maps display names to specs or (model, tokenizer) pairs; the
+    reference defaults to the first model."""
+    if not models:
+        raise ValueError("evaluate: no models")
+    names = list(models)
+    reference = models[names[0]] if reference is None else reference
+    reference_name = reference_name or (names[0] if reference is models[names[0]] else _describe(reference))
+    prompts = suite_prompts(suite)
+    helpful = [p for p in prompts if p.part in ("borderline", "verifiable")]
+    others = [p for p in prompts if p.part not in ("borderline", "verifiable")]
+    ref_model = _load(reference)[0] if helpful else None
+
+    metrics: dict[str, dict] = {}
+    breakdowns: dict[str, dict] = {}
+    rows: dict[str, list[dict]] = {}
+    responses: dict[str, dict[tuple[str, str], str]] = {}
+    verdicts: dict[str, dict[tuple[str, str], str]] = {}
+    model_info = []
+    for name in names:
+        started = time.perf_counter()
+        log(f"[eval] {name}: loading {_describe(models[name])}")
+        model, tokenizer = _load(models[name])
+        # 2. greedy responses; the benign held-out prompts separately, as drift is measured on their rollouts.
+        generation_started = time.perf_counter()
+        helpful_texts, helpful_rollouts = greedy_rollouts(model, tokenizer, [p.prompt for p in helpful], settings)
+        other_texts, _ = greedy_rollouts(model, tokenizer, [p.prompt for p in others], settings)
+        generation_seconds = time.perf_counter() - generation_started
+        answered = {(p.part, p.id): t for p, t in zip(helpful + others, helpful_texts + other_texts)}
+        texts = [answered[(p.part, p.id)] for p in prompts]
+        log(f"[eval] {name}: {len(prompts)} responses in {generation_seconds:.1f} s")
+        # 3. verdicts.
+        m, b, row_verdicts = _score(prompts, texts, judge)
+        # 4. bias.
+        if suite.bias:
+            answers = bias_answers(model, tokenizer, suite.bias, batch_size=settings.batch_size)
+            m.update({f"bias_{k}": v for k, v in bias_summary(answers).items()})
+            dims: dict[str, list[str]] = {}
+            for item, answer in zip(suite.bias, answers):
+                dims.setdefault(item.dimension, []).append(answer)
+            b["bias_by_dimension"] = {dim: bias_summary(a) for dim, a in dims.items()}
+        # 5. drift.
+        if helpful:
+            m.update(drift(model, ref_model, helpful_rollouts))
+        seconds = time.perf_counter() - started
+        metrics[name] = {key: m.get(key) for key in METRICS}
+        for key, value in b.items():
+            breakdowns.setdefault(key, {})[name] = value
+        responses[name] = {(p.part, p.id): t for p, t in zip(prompts, texts)}
+        verdicts[name] = {(p.part, p.id): v for p, v in zip(prompts, row_verdicts)}
+        rows[name] = [{"part": p.part, "id": p.id, "group": p.group, "prompt": p.prompt, "response": t, **v}
+                      for p, t, v in zip(prompts, texts, row_verdicts)]
+        if suite.bias:
+            rows[name] += [{"part": "bias", "id": item.id, "group": item.dimension,
+                            "prompt": bias_prompt(item, i)[0], "answer": a, "answer_text": item.options[a]}
+                           for i, (item, a) in enumerate(zip(suite.bias, answers))]
+        model_info.append({"name": name, "spec": _describe(models[name]), "seconds": round(seconds, 1),
+                           "generation_seconds": round(generation_seconds, 1),
+                           "response_tokens": int(sum(r.response_mask.sum() for r in helpful_rollouts))})
+        log(f"[eval] {name}: done in {seconds:.1f} s")
+        if not isinstance(models[name], tuple):
+            del model
+
+    counts = {**suite.counts(), "helpful": len(helpful)}
+    results = {
+        "alignkit_version": alignkit.__version__,
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "suite": suite.name,
+        "split": suite.split,
+        "settings": {**asdict(settings), "judge": judge_name, "reference": reference_name,
+                     "torch_threads": torch.get_num_threads()},
+        "models": model_info,
+        "metrics": metrics,
+        "metric_info": {key: {"label": label, "better": better, "n": counts.get(part, 0)}
+                        for key, (label, better, part) in METRICS.items()},
+        "breakdowns": breakdowns,
+        "win_rates": _win_rates(names, helpful, responses, judge),
+        "samples": _samples(prompts, names, responses, verdicts),
+        "peak_rss_gb": round(_peak_rss_gb(), 2),
+    }
+    return results, rows
+
+
+def _score(prompts: list[_Prompt], texts: list[str], judge: Judge | None) -> tuple[dict, dict, list[dict]]:
+    """Metrics, breakdowns and one verdict dict per prompt."""
+    by_part: dict[str, list[int]] = {}
+    for i, p in enumerate(prompts):
+        by_part.setdefault(p.part, []).append(i)
+    verdicts: list[dict] = [{} for _ in prompts]
+    metrics: dict[str, float | None] = {}
+    breakdowns: dict[str, dict] = {}
+
+    def rule(part: str, key: str, check, breakdown: str | None = None):
+        idx = by_part.get(part, [])
+        values = [check(texts[i], prompts[i]) for i in idx]
+        for i, v in zip(idx, values):
+            verdicts[i]["verdict"] = v
+        metrics[key] = mean(values)
+        if breakdown and idx:
+            breakdowns[breakdown] = group_means([prompts[i].group for i in idx], values)
+
+    def judged(part: str, key: str, anchor: str, question: str, flip: bool = False):
+        idx = by_part.get(part, [])
+        if judge is None or not idx:
+            return
+        picks = judge_prefers(judge, [prompts[i].prompt for i in idx], [texts[i] for i in idx], anchor, question)
+        values = [pick != flip for pick in picks]
+        for i, v in zip(idx, values):
+            verdicts[i]["judge_verdict"] = v
+        metrics[key] = mean(values)
+
+    rule("redteam", "asr", lambda t, p: complied(t), "asr_by_category")
+    judged("redteam", "asr_judge", REFUSAL_ANCHOR, COMPLIANCE_QUESTION)
+    rule("jailbreak", "jailbreak_asr", lambda t, p: complied(t), "jailbreak_asr_by_template")
+    judged("jailbreak", "jailbreak_asr_judge", REFUSAL_ANCHOR, COMPLIANCE_QUESTION)
+    rule("borderline", "over_refusal", lambda t, p: is_refusal(t), "over_refusal_by_topic")
+    judged("borderline", "over_refusal_judge", REFUSAL_ANCHOR, COMPLIANCE_QUESTION, flip=True)
+    rule("verifiable", "helpful_accuracy", lambda t, p: answer_correct(t, p.item), "helpful_accuracy_by_topic")
+    rule("anthropomorphism", "anthropomorphism", lambda t, p: anthropomorphic(t), "anthropomorphism_by_kind")
+    judged("anthropomorphism", "anthropomorphism_judge", DISCLAIMER_ANCHOR, ANTHROPOMORPHISM_QUESTION)
+    helpful = by_part.get("borderline", []) + by_part.get("verifiable", [])
+    if judge is not None and helpful:
+        references = [", ".join(prompts[i].item.answers) or None if prompts[i].part == "verifiable" else None
+                      for i in helpful]
+        scores = judge.score([prompts[i].prompt for i in helpful], [texts[i] for i in helpful], references)
+        for i, s in zip(helpful, scores):
+            verdicts[i]["judge_score"] = float(s)
+        metrics["helpful_judge_score"] = mean(scores)
+    return metrics, breakdowns, verdicts
+
+
+def _win_rates(names: list[str], helpful: list[_Prompt], responses: dict, judge: Judge | None) -> list[dict]:
+    """Mean P(a's response better than b's) under the judge (both orders inside the judge), for every pair."""
+    if judge is None or not helpful or len(names) < 2:
+        return []
+    out = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            items = [(p.prompt, responses[a][(p.part, p.id)], responses[b][(p.part, p.id)]) for p in helpful]
+            compare_many = getattr(judge, "compare_many", None)
+            probabilities = (compare_many(items) if compare_many is not None
+                             else [judge.compare(*item) for item in items])
+            out.append({"a": a, "b": b, "win_rate": mean(probabilities), "n": len(items)})
+    return out
+
+
+_VERDICT_WORDS = {
+    "redteam": ("complied", "refused"),
+    "jailbreak": ("complied", "refused"),
+    "borderline": ("refused", "answered"),
+    "verifiable": ("correct", "wrong"),
+    "anthropomorphism": ("claims human traits", "no claim"),
+}
+
+
+def _samples(prompts: list[_Prompt], names: list[str], responses: dict, verdicts: dict) -> list[dict]:
+    """The first few prompts of each part (jailbreaks: of different templates) with every model's response."""
+    out, taken, groups = [], {}, set()
+    for p in prompts:
+        if taken.get(p.part, 0) >= SAMPLES_PER_PART or (p.part == "jailbreak" and p.group in groups):
+            continue
+        taken[p.part] = taken.get(p.part, 0) + 1
+        groups.add(p.group)
+        yes, no = _VERDICT_WORDS[p.part]
+        key = (p.part, p.id)
+        out.append({
+            "metric": p.part,
+            "id": p.id,
+            "prompt": p.prompt,
+            "responses": {n: responses[n][key] for n in names},
+            "verdicts": {n: yes if verdicts[n][key].get("verdict") else no for n in names},
+        })
+    return out
+
+
+def save_eval(out_dir, results: dict, rows: dict[str, list[dict]], *, overwrite: bool = False):
+    """Write results.json, responses/<model>.jsonl and report.html (+ PNGs) into `out_dir`, all or nothing: the folder
+    appears only when complete, and an existing one is replaced only with `overwrite`."""
+    import json
+    import re
+
+    from alignkit.eval.report import write_report
+    from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text
+
+    with atomic_dir(out_dir, replace=overwrite) as tmp:
+        atomic_write_json(tmp / "results.json", results)
+        for index, (name, model_rows) in enumerate(rows.items()):
+            safe = re.sub(r"[^\w.-]+", "_", name).strip("._") or "model"
+            atomic_write_text(tmp / "responses" / f"{index:02d}-{safe}.jsonl",
+                              "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in model_rows))
+        write_report(results, tmp)
+    return out_dir
