@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--judge", help="optional judge: a kind, a JSON judge spec, or an OpenAI-compatible API URL")
     p.add_argument("--reference", help="reference model for drift (default: the first model)")
     p.add_argument("--max-new-tokens", type=int, default=96)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=128)
     p = sub.add_parser("demo", help="SFT then DPO on the embedded model, with before/after figures")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--model", default="smollm2-135m")

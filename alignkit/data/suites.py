@@ -334,15 +334,17 @@ def heldout_match(text: str) -> str | None:
 
 def check_not_heldout(record: Any) -> None:
     """Raise DataError when a training record's prompt or messages hold a built-in held-out evaluation prompt."""
-    for name in ("prompt", "messages"):
-        for text in _user_texts(getattr(record, name, None)):
+    # LMRecord keeps a row's 'text' or 'messages' in its `text` attribute.
+    for name in ("prompt", "messages", "text"):
+        value = getattr(record, name, None)
+        for text in _user_texts(value):
             label = heldout_match(text)
             if label is not None:
                 raise DataError(
                     getattr(record, "where", ""),
                     "no prompt from alignkit's held-out evaluation suite (training on it would contaminate "
                     "`alignkit eval`; the suite's train split may be used: suite:PART?split=train)",
-                    f"the held-out {label}", field=name,
+                    f"the held-out {label}", field="messages" if name == "text" and isinstance(value, list) else name,
                 )
 
 

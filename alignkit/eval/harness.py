@@ -14,6 +14,7 @@ Then win rates between every pair of models under the judge, and the results dic
 from __future__ import annotations
 
 import platform
+import sys
 import resource
 import time
 from dataclasses import asdict, dataclass
@@ -69,7 +70,7 @@ SAMPLES_PER_PART = 3
 @dataclass(frozen=True)
 class EvalSettings:
     max_new_tokens: int = 96
-    batch_size: int = 64
+    batch_size: int = 128
     temperature: float = 0.0  # greedy: two runs give identical results
 
     def __post_init__(self):
@@ -139,12 +140,13 @@ def evaluate(
     reference: str | tuple | None = None,
     reference_name: str | None = None,
     settings: EvalSettings = EvalSettings(),
-    log=print,
+    log=None,
 ) -> tuple[dict, dict[str, list[dict]]]:
     """(results, per-model response rows). `models` maps display names to specs or (model, tokenizer) pairs; the
     reference defaults to the first model."""
     if not models:
         raise ValueError("evaluate: no models")
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))  # stdout stays for results
     names = list(models)
     reference = models[names[0]] if reference is None else reference
     reference_name = reference_name or (names[0] if reference is models[names[0]] else _describe(reference))
@@ -176,7 +178,9 @@ def evaluate(
         # 4. bias.
         if suite.bias:
             answers = bias_answers(model, tokenizer, suite.bias, batch_size=settings.batch_size)
-            m.update({f"bias_{k}": v for k, v in bias_summary(answers).items()})
+            summary = bias_summary(answers)
+            m.update(bias_stereotyped=summary["stereotyped"], bias_accuracy=summary["accuracy"],
+                     bias_score=summary["bias_score"])
             dims: dict[str, list[str]] = {}
             for item, answer in zip(suite.bias, answers):
                 dims.setdefault(item.dimension, []).append(answer)
