@@ -60,3 +60,24 @@ def test_dpo_with_lora_on_the_real_model_raises_the_margin(tmp_path):
     assert result.eval_metrics["reward_margin"] > 0.05
     assert result.eval_metrics["reward_accuracy"] >= 0.75
     assert (result.final_dir / "adapter_config.json").is_file()
+
+
+def test_eval_of_the_real_model_is_deterministic():
+    from alignkit.data.suites import load_suite
+    from alignkit.eval import EvalSettings, evaluate
+
+    suite = load_suite("default", "heldout")
+    # A few prompts of every generated part, and three bias items: enough to exercise the real tokenizer and template.
+    small = type(suite)(name="slice", split="heldout", redteam=suite.redteam[:3], jailbreaks=suite.jailbreaks[:1],
+                        borderline=suite.borderline[:2], verifiable=suite.verifiable[:2], bias=suite.bias[:3],
+                        anthropomorphism=suite.anthropomorphism[:2])
+    models = {"base": "smollm2-135m"}
+    settings = EvalSettings(max_new_tokens=24)
+    first, rows_first = evaluate(models, small, settings=settings, log=lambda *_: None)
+    second, rows_second = evaluate(models, small, settings=settings, log=lambda *_: None)
+    assert rows_first == rows_second
+    assert first["metrics"] == second["metrics"]
+    responses = [r["response"] for r in rows_first["base"] if "response" in r]
+    assert len(responses) == 3 + len(small.jailbreak_requests()) + 2 + 2 + 2  # one jailbreak template
+    assert all(isinstance(r, str) and r for r in responses)  # the real model answers every prompt
+    assert {r["answer"] for r in rows_first["base"] if r["part"] == "bias"} <= {"stereotyped", "other", "unknown"}
