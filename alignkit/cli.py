@@ -157,6 +157,20 @@ def _eval(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from alignkit.eval.report import write_report
+
+    results_path = Path(args.dir) / "results.json"
+    if not results_path.is_file():
+        raise SystemExit(f"alignkit report: {results_path} does not exist (the folder of an `alignkit eval` run)")
+    try:
+        results = json.loads(results_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"alignkit report: {results_path}:{e.lineno}: not valid JSON ({e.msg})")
+    print(write_report(results, args.dir))
+    return 0
+
+
 def _demo(args) -> int:
     from alignkit.demo import run_demo
 
@@ -200,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reference", help="reference model for drift (default: the first model)")
     p.add_argument("--max-new-tokens", type=int, default=96)
     p.add_argument("--batch-size", type=int, default=128)
+    p = sub.add_parser("report", help="write report.html again from an eval folder's results.json")
+    p.add_argument("dir")
     p = sub.add_parser("demo", help="SFT then DPO on the embedded model, with before/after figures")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--model", default="smollm2-135m")
@@ -215,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in TRAIN_COMMANDS:
             return _train(args.command, args.rest)
         return {"prepare": _prepare, "generate": _generate, "chat": _chat, "eval": _eval,
-                "demo": _demo}[args.command](args)
+                "report": _report, "demo": _demo}[args.command](args)
     except (ConfigError, DataError, ModelSpecError, RunError) as e:
         print(f"alignkit {args.command}: error: {e}", file=sys.stderr)
         return 2

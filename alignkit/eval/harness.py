@@ -13,7 +13,9 @@ Then win rates between every pair of models under the judge, and the results dic
 
 from __future__ import annotations
 
+import json
 import platform
+import re
 import sys
 import resource
 import time
@@ -28,6 +30,7 @@ from alignkit.data.records import Turns
 from alignkit.data.suites import Suite, SuitePrompt
 from alignkit.eval.bias import bias_answers, bias_prompt, bias_summary
 from alignkit.eval.drift import drift
+from alignkit.eval.report import write_report
 from alignkit.eval.scoring import (
     ANTHROPOMORPHISM_QUESTION,
     COMPLIANCE_QUESTION,
@@ -45,6 +48,7 @@ from alignkit.models import load_causal_lm, load_tokenizer
 from alignkit.rollouts import Rollout, SamplingSettings
 from alignkit.rollouts.generate import chat_prompt_ids
 from alignkit.rollouts.sampler import DecodeLoopBackend, sample
+from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text
 
 # label, which direction is better ("lower"/"higher"/None), and the suite part whose size is n.
 METRICS: dict[str, tuple[str, str | None, str]] = {
@@ -320,19 +324,17 @@ def _samples(prompts: list[_Prompt], names: list[str], responses: dict, verdicts
 
 
 def save_eval(out_dir, results: dict, rows: dict[str, list[dict]], *, overwrite: bool = False):
-    """Write results.json, responses/<model>.jsonl and report.html (+ PNGs) into `out_dir`, all or nothing: the folder
-    appears only when complete, and an existing one is replaced only with `overwrite`."""
-    import json
-    import re
+    """Write results.json and responses/NN-<model>.jsonl into `out_dir` (the folder appears only when both are
+    complete; an existing one is replaced only with `overwrite`), then report.html and its PNGs.
 
-    from alignkit.eval.report import write_report
-    from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text
-
+    The report comes last and from results.json alone, so a failure there loses no measurement: `alignkit report
+    DIR` writes it again.
+    """
     with atomic_dir(out_dir, replace=overwrite) as tmp:
         atomic_write_json(tmp / "results.json", results)
         for index, (name, model_rows) in enumerate(rows.items()):
             safe = re.sub(r"[^\w.-]+", "_", name).strip("._") or "model"
             atomic_write_text(tmp / "responses" / f"{index:02d}-{safe}.jsonl",
                               "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in model_rows))
-        write_report(results, tmp)
+    write_report(results, out_dir)
     return out_dir

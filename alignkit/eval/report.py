@@ -11,18 +11,15 @@ report neither switches the caller's global backend nor leaves figures alive in 
 
 from __future__ import annotations
 
-import contextlib
 import html
 import io
 import json
 import math
-import os
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from alignkit.utils.io import atomic_write_text
+from alignkit.utils.io import atomic_write_bytes, atomic_write_text
 
 MISSING = "—"
 # The breakdowns that get a bar plot besides their table: (breakdown key, file name, title, field of dict values).
@@ -443,23 +440,13 @@ def _plain(text: Any) -> str:
 
 
 def _save(fig, path: Path) -> None:
-    """Render on the Agg canvas and write the PNG atomically (a temp file in the same folder, then a rename)."""
+    """Render on the Agg canvas and write the PNG atomically."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buffer.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _pareto_plot(results: dict, models: list[str], colors: dict[str, str], out_dir: Path) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -192,6 +193,11 @@ def test_save_eval_writes_everything_and_never_overwrites_silently(tmp_path, sui
     lines = (out / "responses" / "00-a.jsonl").read_text().splitlines()
     assert len(lines) == len(rows["a"])
     assert (out / "report.html").is_file() and (out / "pareto.png").is_file()
+    umask = os.umask(0)
+    os.umask(umask)
+    # Readable as plain open() would leave them (the temporary files behind atomic writes are owner-only).
+    for path in (out, out / "results.json", out / "report.html", out / "pareto.png"):
+        assert path.stat().st_mode & 0o777 == (0o777 if path.is_dir() else 0o666) & ~umask
     with pytest.raises(FileExistsError):
         save_eval(out, results, rows)
     save_eval(out, {**results, "suite": "replaced"}, rows, overwrite=True)
@@ -219,6 +225,12 @@ def test_cli_eval_on_a_user_suite(tmp_path, tiny_dir, capsys):
     assert json.loads(capsys.readouterr().out)["out"] == str(out)
     with pytest.raises(SystemExit, match="exists; pass --overwrite"):
         main(argv)
+    # The report can be written again from results.json alone.
+    (out / "report.html").unlink()
+    assert main(["report", str(out)]) == 0
+    assert "Attack success rate" in (out / "report.html").read_text()
+    with pytest.raises(SystemExit, match="does not exist"):
+        main(["report", str(tmp_path)])
 
 
 def test_cli_eval_reports_bad_input(tmp_path, tiny_dir, capsys):
