@@ -171,6 +171,31 @@ def _report(args) -> int:
     return 0
 
 
+def _constitution(args) -> int:
+    from alignkit.constitution import ConstitutionError, lint
+
+    try:
+        constitution, issues = lint(args.file)
+    except ConstitutionError as e:
+        raise SystemExit(f"alignkit constitution: {e}")
+    if args.action == "lint":
+        for issue in issues:
+            print(issue)
+        errors = sum(issue.level == "error" for issue in issues)
+        print(f"{errors} errors, {len(issues) - errors} warnings")
+        return 1 if errors else 0
+    if constitution is None:
+        for issue in issues:
+            print(issue, file=sys.stderr)
+        return 1
+    print(f"{constitution.name} (version {constitution.version}): {len(constitution.principles)} principles, "
+          f"{len(constitution.exemplars)} exemplars — {constitution.path}\n")
+    for p in constitution.principles:
+        print(f"[{p.id}]  {p.source}, {p.kind}, {len(constitution.exemplars_for(p.id))} exemplars")
+        print(f"  critique:   {p.critique}\n  revision:   {p.revision}\n  comparison: {p.comparison}\n")
+    return 0
+
+
 def _demo(args) -> int:
     from alignkit.demo import run_demo
 
@@ -216,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=128)
     p = sub.add_parser("report", help="write report.html again from an eval folder's results.json")
     p.add_argument("dir")
+    p = sub.add_parser("constitution", help="show or lint a constitution file")
+    p.add_argument("action", choices=["show", "lint"])
+    p.add_argument("file", nargs="?", default="default", help="a constitution YAML (default: the built-in one)")
     p = sub.add_parser("demo", help="SFT then DPO on the embedded model, with before/after figures")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--model", default="smollm2-135m")
@@ -231,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in TRAIN_COMMANDS:
             return _train(args.command, args.rest)
         return {"prepare": _prepare, "generate": _generate, "chat": _chat, "eval": _eval,
-                "report": _report, "demo": _demo}[args.command](args)
+                "report": _report,
+                "constitution": _constitution, "demo": _demo}[args.command](args)
     except (ConfigError, DataError, ModelSpecError, RunError) as e:
         print(f"alignkit {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -18,7 +18,8 @@ fields are optional except where shown. A row with a "split" field belongs to th
 every split (users' own files need no split).
 
 The built-in suite (`default`) was written by the alignkit team and splits every part into "train" (recipes may use
-it: `suite:redteam?split=train`) and "heldout" (evaluation only). `check_not_heldout` is called on every record that
+it: `suite:redteam?split=train`) and "heldout" (evaluation only); so do the gold comparisons that audit a
+Constitutional AI feedback model (`builtin/constitution/comparisons.jsonl`). `check_not_heldout` is called on every record that
 `load_records` reads for training, so a held-out prompt cannot reach a recipe, whichever file it was copied into.
 """
 
@@ -307,6 +308,13 @@ def _heldout_index() -> tuple[dict[str, str], tuple[tuple[str, str], ...]]:
             for piece in _PLACEHOLDERS.split(message["content"])[::2]:
                 if len(_normalise(piece)) >= _CONTAINMENT_MIN_CHARS * 2:
                     texts[_normalise(piece)] = f"jailbreaks {template.id}"
+    # The held-out gold comparisons that audit a Constitutional AI feedback model are evaluation data too.
+    comparisons = Path(str(resources.files("alignkit.data").joinpath("builtin", "constitution", "comparisons.jsonl")))
+    if comparisons.is_file():
+        for line in comparisons.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line) if line.strip() else {}
+            if row.get("split") == "heldout":
+                texts[_normalise(row["prompt"])] = f"constitution comparison {row['id']}"
     long = tuple((text, label) for text, label in texts.items() if len(text) >= _CONTAINMENT_MIN_CHARS)
     return texts, long
 
