@@ -1,6 +1,14 @@
-"""Constitutional AI: the constitution file (principles, exemplars), AI preference labels. See docs/eval.md for how
-its effect is measured."""
+"""Constitutional AI: the constitution file (principles, exemplars), AI preference labels, and the audit of a feedback
+model on gold comparisons before its labels are trusted."""
 
+from alignkit.constitution.audit import (
+    AuditReport,
+    FeedbackAuditError,
+    GoldComparison,
+    audit_feedback_model,
+    check_audit,
+    load_gold_comparisons,
+)
 from alignkit.constitution.labels import COT_CLAMP, option_probability, soft_label
 from alignkit.constitution.principles import (
     Constitution,
@@ -13,5 +21,6 @@ from alignkit.constitution.principles import (
     load_constitution,
 )
 
-__all__ = ["COT_CLAMP", "Constitution", "ConstitutionError", "Exemplar", "LintIssue", "Principle",
+__all__ = ["AuditReport", "FeedbackAuditError", "GoldComparison", "audit_feedback_model", "check_audit",
+           "load_gold_comparisons", "COT_CLAMP", "Constitution", "ConstitutionError", "Exemplar", "LintIssue", "Principle",
            "constitution_path", "lint", "load_constitution", "option_probability", "soft_label"]

@@ -323,6 +323,14 @@ class HTTPJudge:
         Each item is ``(prompt, a, b)``, optionally followed by ``principle`` and ``reference``, or a mapping with
         those keys.
         """
+        return [0.5 * (first + second) for first, second in self.compare_orders_many(items)]
+
+    def compare_orders(self, prompt: Turns, a: str, b: str, principle: str | None = None) -> tuple[float, float]:
+        """(P(a better) with ``a`` shown as (A), P(a better) with ``a`` shown as (B)): the two orders apart, which
+        is what a position-bias audit needs; ``compare`` is their mean."""
+        return self.compare_orders_many([(prompt, a, b, principle)])[0]
+
+    def compare_orders_many(self, items: Iterable[Sequence | Mapping]) -> list[tuple[float, float]]:
         jobs = []
         for i, item in enumerate(items):
             prompt, a, b, principle, reference = self._unpack(i, item)
@@ -334,7 +342,7 @@ class HTTPJudge:
             forward = self._first_option_probability(responses[i], jobs[i][0])
             backward = self._first_option_probability(responses[i + 1], jobs[i][0])
             # In the second order a is option B, whose probability is 1 - P(A).
-            results.append(0.5 * (forward + (1.0 - backward)))
+            results.append((forward, 1.0 - backward))
         return results
 
     def score(self, prompts: list[Turns], completions: list[str], references: list | None = None) -> list[float]:

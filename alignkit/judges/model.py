@@ -96,9 +96,14 @@ class LMJudge:
 
     def compare(self, prompt: Turns, a: str, b: str, principle: str | None = None, reference: Any = None) -> float:
         """P(a better than b) = mean of P(A | a shown first) and P(B | a shown second)."""
+        first, second = self.compare_orders(prompt, a, b, principle)
+        return 0.5 * (first + second)
+
+    def compare_orders(self, prompt: Turns, a: str, b: str, principle: str | None = None) -> tuple[float, float]:
+        """(P(a better) with a shown as (A), P(a better) with a shown as (B)), for position-bias audits."""
         forward = self.option_probs(prompt, a, b, principle)
         backward = self.option_probs(prompt, b, a, principle)
-        return float(0.5 * (forward[0] + backward[1]))
+        return float(forward[0]), float(backward[1])
 
     def score(self, prompts: list[Turns], completions: list[str], references: list | None = None) -> list[float]:
         check_batch("LMJudge", prompts, completions, references)

@@ -1,0 +1,129 @@
+"""Audit a feedback model on gold comparisons before its labels are used (the guide measured the 135M model at chance).
+
+Gold comparisons (`builtin/constitution/comparisons.jsonl`, written by the alignkit team) each cite a principle and
+say which of two replies is better under it. The audit asks the feedback model every comparison under the cited
+principle's question and reports:
+
+- accuracy: the fraction where P(the gold-better reply) > 0.5 (both orders averaged);
+- position bias: the mean probability given to whichever reply is shown first, minus 0.5 (0 = none; +0.5 = always
+  picks (A)); only for judges that expose both orders (`compare_orders`), else None;
+- agreement across principles: the fraction of comparisons on which the verdicts under the cited principle and
+  under `extra_principles` other randomly drawn principles all agree. Many gold pairs are better under most
+  principles (a refusal of a harmful request is also more ethical, more lawful ...), so low agreement signals a
+  judge that reads the question rather than the replies — or principles that pull apart, which the per-principle
+  accuracies show;
+- accuracy per principle.
+
+`check_audit` stops a pipeline below a minimum accuracy unless explicitly overridden.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from alignkit.constitution.principles import Constitution, ConstitutionError, constitution_path
+from alignkit.judges import Judge
+
+
+@dataclass(frozen=True)
+class GoldComparison:
+    id: str
+    principle: str
+    prompt: str
+    a: str
+    b: str
+    better: str  # "a" or "b"
+    where: str
+
+
+@dataclass
+class AuditReport:
+    n: int
+    accuracy: float
+    position_bias: float | None
+    principle_agreement: float | None
+    accuracy_by_principle: dict[str, float] = field(default_factory=dict)
+    min_accuracy: float | None = None
+    passed: bool | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class FeedbackAuditError(RuntimeError):
+    """The feedback model's labels are not good enough to train on."""
+
+
+def load_gold_comparisons(path: str | Path | None = None, *, split: str = "heldout") -> list[GoldComparison]:
+    """The gold comparisons of `split` ("train", "heldout" or "all") from a JSONL file (default: the built-in one)."""
+    path = Path(path) if path is not None else constitution_path("default").with_name("comparisons.jsonl")
+    items = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ConstitutionError(f"{where}: not valid JSON ({e.msg})") from None
+        for name in ("id", "principle", "prompt", "a", "b", "better"):
+            if not isinstance(row.get(name), str) or not row[name].strip():
+                raise ConstitutionError(f"{where}: field '{name}': missing or empty")
+        if row["better"] not in ("a", "b"):
+            raise ConstitutionError(f"{where}: field 'better': expected 'a' or 'b', got {row['better']!r}")
+        if split == "all" or row.get("split", split) == split:
+            items.append(GoldComparison(row["id"], row["principle"], row["prompt"], row["a"], row["b"], row["better"],
+                                        where))
+    if not items:
+        raise ConstitutionError(f"{path}: no gold comparisons in split {split!r}")
+    return items
+
+
+def audit_feedback_model(judge: Judge, gold: list[GoldComparison], constitution: Constitution, *,
+                         extra_principles: int = 2, seed: int = 0) -> AuditReport:
+    rng = random.Random(seed)
+    for item in gold:
+        constitution.principle(item.principle)  # KeyError names the unknown principle and the file
+    orders = getattr(judge, "compare_orders", None)
+    correct, first_shown, agree = [], [], []
+    by_principle: dict[str, list[bool]] = {}
+    for item in gold:
+        question = constitution.principle(item.principle).comparison
+        if orders is not None:
+            p_first, p_second = orders(item.prompt, item.a, item.b, question)
+            p_a = 0.5 * (p_first + p_second)
+            # Shown first: a in the first order (P(a) = p_first), b in the second (P(b) = 1 - p_second).
+            first_shown += [p_first, 1.0 - p_second]
+        else:
+            p_a = judge.compare(item.prompt, item.a, item.b, question)
+        verdict = p_a > 0.5 if item.better == "a" else p_a < 0.5
+        correct.append(verdict)
+        by_principle.setdefault(item.principle, []).append(verdict)
+        if extra_principles > 0:
+            others = [p for p in constitution.principles if p.id != item.principle]
+            drawn = rng.sample(others, min(extra_principles, len(others)))
+            votes = {p_a > 0.5} | {judge.compare(item.prompt, item.a, item.b, p.comparison) > 0.5 for p in drawn}
+            agree.append(len(votes) == 1)
+    return AuditReport(
+        n=len(gold),
+        accuracy=sum(correct) / len(correct),
+        position_bias=sum(first_shown) / len(first_shown) - 0.5 if first_shown else None,
+        principle_agreement=sum(agree) / len(agree) if agree else None,
+        accuracy_by_principle={k: sum(v) / len(v) for k, v in by_principle.items()},
+    )
+
+
+def check_audit(report: AuditReport, min_accuracy: float, *, override: bool = False) -> AuditReport:
+    """Record the gate's outcome in `report`; raise FeedbackAuditError below `min_accuracy` unless `override`."""
+    report.min_accuracy = min_accuracy
+    report.passed = report.accuracy >= min_accuracy
+    if not report.passed and not override:
+        raise FeedbackAuditError(
+            f"the feedback model's accuracy on {report.n} held-out gold comparisons is {report.accuracy:.2f}, below "
+            f"the required {min_accuracy:.2f} (position bias {report.position_bias}); its labels would not be "
+            f"trustworthy. Use a better feedback model, or override the check explicitly to proceed anyway."
+        )
+    return report
