@@ -9,7 +9,7 @@ kind                fields
 lm                  ``text`` or ``messages``
 prompt_completion   ``prompt`` + ``completion``
 sft                 either of the two above, decided per row
-preference          ``prompt`` + ``chosen`` + ``rejected`` [+ ``margin``], or
+preference          ``prompt`` + ``chosen`` + ``rejected`` [+ ``margin``] [+ ``probability``, a soft label], or
                     ``chosen`` + ``rejected`` as full conversations (implicit prompt)
 unpaired            ``prompt`` + ``completion`` + ``label``; preference rows become
                     two records (chosen -> True, rejected -> False)
@@ -199,7 +199,13 @@ def _parse_preference(row: dict[str, Any], where: str) -> list[Record]:
         prompt, chosen, rejected = _split_implicit_prompt(chosen, rejected, where)
     _check_same_form(where, prompt, [("chosen", chosen), ("rejected", rejected)])
     margin = _check_number(row["margin"], where, "margin") if _present(row, "margin") else None
-    return [Preference(prompt, chosen, rejected, margin, where=where)]
+    probability = None
+    if _present(row, "probability"):
+        probability = _check_number(row["probability"], where, "probability")
+        if not 0.0 <= probability <= 1.0:
+            raise DataError(where, "a probability in [0, 1] (P(chosen is better))", describe(row["probability"]),
+                            field="probability")
+    return [Preference(prompt, chosen, rejected, margin, probability, where=where)]
 
 
 def _split_implicit_prompt(chosen: Turns, rejected: Turns, where: str) -> tuple[Turns, Turns, Turns]:

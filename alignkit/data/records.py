@@ -39,12 +39,14 @@ class PromptCompletion:
 
 @dataclass(frozen=True)
 class Preference:
-    """Paired preference; ``margin`` (optional) says how much better ``chosen`` is."""
+    """Paired preference; ``margin`` (optional) says how much better ``chosen`` is; ``probability`` (optional) is a
+    soft label, P(chosen is better) in [0, 1], as AI feedback produces (Bai et al. 2022)."""
 
     prompt: Turns
     chosen: Turns
     rejected: Turns
     margin: float | None = None
+    probability: float | None = None
     where: str = _where()
 
 

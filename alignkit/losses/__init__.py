@@ -27,6 +27,7 @@ from alignkit.losses.reward import (
     plackett_luce_loss,
     rating_regression_loss,
     reward_centering_penalty,
+    soft_bradley_terry_loss,
 )
 from alignkit.losses.sft import sft_loss
 
@@ -61,6 +62,7 @@ __all__ = [
     "ppo_value_loss",
     "rating_regression_loss",
     "reward_centering_penalty",
+    "soft_bradley_terry_loss",
     "rloo_advantages",
     "sequence_logps",
     "sft_loss",

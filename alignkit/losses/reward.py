@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "bradley_terry_loss",
+    "soft_bradley_terry_loss",
     "plackett_luce_loss",
     "all_pairs_ranking_loss",
     "rating_regression_loss",
@@ -43,6 +44,36 @@ def bradley_terry_loss(
     losses = -F.logsigmoid(logits)
     metrics = {
         "accuracy": (chosen > rejected).float().detach(),
+        "margin": diff.detach(),
+        "chosen_rewards": chosen.detach(),
+        "rejected_rewards": rejected.detach(),
+    }
+    return losses, metrics
+
+
+def soft_bradley_terry_loss(
+    chosen: torch.Tensor,
+    rejected: torch.Tensor,
+    probability: torch.Tensor,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Bradley-Terry cross-entropy against a soft label p = P(chosen is better).
+
+    L = -[p log sigmoid(r_c - r_r) + (1 - p) log sigmoid(r_r - r_c)]
+
+    How Bai et al. 2022 (Constitutional AI, sec. 4.1) train preference models on AI feedback: the feedback model's
+    normalised option probabilities are the targets. p = 1 is bradley_terry_loss without a margin; p = 0.5 is
+    minimised at r_c = r_r; the minimum sits where sigmoid(r_c - r_r) = p.
+
+    Args:
+        chosen, rejected: [B] scores; probability: [B] soft labels in [0, 1].
+
+    Returns:
+        losses [B]; metrics as bradley_terry_loss, with "accuracy" = (r_c > r_r) == (p > 0.5).
+    """
+    diff = chosen - rejected
+    losses = -(probability * F.logsigmoid(diff) + (1 - probability) * F.logsigmoid(-diff))
+    metrics = {
+        "accuracy": ((diff > 0) == (probability > 0.5)).float().detach(),
         "margin": diff.detach(),
         "chosen_rewards": chosen.detach(),
         "rejected_rewards": rejected.detach(),

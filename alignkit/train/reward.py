@@ -1,6 +1,7 @@
 """Reward (preference) model: an LM backbone with a scalar head, trained on pairs, rankings or ratings.
 
-- pairs (prompt, chosen, rejected[, margin]): Bradley-Terry, optionally with a margin (Touvron et al. 2023);
+- pairs (prompt, chosen, rejected[, margin][, probability]): Bradley-Terry, optionally with a margin (Touvron et al.
+  2023), or the cross-entropy against a soft label `probability` (AI feedback, Bai et al. 2022);
 - ranked lists (prompt, responses, ranking | scores): Plackett-Luce over the full ranking, or all pairs (InstructGPT);
 - ratings (prompt, completion, rating): regression.
 The model reports pairwise accuracy on its eval split: the fraction of ordered pairs it scores in the right order.
@@ -18,6 +19,7 @@ from alignkit.losses import (
     plackett_luce_loss,
     rating_regression_loss,
     reward_centering_penalty,
+    soft_bradley_terry_loss,
 )
 from alignkit.models import SequenceScores, apply_lora, load_score_model, load_tokenizer
 from alignkit.train.common import batches, final_saver, load_splits, pad_sequences, report_truncation, require_items
@@ -41,7 +43,14 @@ def render_reward_items(tokenizer, records: list, max_length: int, name: str) ->
     for rec in records:
         if isinstance(rec, Preference):
             chosen, rejected = render_preference(tokenizer, rec, max_length=max_length)
-            items.append({"seqs": [chosen, rejected], "gold": [1.0, 0.0], "margin": rec.margin or 0.0})
+            # probability NaN: a hard label; else the soft label P(chosen better), whose side of 0.5 is what
+            # pairwise accuracy checks (gold [p, 1 - p]; p = 0.5 makes no pair).
+            if rec.probability is None:
+                probability, gold = float("nan"), [1.0, 0.0]
+            else:
+                probability, gold = rec.probability, [rec.probability, 1.0 - rec.probability]
+            items.append({"seqs": [chosen, rejected], "gold": gold, "margin": rec.margin or 0.0,
+                          "probability": probability})
         elif isinstance(rec, Ranked):
             seqs = render_responses(tokenizer, rec.prompt, rec.responses, max_length=max_length)
             items.append({"seqs": seqs, "gold": list(rec.scores), "margin": 0.0})
@@ -64,6 +73,7 @@ def make_collate(pad_id: int):
             gold[i, : len(it["gold"])] = torch.tensor(it["gold"])
         batch["gold"] = gold
         batch["margin"] = torch.tensor([it["margin"] for it in items], dtype=torch.float32)
+        batch["probability"] = torch.tensor([it.get("probability", float("nan")) for it in items], dtype=torch.float32)
         return batch
 
     return collate
@@ -115,6 +125,12 @@ def train_reward(cfg: RewardConfig) -> TrainResult:
         if loss_name == "bradley_terry":
             margin = batch["margin"] if cfg.use_margin else None
             losses, _ = bradley_terry_loss(scores[:, 0], scores[:, 1], margin)
+            soft = ~torch.isnan(batch["probability"])
+            if soft.any():
+                # Pairs with a soft label (AI feedback) take the cross-entropy against it instead.
+                soft_losses, _ = soft_bradley_terry_loss(scores[:, 0], scores[:, 1],
+                                                         torch.nan_to_num(batch["probability"], nan=1.0))
+                losses = torch.where(soft, soft_losses, losses)
             if cfg.center_rewards_coef:
                 losses = losses + reward_centering_penalty(scores[:, 0], scores[:, 1], cfg.center_rewards_coef)
         elif loss_name == "plackett_luce":

@@ -1,5 +1,8 @@
 """Every dataset format, standard and conversational, from every source type, becomes the right records."""
 
+import json
+import re
+
 import pytest
 
 from alignkit.data import (
@@ -188,3 +191,13 @@ def test_dataset_dict_split_is_selected_and_missing_split_is_named(write_data):
 def test_unknown_kind_is_rejected(write_data):
     with pytest.raises(ValueError, match="unknown data kind 'dpo'.*preference"):
         load_records(write_data([{"text": "x"}]), "dpo")
+
+
+def test_preference_soft_label_probability(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"prompt": "q", "chosen": "a", "rejected": "b", "probability": 0.75}) + "\n")
+    assert load_records(path, "preference").records[0].probability == 0.75
+    for bad, expected in ((1.5, "a probability in [0, 1]"), ("high", "a finite number")):
+        path.write_text(json.dumps({"prompt": "q", "chosen": "a", "rejected": "b", "probability": bad}) + "\n")
+        with pytest.raises(DataError, match=rf"p.jsonl:1: field 'probability': expected {re.escape(expected)}"):
+            load_records(path, "preference")

@@ -9,6 +9,7 @@ from alignkit.losses import (
     plackett_luce_loss,
     rating_regression_loss,
     reward_centering_penalty,
+    soft_bradley_terry_loss,
 )
 
 
@@ -101,3 +102,25 @@ def test_reward_centering_penalty():
     # 0.01 * (1 + 2)^2 = 0.09 ; 0.01 * (-1 + 1)^2 = 0
     out = reward_centering_penalty(torch.tensor([1.0, -1.0]), torch.tensor([2.0, 1.0]), coef=0.01)
     torch.testing.assert_close(out, torch.tensor([0.09, 0.0]))
+
+
+def test_soft_bradley_terry_by_hand_and_its_limits():
+    chosen, rejected = torch.tensor([2.0, 0.0, 1.0]), torch.tensor([1.0, 1.0, 1.0])
+    p = torch.tensor([0.8, 0.3, 0.5])
+    losses, metrics = soft_bradley_terry_loss(chosen, rejected, p)
+    # diff 1: -(0.8 log s(1) + 0.2 log s(-1)) = 0.8 * 0.313262 + 0.2 * 1.313262 = 0.513262
+    # diff -1: -(0.3 log s(-1) + 0.7 log s(1)) = 0.3 * 1.313262 + 0.7 * 0.313262 = 0.613262
+    # diff 0: log 2
+    torch.testing.assert_close(losses, torch.tensor([0.5132616875182228, 0.6132616875182228, math.log(2)]))
+    # diff > 0 agrees with p > 0.5 on the first two; the third is a tie on both sides (no score lead, p = 0.5).
+    assert metrics["accuracy"].tolist() == [1.0, 1.0, 1.0]
+    # p = 1 is plain Bradley-Terry.
+    torch.testing.assert_close(soft_bradley_terry_loss(chosen, rejected, torch.ones(3))[0],
+                               bradley_terry_loss(chosen, rejected)[0])
+    # The minimum over the score difference sits where sigmoid(diff) = p.
+    diff = torch.tensor([0.0], requires_grad=True)
+    for _ in range(500):
+        loss = soft_bradley_terry_loss(diff, torch.zeros(1), torch.tensor([0.8]))[0].sum()
+        (grad,) = torch.autograd.grad(loss, diff)
+        diff = (diff - 0.5 * grad).detach().requires_grad_(True)
+    assert float(torch.sigmoid(diff)) == pytest.approx(0.8, abs=1e-4)

@@ -149,3 +149,18 @@ def test_dpo_with_an_explicit_reference_model(tiny_dir, pref_file, tmp_path):
     train_dpo(cfg)
     assert metrics(tmp_path / "run")[0]["train/loss"] == pytest.approx(math.log(2), abs=1e-5)
     assert (tmp_path / "run" / "cache" / "ref_train.pt").is_file()
+
+
+def test_reward_model_follows_soft_labels(tiny_dir, tmp_path, write_data):
+    # AI feedback gives probabilities, not verdicts: the model should learn P(chosen better) = 0.9 for one kind of
+    # pair and 0.2 (i.e. the "rejected" one is better) for another.
+    rows = []
+    for i in range(8):
+        rows.append({"prompt": f"Question {i}?", "chosen": "Yes, gladly.", "rejected": "No.", "probability": 0.9})
+        rows.append({"prompt": f"Request {i}!", "chosen": "Sure thing.", "rejected": "I can't.", "probability": 0.2})
+    data = str(write_data(rows))
+    cfg = RewardConfig(model=tiny_dir, data=DataConfig(train=data, eval=data), output_dir=str(tmp_path / "run"),
+                       max_steps=20, batch_size=4, lr=3e-3, **COMMON)
+    result = train_reward(cfg)
+    # accuracy counts agreement between the score order and the label's side of 0.5.
+    assert result.eval_metrics["pairwise_accuracy"] >= 0.9
