@@ -14,7 +14,11 @@ averaging, so the final label also lies in [0.4, 0.6].
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
+from dataclasses import dataclass
+
+from alignkit.constitution.principles import Constitution
 
 COT_CLAMP = (0.4, 0.6)
 
@@ -31,13 +35,46 @@ def soft_label(forward: Sequence[tuple[float, float]], backward: Sequence[tuple[
     forward[i] = (log p("A"), log p("B")) under principle i with a shown as (A);
     backward[i] = the same with a shown as (B). Both have length k >= 1.
     """
-    if len(forward) != len(backward) or not forward:
+    if len(forward) != len(backward):
         raise ValueError(f"soft_label: need k >= 1 judgements in each order, got {len(forward)} and {len(backward)}")
+    # P(a) in each order: option (A) in the first, option (B) in the second.
+    return label_from_orders([(option_probability(fa, fb), option_probability(bb, ba))
+                              for (fa, fb), (ba, bb) in zip(forward, backward)], cot=cot)
+
+
+def label_from_orders(orders: Sequence[tuple[float, float]], *, cot: bool = False) -> float:
+    """The soft label from k judgements given as (P(a) with a shown first, P(a) with a shown second)."""
+    if not orders:
+        raise ValueError("soft_label: need k >= 1 judgements in each order, got 0 and 0")
     low, high = COT_CLAMP
     total = 0.0
-    for (fa, fb), (ba, bb) in zip(forward, backward):
-        judgements = (option_probability(fa, fb), option_probability(bb, ba))  # P(a) in each order
+    for judgements in orders:
         if cot:
             judgements = tuple(min(max(p, low), high) for p in judgements)
         total += sum(judgements) / 2
-    return total / len(forward)
+    return total / len(orders)
+
+
+@dataclass(frozen=True)
+class AILabel:
+    """A soft label with its provenance: which principles were asked and what each order answered."""
+
+    probability: float  # P(a better)
+    principles: tuple[str, ...]
+    orders: tuple[tuple[float, float], ...]
+
+
+def ai_label(judge, prompt, a: str, b: str, constitution: Constitution, rng: random.Random, *, k: int = 1,
+             cot: bool = False) -> AILabel:
+    """Label one pair with a feedback model: k principles drawn at random, each asked in both orders.
+
+    The judge must expose both orders (`compare_orders`, as the LM and HTTP judges do), since averaging them is what
+    cancels position bias.
+    """
+    orders_of = getattr(judge, "compare_orders", None)
+    if orders_of is None:
+        raise TypeError(f"{type(judge).__name__} has no compare_orders(prompt, a, b, principle); use an LM or HTTP "
+                        "judge as the feedback model")
+    drawn = constitution.draw(rng, k)
+    orders = tuple(tuple(orders_of(prompt, a, b, p.comparison)) for p in drawn)
+    return AILabel(label_from_orders(orders, cot=cot), tuple(p.id for p in drawn), orders)

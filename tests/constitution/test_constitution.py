@@ -166,3 +166,30 @@ def test_held_out_gold_comparisons_cannot_be_trained_on(tmp_path):
         else:
             with pytest.raises(DataError, match=f"constitution comparison {heldout['id']}"):
                 load_records(path, "preference")
+
+
+def test_ai_label_draws_k_principles_and_averages_their_orders():
+    from alignkit.constitution import ai_label
+
+    c = load_constitution()
+    answers = {p.comparison: (0.2 + 0.05 * i, 0.6) for i, p in enumerate(c.principles)}
+
+    class Judge:
+        def compare_orders(self, prompt, a, b, principle=None):
+            return answers[principle]
+
+    label = ai_label(Judge(), "p", "a", "b", c, random.Random(7), k=3)
+    drawn = [p.id for p in c.draw(random.Random(7), 3)]
+    assert list(label.principles) == drawn  # the same seeded draw
+    expected = [answers[c.principle(pid).comparison] for pid in drawn]
+    assert label.orders == tuple(expected)
+    assert label.probability == pytest.approx(sum((f + s) / 2 for f, s in expected) / 3)
+    clamped = ai_label(Judge(), "p", "a", "b", c, random.Random(7), k=3, cot=True)
+    assert clamped.probability == pytest.approx(sum((min(max(f, 0.4), 0.6) + 0.6) / 2 for f, _ in expected) / 3)
+
+    class ScoreOnly:
+        def compare(self, prompt, a, b, principle=None, reference=None):
+            return 0.5
+
+    with pytest.raises(TypeError, match="no compare_orders"):
+        ai_label(ScoreOnly(), "p", "a", "b", c, random.Random(0))
