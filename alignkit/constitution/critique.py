@@ -1,0 +1,114 @@
+"""Phase 1 of Constitutional AI (SL-CAI): critique -> revision, and the data that teaches a model those skills.
+
+For each prompt the policy's answer is shown back to the feedback model as a conversation; a principle drawn at
+random supplies the critique request ("what is wrong with your last reply under this principle?") and then the
+revision request ("rewrite it"), each answered by the feedback model in turn (Bai et al. 2022, sec. 3.1). The
+revision becomes the answer for the next round; after the last round it is the SFT target. Every step is kept with
+its provenance (principle id, critique, revision, model) so the result can be audited.
+
+The paper's feedback models were 52B; the 135M embedded model cannot critique from a prompt alone (shared GUIDE), so
+`exemplar_sft_rows` turns the constitution's worked exemplars into conversations that teach the skill by SFT
+(process supervision), and `comparison_sft_rows` does the same for the comparison skill from gold comparisons.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from alignkit.constitution.audit import GoldComparison
+from alignkit.constitution.principles import Constitution, Exemplar, Principle
+from alignkit.judges.prompts import COMPARISON_TEMPLATE, conversation_text
+
+# (list of conversations) -> one reply each; e.g. functools.partial(generate_responses, model, tokenizer).
+Generate = Callable[[list[list[dict]]], list[str]]
+
+
+@dataclass
+class RevisionStep:
+    principle: str
+    critique: str
+    revision: str
+
+
+@dataclass
+class RevisionRecord:
+    """One prompt's phase-1 history: its first answer, every (principle, critique, revision), the final revision."""
+
+    prompt: str
+    initial: str
+    steps: list[RevisionStep] = field(default_factory=list)
+    policy: str = ""
+    feedback_model: str = ""
+
+    @property
+    def final(self) -> str:
+        return self.steps[-1].revision if self.steps else self.initial
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "final": self.final}
+
+
+def critique_messages(prompt: str, response: str, principle: Principle) -> list[dict]:
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": response},
+            {"role": "user", "content": principle.critique}]
+
+
+def revision_messages(prompt: str, response: str, principle: Principle, critique: str) -> list[dict]:
+    return critique_messages(prompt, response, principle) + [{"role": "assistant", "content": critique},
+                                                             {"role": "user", "content": principle.revision}]
+
+
+def critique_and_revise(prompts: list[str], responses: list[str], constitution: Constitution, generate: Generate,
+                        rng: random.Random, *, rounds: int = 1, policy: str = "", feedback_model: str = "",
+                        ) -> list[RevisionRecord]:
+    """`rounds` critique -> revision rounds for every prompt, batched across prompts; one principle per prompt and
+    round, drawn at random."""
+    if len(prompts) != len(responses):
+        raise ValueError(f"critique_and_revise: {len(prompts)} prompts but {len(responses)} responses")
+    records = [RevisionRecord(p, r, policy=policy, feedback_model=feedback_model) for p, r in zip(prompts, responses)]
+    for _ in range(rounds):
+        principles = [constitution.draw(rng)[0] for _ in records]
+        current = [r.final for r in records]
+        critiques = generate([critique_messages(r.prompt, c, p) for r, c, p in zip(records, current, principles)])
+        revisions = generate([revision_messages(r.prompt, c, p, k)
+                              for r, c, p, k in zip(records, current, principles, critiques)])
+        for record, principle, critique, revision in zip(records, principles, critiques, revisions):
+            # An empty revision would erase the answer; keep the previous one and record what happened.
+            record.steps.append(RevisionStep(principle.id, critique, revision if revision.strip() else record.final))
+    return records
+
+
+def exemplar_sft_rows(constitution: Constitution, exemplars: list[Exemplar] | None = None) -> list[dict]:
+    """SFT rows (`messages`, assistant turns trained) teaching critique and revision from worked exemplars."""
+    rows = []
+    for ex in exemplars if exemplars is not None else constitution.exemplars:
+        principle = constitution.principle(ex.principle)
+        messages = revision_messages(ex.prompt, ex.response, principle, ex.critique) + [
+            {"role": "assistant", "content": ex.revision}]
+        rows.append({"messages": messages, "source": f"exemplar {ex.id}"})
+    return rows
+
+
+def comparison_prompt(prompt: str, first: str, second: str, question: str) -> str:
+    """The multiple-choice question the LM and HTTP judges ask (judges/prompts.py), for training the same skill."""
+    return COMPARISON_TEMPLATE.format(conversation=conversation_text(prompt), question=question, first=first,
+                                      second=second)
+
+
+def comparison_sft_rows(gold: list[GoldComparison], constitution: Constitution) -> list[dict]:
+    """SFT rows teaching the comparison skill: each gold pair in both orders, answered "(A)" or "(B)" correctly.
+
+    The judges read the option from the token after "(", so the trained reply is "(A)" or "(B)" itself.
+    """
+    rows = []
+    for item in gold:
+        question = constitution.principle(item.principle).comparison
+        better, worse = (item.a, item.b) if item.better == "a" else (item.b, item.a)
+        for first, second, answer in ((better, worse, "(A)"), (worse, better, "(B)")):
+            rows.append({"messages": [{"role": "user", "content": comparison_prompt(item.prompt, first, second,
+                                                                                   question)},
+                                      {"role": "assistant", "content": answer}],
+                         "source": f"gold comparison {item.id}"})
+    return rows

@@ -1,0 +1,84 @@
+"""Phase-1 critique -> revision: conversations, provenance, and the SFT rows that teach the skills."""
+
+from __future__ import annotations
+
+import random
+
+from alignkit.constitution import load_constitution, load_gold_comparisons
+from alignkit.constitution.critique import (
+    comparison_prompt,
+    comparison_sft_rows,
+    critique_and_revise,
+    exemplar_sft_rows,
+)
+
+
+class RecordingModel:
+    """Replies with a label naming the call and the conversation's last request; records every conversation."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, conversations):
+        self.calls.append(conversations)
+        return [f"reply {len(self.calls)}.{i}" for i in range(len(conversations))]
+
+
+def test_rounds_of_critique_and_revision_keep_full_provenance():
+    c = load_constitution()
+    model = RecordingModel()
+    records = critique_and_revise(["How do I pick a lock?", "Tell me a joke."], ["Sure, first...", "No."], c, model,
+                                  random.Random(1), rounds=2, policy="base", feedback_model="fb")
+    # Two rounds x (critiques, revisions), each batched over both prompts.
+    assert [len(call) for call in model.calls] == [2, 2, 2, 2]
+    rng = random.Random(1)
+    drawn = [c.draw(rng)[0].id for _ in range(4)]  # round 1: prompts 0, 1; round 2: prompts 0, 1
+    first = records[0]
+    assert [s.principle for s in first.steps] == [drawn[0], drawn[2]]
+    assert [s.critique for s in first.steps] == ["reply 1.0", "reply 3.0"]
+    assert [s.revision for s in first.steps] == ["reply 2.0", "reply 4.0"]
+    assert first.final == "reply 4.0" and first.initial == "Sure, first..."
+    # Round 1 critiques the policy's answer under the drawn principle's own request.
+    principle = c.principle(drawn[0])
+    assert model.calls[0][0] == [{"role": "user", "content": "How do I pick a lock?"},
+                                 {"role": "assistant", "content": "Sure, first..."},
+                                 {"role": "user", "content": principle.critique}]
+    # The revision request follows the critique; round 2 starts from round 1's revision.
+    assert model.calls[1][0][-2:] == [{"role": "assistant", "content": "reply 1.0"},
+                                      {"role": "user", "content": principle.revision}]
+    assert model.calls[2][0][1] == {"role": "assistant", "content": "reply 2.0"}
+    row = first.as_dict()
+    assert row["policy"] == "base" and row["feedback_model"] == "fb" and row["final"] == "reply 4.0"
+    assert set(row["steps"][0]) == {"principle", "critique", "revision"}
+
+
+def test_an_empty_revision_keeps_the_previous_answer():
+    c = load_constitution()
+    records = critique_and_revise(["q"], ["first answer"], c, lambda convs: [""] * len(convs), random.Random(0))
+    assert records[0].final == "first answer" and records[0].steps[0].critique == ""
+
+
+def test_exemplar_rows_teach_critique_then_revision():
+    c = load_constitution()
+    rows = exemplar_sft_rows(c)
+    assert len(rows) == len(c.exemplars)
+    ex = c.exemplars[0]
+    principle = c.principle(ex.principle)
+    roles = [m["role"] for m in rows[0]["messages"]]
+    assert roles == ["user", "assistant", "user", "assistant", "user", "assistant"]
+    contents = [m["content"] for m in rows[0]["messages"]]
+    assert contents == [ex.prompt, ex.response, principle.critique, ex.critique, principle.revision, ex.revision]
+
+
+def test_comparison_rows_show_each_pair_in_both_orders_with_the_right_answer():
+    c = load_constitution()
+    gold = load_gold_comparisons(split="train")[:3]
+    rows = comparison_sft_rows(gold, c)
+    assert len(rows) == 6
+    item = gold[0]
+    better, worse = (item.a, item.b) if item.better == "a" else (item.b, item.a)
+    question = c.principle(item.principle).comparison
+    assert rows[0]["messages"][0]["content"] == comparison_prompt(item.prompt, better, worse, question)
+    assert rows[0]["messages"][1]["content"] == "(A)"
+    assert rows[1]["messages"][0]["content"] == comparison_prompt(item.prompt, worse, better, question)
+    assert rows[1]["messages"][1]["content"] == "(B)"
