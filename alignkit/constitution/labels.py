@@ -78,3 +78,31 @@ def ai_label(judge, prompt, a: str, b: str, constitution: Constitution, rng: ran
     drawn = constitution.draw(rng, k)
     orders = tuple(tuple(orders_of(prompt, a, b, p.comparison)) for p in drawn)
     return AILabel(label_from_orders(orders, cot=cot), tuple(p.id for p in drawn), orders)
+
+
+def rlaif_rows(prompts: list[str], pairs: list[tuple[str, str]], judge, constitution: Constitution,
+               rng: random.Random, *, k: int = 1, cot: bool = False, feedback_model: str = "") -> list[dict]:
+    """Preference rows for a preference model from AI feedback: chosen = the first response of each pair, rejected
+    = the second, `probability` = the soft label P(chosen better) (it may be below 0.5), plus provenance."""
+    if len(prompts) != len(pairs):
+        raise ValueError(f"rlaif_rows: {len(prompts)} prompts but {len(pairs)} pairs")
+    rows = []
+    for prompt, (a, b) in zip(prompts, pairs):
+        label = ai_label(judge, prompt, a, b, constitution, rng, k=k, cot=cot)
+        rows.append({"prompt": prompt, "chosen": a, "rejected": b, "probability": label.probability,
+                     "principles": list(label.principles), "orders": [list(o) for o in label.orders],
+                     "feedback_model": feedback_model})
+    return rows
+
+
+def hard_pairs(rows: list[dict], *, min_confidence: float = 0.1) -> list[dict]:
+    """Soft-labelled rows as hard pairs for DPO: the side the label favours becomes `chosen`; rows whose label is
+    within `min_confidence` of 0.5 are dropped (a coin flip is no preference)."""
+    out = []
+    for row in rows:
+        p = row["probability"]
+        if abs(p - 0.5) < min_confidence:
+            continue
+        chosen, rejected = (row["chosen"], row["rejected"]) if p > 0.5 else (row["rejected"], row["chosen"])
+        out.append({**row, "chosen": chosen, "rejected": rejected, "probability": max(p, 1 - p)})
+    return out

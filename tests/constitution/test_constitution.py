@@ -193,3 +193,22 @@ def test_ai_label_draws_k_principles_and_averages_their_orders():
 
     with pytest.raises(TypeError, match="no compare_orders"):
         ai_label(ScoreOnly(), "p", "a", "b", c, random.Random(0))
+
+
+def test_rlaif_rows_and_hard_pairs():
+    from alignkit.constitution.labels import hard_pairs, rlaif_rows
+
+    c = load_constitution()
+
+    class Judge:
+        def compare_orders(self, prompt, a, b, principle=None):
+            return {"x": (0.9, 0.7), "y": (0.45, 0.5), "z": (0.1, 0.3)}[prompt]
+
+    rows = rlaif_rows(["x", "y", "z"], [("a1", "b1"), ("a2", "b2"), ("a3", "b3")], Judge(), c, random.Random(0), k=2,
+                      feedback_model="fb")
+    assert [r["probability"] for r in rows] == pytest.approx([0.8, 0.475, 0.2])
+    assert all(len(r["principles"]) == 2 and r["feedback_model"] == "fb" for r in rows)
+    pairs = hard_pairs(rows, min_confidence=0.1)
+    # "y" is within 0.1 of a coin flip and dropped; "z" favours the second response, which becomes chosen.
+    assert [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs] == [("x", "a1", "b1"), ("z", "b3", "a3")]
+    assert [p["probability"] for p in pairs] == pytest.approx([0.8, 0.8])
