@@ -63,12 +63,13 @@ class LMJudge:
     being preferred over an empty reply ("" as B), which ranks completions of one prompt consistently.
     """
 
-    def __init__(self, model: str | Any, tokenizer=None, *, question: str = DEFAULT_QUESTION):
+    def __init__(self, model: str | Any, tokenizer=None, *, question: str = DEFAULT_QUESTION, batch_size: int = 16):
         if tokenizer is None and not isinstance(model, str):
             raise ValueError("LMJudge: pass the tokenizer along with a model object")
         self.model = load_causal_lm(model) if isinstance(model, str) else model
         self.tokenizer = tokenizer or load_tokenizer(model)
         self.question = question
+        self.batch_size = batch_size
         self.option_ids = [self._single_token(text) for text in ("A", "B")]
 
     def _single_token(self, text: str) -> int:
@@ -77,22 +78,39 @@ class LMJudge:
             raise ValueError(f"option label {text!r} is not a single token for this tokenizer ({ids})")
         return ids[0]
 
-    @torch.no_grad()
-    def option_probs(self, prompt: Turns, first: str, second: str, principle: str | None = None) -> torch.Tensor:
-        """[P(A), P(B)] for one ordering: the options' next-token probabilities, renormalised over the two."""
+    def _question_ids(self, prompt: Turns, first: str, second: str, principle: str | None) -> list[int]:
         question = principle or self.question
         text = COMPARISON_TEMPLATE.format(
             conversation=conversation_text(prompt), question=question, first=first, second=second
         )
         messages = [{"role": "user", "content": text}]
         prefix = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + "("
-        ids = torch.tensor([self.tokenizer(prefix, add_special_tokens=False).input_ids])
+        return self.tokenizer(prefix, add_special_tokens=False).input_ids
+
+    @torch.no_grad()
+    def option_probs_many(self, questions: list[tuple]) -> torch.Tensor:
+        """[N, 2]: [P(A), P(B)] for each (prompt, first, second, principle), the options' next-token probabilities
+        renormalised over the two; `batch_size` questions per forward pass, left-padded."""
         device = next(self.model.parameters()).device
-        mask = torch.ones_like(ids)
         self.model.eval()
-        logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                            position_ids=position_ids(mask).to(device)).logits[0, -1].float()
-        return torch.softmax(logits[self.option_ids], -1)
+        encoded = [self._question_ids(*q) for q in questions]
+        out = torch.empty(len(encoded), 2)
+        for start in range(0, len(encoded), self.batch_size):
+            chunk = encoded[start : start + self.batch_size]
+            width = max(len(ids) for ids in chunk)
+            ids = torch.full((len(chunk), width), self.tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, seq in enumerate(chunk):
+                ids[row, width - len(seq) :] = torch.tensor(seq)
+                mask[row, width - len(seq) :] = 1
+            logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                position_ids=position_ids(mask).to(device), logits_to_keep=1).logits[:, -1].float()
+            out[start : start + len(chunk)] = torch.softmax(logits[:, self.option_ids], -1).cpu()
+        return out
+
+    def option_probs(self, prompt: Turns, first: str, second: str, principle: str | None = None) -> torch.Tensor:
+        """[P(A), P(B)] for one ordering."""
+        return self.option_probs_many([(prompt, first, second, principle)])[0]
 
     def compare(self, prompt: Turns, a: str, b: str, principle: str | None = None, reference: Any = None) -> float:
         """P(a better than b) = mean of P(A | a shown first) and P(B | a shown second)."""
@@ -101,10 +119,20 @@ class LMJudge:
 
     def compare_orders(self, prompt: Turns, a: str, b: str, principle: str | None = None) -> tuple[float, float]:
         """(P(a better) with a shown as (A), P(a better) with a shown as (B)), for position-bias audits."""
-        forward = self.option_probs(prompt, a, b, principle)
-        backward = self.option_probs(prompt, b, a, principle)
-        return float(forward[0]), float(backward[1])
+        return self.compare_orders_many([(prompt, a, b, principle)])[0]
+
+    def compare_orders_many(self, items: list[tuple]) -> list[tuple[float, float]]:
+        """compare_orders for many (prompt, a, b[, principle]) items, batched."""
+        questions = []
+        for prompt, a, b, *rest in items:
+            principle = rest[0] if rest else None
+            questions += [(prompt, a, b, principle), (prompt, b, a, principle)]
+        probs = self.option_probs_many(questions)
+        return [(float(probs[2 * i, 0]), float(probs[2 * i + 1, 1])) for i in range(len(items))]
+
+    def compare_many(self, items: list[tuple]) -> list[float]:
+        return [0.5 * (first + second) for first, second in self.compare_orders_many(items)]
 
     def score(self, prompts: list[Turns], completions: list[str], references: list | None = None) -> list[float]:
         check_batch("LMJudge", prompts, completions, references)
-        return [self.compare(p, c, "") for p, c in zip(prompts, completions)]
+        return self.compare_many([(p, c, "") for p, c in zip(prompts, completions)])

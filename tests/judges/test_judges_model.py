@@ -54,3 +54,19 @@ def test_lm_judge_rejects_multi_token_option_labels(tiny_dir):
 
     with pytest.raises(ValueError, match="not a single token"):
         LMJudge(tiny_dir, tokenizer=Tok())
+
+
+def test_lm_judge_batches_give_the_one_at_a_time_answers(tiny_tok):
+    from alignkit.models.tiny import tiny_model
+
+    judge = LMJudge(tiny_model(tiny_tok, tie_embeddings=False), tiny_tok, batch_size=3)
+    items = [("Is water wet?", "Yes.", "No, never, not at all.", "Which is true?"),
+             ("Hi", "Hello there, how can I help you today?", "Hey.", None),
+             ([{"role": "user", "content": "2+2?"}], "4", "5", "Which is correct?"),
+             ("A much longer question about the weather in spring and autumn?", "It varies.", "Rain.", None)]
+    batched = judge.compare_orders_many(items)
+    singles = [judge.compare_orders(*item) for item in items]  # batch of 2 (both orders), different padding
+    for (b1, b2), (s1, s2) in zip(batched, singles):
+        assert b1 == pytest.approx(s1, abs=1e-5) and b2 == pytest.approx(s2, abs=1e-5)
+    assert judge.compare_many(items) == pytest.approx([(a + b) / 2 for a, b in batched])
+    assert judge.score(["q", "r"], ["x", "y"]) == pytest.approx(judge.compare_many([("q", "x", ""), ("r", "y", "")]))
