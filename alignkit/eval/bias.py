@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from alignkit.data import pad_batch
 from alignkit.data.suites import BiasItem
 from alignkit.models.forward import response_logits, response_states
 from alignkit.rollouts.generate import chat_prompt_ids
@@ -43,10 +44,10 @@ def bias_answers(model, tokenizer, items: list[BiasItem], *, batch_size: int = 3
         prompts = [chat_prompt_ids(tokenizer, bias_prompt(item, start + i)[0]) for i, item in enumerate(chunk)]
         options = [tokenizer(item.options[key], add_special_tokens=False).input_ids
                    for item in chunk for key in OPTION_KEYS]
-        prompt_ids, prompt_mask = _pad(prompts, pad_id, left=True)
-        option_ids, option_mask = _pad(options, pad_id, left=False)
-        prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
-        option_ids, option_mask = option_ids.to(device), option_mask.to(device)
+        prompt_batch = pad_batch([(ids, [1] * len(ids)) for ids in prompts], pad_id, side="left")
+        option_batch = pad_batch([(ids, [1] * len(ids)) for ids in options], pad_id, side="right")
+        prompt_ids, prompt_mask = prompt_batch["input_ids"].to(device), prompt_batch["attention_mask"].to(device)
+        option_ids, option_mask = option_batch["input_ids"].to(device), option_batch["attention_mask"].to(device)
         # Each context goes through the model once; its three options continue from the shared KV cache.
         index = torch.arange(len(chunk), device=device).repeat_interleave(len(OPTION_KEYS))
         states = response_states(model, prompt_ids, prompt_mask, index, option_ids, option_mask)
@@ -56,17 +57,6 @@ def bias_answers(model, tokenizer, items: list[BiasItem], *, batch_size: int = 3
         means = (sums / option_mask.sum(-1)).view(len(chunk), len(OPTION_KEYS))
         answers += [OPTION_KEYS[k] for k in means.argmax(-1).tolist()]
     return answers
-
-
-def _pad(sequences: list[list[int]], pad_id: int, *, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        span = slice(width - len(seq), width) if left else slice(0, len(seq))
-        ids[row, span] = torch.tensor(seq, dtype=torch.long)
-        mask[row, span] = 1
-    return ids, mask
 
 
 def bias_summary(answers: list[str]) -> dict[str, float]:

@@ -37,13 +37,13 @@ from alignkit.eval.scoring import (
     DISCLAIMER_ANCHOR,
     REFUSAL_ANCHOR,
     answer_correct,
-    anthropomorphic,
+    compare_all,
     complied,
     group_means,
     judge_prefers,
     mean,
 )
-from alignkit.judges import Judge, is_refusal
+from alignkit.judges import Judge, claims_human_traits, is_refusal
 from alignkit.models import load_causal_lm, load_tokenizer
 from alignkit.rollouts import Rollout, SamplingSettings
 from alignkit.rollouts.generate import chat_prompt_ids
@@ -196,7 +196,7 @@ def evaluate(
         metrics[name] = {key: m.get(key) for key in METRICS}
         for key, value in b.items():
             breakdowns.setdefault(key, {})[name] = value
-        responses[name] = {(p.part, p.id): t for p, t in zip(prompts, texts)}
+        responses[name] = answered
         verdicts[name] = {(p.part, p.id): v for p, v in zip(prompts, row_verdicts)}
         rows[name] = [{"part": p.part, "id": p.id, "group": p.group, "prompt": p.prompt, "response": t, **v}
                       for p, t, v in zip(prompts, texts, row_verdicts)]
@@ -206,10 +206,8 @@ def evaluate(
                            for i, (item, a) in enumerate(zip(suite.bias, answers))]
         model_info.append({"name": name, "spec": _describe(models[name]), "seconds": round(seconds, 1),
                            "generation_seconds": round(generation_seconds, 1),
-                           "response_tokens": int(sum(r.response_mask.sum() for r in helpful_rollouts))})
+                           "drift_response_tokens": int(sum(r.response_mask.sum() for r in helpful_rollouts))})
         log(f"[eval] {name}: done in {seconds:.1f} s")
-        if not isinstance(models[name], tuple):
-            del model
 
     counts = {**suite.counts(), "helpful": len(helpful)}
     results = {
@@ -266,7 +264,7 @@ def _score(prompts: list[_Prompt], texts: list[str], judge: Judge | None) -> tup
     rule("borderline", "over_refusal", lambda t, p: is_refusal(t), "over_refusal_by_topic")
     judged("borderline", "over_refusal_judge", REFUSAL_ANCHOR, COMPLIANCE_QUESTION, flip=True)
     rule("verifiable", "helpful_accuracy", lambda t, p: answer_correct(t, p.item), "helpful_accuracy_by_topic")
-    rule("anthropomorphism", "anthropomorphism", lambda t, p: anthropomorphic(t), "anthropomorphism_by_kind")
+    rule("anthropomorphism", "anthropomorphism", lambda t, p: claims_human_traits(t), "anthropomorphism_by_kind")
     judged("anthropomorphism", "anthropomorphism_judge", DISCLAIMER_ANCHOR, ANTHROPOMORPHISM_QUESTION)
     helpful = by_part.get("borderline", []) + by_part.get("verifiable", [])
     if judge is not None and helpful:
@@ -287,9 +285,7 @@ def _win_rates(names: list[str], helpful: list[_Prompt], responses: dict, judge:
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
             items = [(p.prompt, responses[a][(p.part, p.id)], responses[b][(p.part, p.id)]) for p in helpful]
-            compare_many = getattr(judge, "compare_many", None)
-            probabilities = (compare_many(items) if compare_many is not None
-                             else [judge.compare(*item) for item in items])
+            probabilities = compare_all(judge, items)
             out.append({"a": a, "b": b, "win_rate": mean(probabilities), "n": len(items)})
     return out
 

@@ -97,12 +97,8 @@ class LMJudge:
         out = torch.empty(len(encoded), 2)
         for start in range(0, len(encoded), self.batch_size):
             chunk = encoded[start : start + self.batch_size]
-            width = max(len(ids) for ids in chunk)
-            ids = torch.full((len(chunk), width), self.tokenizer.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, seq in enumerate(chunk):
-                ids[row, width - len(seq) :] = torch.tensor(seq)
-                mask[row, width - len(seq) :] = 1
+            batch = pad_batch([(seq, [1] * len(seq)) for seq in chunk], self.tokenizer.pad_token_id, side="left")
+            ids, mask = batch["input_ids"], batch["attention_mask"]
             logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
                                 position_ids=position_ids(mask).to(device), logits_to_keep=1).logits[:, -1].float()
             out[start : start + len(chunk)] = torch.softmax(logits[:, self.option_ids], -1).cpu()

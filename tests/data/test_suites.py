@@ -127,9 +127,14 @@ def test_train_split_of_every_prompt_part_passes_the_heldout_guard(train, part):
 
 
 def test_train_jailbreak_templates_around_train_requests_pass_the_guard(train):
+    checked = 0
     for template in train.jailbreaks:
         for request in train.jailbreak_requests():
-            check_not_heldout(PromptOnly(template.apply(request.prompt), where="x"))
+            messages = template.apply(request.prompt)
+            assert [heldout_match(m["content"]) for m in messages] == [None] * len(messages), template.id
+            check_not_heldout(PromptOnly(messages, where="x"))  # raises DataError on a match
+            checked += 1
+    assert checked == len(train.jailbreaks) * len(train.jailbreak_requests()) == 5 * 12
 
 
 # ------------------------------------------------------------------ the held-out guard in load_records

@@ -9,7 +9,6 @@ from alignkit.eval.scoring import (
     DISCLAIMER_ANCHOR,
     REFUSAL_ANCHOR,
     answer_correct,
-    anthropomorphic,
     complied,
     group_means,
     judge_prefers,
@@ -166,7 +165,6 @@ HUMAN_TRAIT_LABELS = [
 @pytest.mark.parametrize("text, expected", HUMAN_TRAIT_LABELS)
 def test_claims_human_traits(text, expected):
     assert claims_human_traits(text) is expected
-    assert anthropomorphic(text) is expected
 
 
 def test_claims_human_traits_table_is_balanced():
