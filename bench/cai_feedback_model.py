@@ -32,7 +32,8 @@ def main() -> None:
     constitution = load_constitution()
     if args.command == "rows":
         rows = comparison_sft_rows(load_gold_comparisons(split="train"), constitution)
-        atomic_write_text(args.out, "".join(json.dumps({"messages": r["messages"]}) + "\n" for r in rows))
+        lines = [json.dumps({"prompt": r["prompt"], "completion": r["completion"]}) + "\n" for r in rows]
+        atomic_write_text(args.out, "".join(lines))
         print(f"{len(rows)} rows -> {args.out}")
         return
     started = time.perf_counter()

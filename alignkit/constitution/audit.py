@@ -24,6 +24,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from alignkit.constitution.labels import judge_orders
 from alignkit.constitution.principles import Constitution, ConstitutionError, constitution_path
 from alignkit.judges import Judge
 
@@ -84,28 +85,33 @@ def load_gold_comparisons(path: str | Path | None = None, *, split: str = "heldo
 
 def audit_feedback_model(judge: Judge, gold: list[GoldComparison], constitution: Constitution, *,
                          extra_principles: int = 2, seed: int = 0) -> AuditReport:
+    """Ask the judge every gold comparison under its own principle (both orders apart, when the judge gives them:
+    that is what measures position bias) and under `extra_principles` other random ones (agreement); one batch."""
     rng = random.Random(seed)
     for item in gold:
         constitution.principle(item.principle)  # KeyError names the unknown principle and the file
-    orders = getattr(judge, "compare_orders", None)
+    two_orders = hasattr(judge, "compare_orders") or hasattr(judge, "compare_orders_many")
+    questions, extra = [], []
+    for item in gold:
+        questions.append((item.prompt, item.a, item.b, constitution.principle(item.principle).comparison))
+        others = [p for p in constitution.principles if p.id != item.principle]
+        drawn = rng.sample(others, min(extra_principles, len(others))) if extra_principles > 0 else []
+        extra.append(len(drawn))
+        questions += [(item.prompt, item.a, item.b, p.comparison) for p in drawn]
+    answers = iter(judge_orders(judge, questions))
     correct, first_shown, agree = [], [], []
     by_principle: dict[str, list[bool]] = {}
-    for item in gold:
-        question = constitution.principle(item.principle).comparison
-        if orders is not None:
-            p_first, p_second = orders(item.prompt, item.a, item.b, question)
-            p_a = 0.5 * (p_first + p_second)
+    for item, n_extra in zip(gold, extra):
+        p_first, p_second = next(answers)
+        p_a = 0.5 * (p_first + p_second)
+        if two_orders:
             # Shown first: a in the first order (P(a) = p_first), b in the second (P(b) = 1 - p_second).
             first_shown += [p_first, 1.0 - p_second]
-        else:
-            p_a = judge.compare(item.prompt, item.a, item.b, question)
         verdict = p_a > 0.5 if item.better == "a" else p_a < 0.5
         correct.append(verdict)
         by_principle.setdefault(item.principle, []).append(verdict)
-        if extra_principles > 0:
-            others = [p for p in constitution.principles if p.id != item.principle]
-            drawn = rng.sample(others, min(extra_principles, len(others)))
-            votes = {p_a > 0.5} | {judge.compare(item.prompt, item.a, item.b, p.comparison) > 0.5 for p in drawn}
+        if n_extra:
+            votes = {p_a > 0.5} | {0.5 * sum(next(answers)) > 0.5 for _ in range(n_extra)}
             agree.append(len(votes) == 1)
     return AuditReport(
         n=len(gold),

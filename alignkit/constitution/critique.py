@@ -14,15 +14,14 @@ The paper's feedback models were 52B; the 135M embedded model cannot critique fr
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from alignkit.constitution.audit import GoldComparison
+from alignkit.constitution.feedback import Generate
 from alignkit.constitution.principles import Constitution, Exemplar, Principle
+from alignkit.data import Turns
 from alignkit.judges.prompts import COMPARISON_TEMPLATE, conversation_text
 
-# (list of conversations) -> one reply each; e.g. functools.partial(generate_responses, model, tokenizer).
-Generate = Callable[[list[list[dict]]], list[str]]
 
 
 @dataclass
@@ -36,7 +35,7 @@ class RevisionStep:
 class RevisionRecord:
     """One prompt's phase-1 history: its first answer, every (principle, critique, revision), the final revision."""
 
-    prompt: str
+    prompt: Turns
     initial: str
     steps: list[RevisionStep] = field(default_factory=list)
     policy: str = ""
@@ -50,44 +49,52 @@ class RevisionRecord:
         return {**asdict(self), "final": self.final}
 
 
-def critique_messages(prompt: str, response: str, principle: Principle) -> list[dict]:
-    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": response},
-            {"role": "user", "content": principle.critique}]
+def critique_messages(prompt: Turns, response: str, principle: Principle) -> list[dict]:
+    """The conversation so far (a request, or a whole chat such as a jailbreak), the reply, then the critique request."""
+    turns = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [dict(m) for m in prompt]
+    return turns + [{"role": "assistant", "content": response}, {"role": "user", "content": principle.critique}]
 
 
-def revision_messages(prompt: str, response: str, principle: Principle, critique: str) -> list[dict]:
+def revision_messages(prompt: Turns, response: str, principle: Principle, critique: str) -> list[dict]:
     return critique_messages(prompt, response, principle) + [{"role": "assistant", "content": critique},
                                                              {"role": "user", "content": principle.revision}]
 
 
-def critique_and_revise(prompts: list[str], responses: list[str], constitution: Constitution, generate: Generate,
-                        rng: random.Random, *, rounds: int = 1, policy: str = "", feedback_model: str = "",
-                        ) -> list[RevisionRecord]:
+def critique_and_revise(prompts: list[Turns], responses: list[str], constitution: Constitution, generate: Generate,
+                        rng: random.Random, *, rounds: int = 1, principles: list[str] | None = None,
+                        critique_tokens: int = 96, revision_tokens: int = 128, policy: str = "",
+                        feedback_model: str = "") -> list[RevisionRecord]:
     """`rounds` critique -> revision rounds for every prompt, batched across prompts; one principle per prompt and
-    round, drawn at random."""
+    round, drawn at random (from `principles`, ids, when given: e.g. the harm-related ones for red-team prompts)."""
     if len(prompts) != len(responses):
         raise ValueError(f"critique_and_revise: {len(prompts)} prompts but {len(responses)} responses")
+    pool = constitution if principles is None else constitution.subset(principles)
     records = [RevisionRecord(p, r, policy=policy, feedback_model=feedback_model) for p, r in zip(prompts, responses)]
     for _ in range(rounds):
-        principles = [constitution.draw(rng)[0] for _ in records]
+        drawn = [pool.draw(rng)[0] for _ in records]
         current = [r.final for r in records]
-        critiques = generate([critique_messages(r.prompt, c, p) for r, c, p in zip(records, current, principles)])
+        critiques = generate([critique_messages(r.prompt, c, p) for r, c, p in zip(records, current, drawn)],
+                             critique_tokens)
         revisions = generate([revision_messages(r.prompt, c, p, k)
-                              for r, c, p, k in zip(records, current, principles, critiques)])
-        for record, principle, critique, revision in zip(records, principles, critiques, revisions):
+                              for r, c, p, k in zip(records, current, drawn, critiques)], revision_tokens)
+        for record, principle, critique, revision in zip(records, drawn, critiques, revisions):
             # An empty revision would erase the answer; keep the previous one and record what happened.
             record.steps.append(RevisionStep(principle.id, critique, revision if revision.strip() else record.final))
     return records
 
 
 def exemplar_sft_rows(constitution: Constitution, exemplars: list[Exemplar] | None = None) -> list[dict]:
-    """SFT rows (`messages`, assistant turns trained) teaching critique and revision from worked exemplars."""
+    """SFT rows teaching critique and revision from worked exemplars: two prompt/completion rows per exemplar, so
+    only the critique and the revision are trained (the exemplar's flawed first response is context, never a
+    target)."""
     rows = []
     for ex in exemplars if exemplars is not None else constitution.exemplars:
         principle = constitution.principle(ex.principle)
-        messages = revision_messages(ex.prompt, ex.response, principle, ex.critique) + [
-            {"role": "assistant", "content": ex.revision}]
-        rows.append({"messages": messages, "source": f"exemplar {ex.id}"})
+        source = f"exemplar {ex.id}"
+        rows.append({"prompt": critique_messages(ex.prompt, ex.response, principle),
+                     "completion": [{"role": "assistant", "content": ex.critique}], "source": source})
+        rows.append({"prompt": revision_messages(ex.prompt, ex.response, principle, ex.critique),
+                     "completion": [{"role": "assistant", "content": ex.revision}], "source": source})
     return rows
 
 
@@ -107,8 +114,9 @@ def comparison_sft_rows(gold: list[GoldComparison], constitution: Constitution) 
         question = constitution.principle(item.principle).comparison
         better, worse = (item.a, item.b) if item.better == "a" else (item.b, item.a)
         for first, second, answer in ((better, worse, "(A)"), (worse, better, "(B)")):
-            rows.append({"messages": [{"role": "user", "content": comparison_prompt(item.prompt, first, second,
-                                                                                   question)},
-                                      {"role": "assistant", "content": answer}],
+            # Prompt/completion: a long question is cut from its start, never losing the answer.
+            rows.append({"prompt": [{"role": "user", "content": comparison_prompt(item.prompt, first, second,
+                                                                                  question)}],
+                         "completion": [{"role": "assistant", "content": answer}],
                          "source": f"gold comparison {item.id}"})
     return rows

@@ -64,35 +64,49 @@ class AILabel:
     orders: tuple[tuple[float, float], ...]
 
 
+def judge_orders(judge, items: list[tuple]) -> list[tuple[float, float]]:
+    """(P(a) with a shown first, P(a) with a shown second) for each (prompt, a, b, question), batched when the judge
+    can. A judge without the two orders apart (a reward model, a rule: order-invariant by construction) gives its
+    `compare` for both."""
+    if hasattr(judge, "compare_orders_many"):
+        return [tuple(o) for o in judge.compare_orders_many(items)]
+    if hasattr(judge, "compare_orders"):
+        return [tuple(judge.compare_orders(*item)) for item in items]
+    return [(p, p) for p in (judge.compare(*item) for item in items)]
+
+
+def ai_labels(judge, prompts: list, pairs: list[tuple[str, str]], constitution: Constitution, rng: random.Random, *,
+              k: int = 1, cot: bool = False) -> list[AILabel]:
+    """Label pairs with a feedback model: for each pair k principles drawn at random, each asked in both orders
+    (averaging the orders cancels position bias); all questions go to the judge in one batch."""
+    if len(prompts) != len(pairs):
+        raise ValueError(f"ai_labels: {len(prompts)} prompts but {len(pairs)} pairs")
+    drawn = [constitution.draw(rng, k) for _ in pairs]
+    items = [(prompt, a, b, p.comparison) for prompt, (a, b), principles in zip(prompts, pairs, drawn)
+             for p in principles]
+    orders = judge_orders(judge, items)
+    labels = []
+    for i, principles in enumerate(drawn):
+        mine = tuple(orders[i * k : (i + 1) * k])
+        labels.append(AILabel(label_from_orders(mine, cot=cot), tuple(p.id for p in principles), mine))
+    return labels
+
+
 def ai_label(judge, prompt, a: str, b: str, constitution: Constitution, rng: random.Random, *, k: int = 1,
              cot: bool = False) -> AILabel:
-    """Label one pair with a feedback model: k principles drawn at random, each asked in both orders.
-
-    The judge must expose both orders (`compare_orders`, as the LM and HTTP judges do), since averaging them is what
-    cancels position bias.
-    """
-    orders_of = getattr(judge, "compare_orders", None)
-    if orders_of is None:
-        raise TypeError(f"{type(judge).__name__} has no compare_orders(prompt, a, b, principle); use an LM or HTTP "
-                        "judge as the feedback model")
-    drawn = constitution.draw(rng, k)
-    orders = tuple(tuple(orders_of(prompt, a, b, p.comparison)) for p in drawn)
-    return AILabel(label_from_orders(orders, cot=cot), tuple(p.id for p in drawn), orders)
+    """One pair's label (see `ai_labels`)."""
+    return ai_labels(judge, [prompt], [(a, b)], constitution, rng, k=k, cot=cot)[0]
 
 
-def rlaif_rows(prompts: list[str], pairs: list[tuple[str, str]], judge, constitution: Constitution,
+def rlaif_rows(prompts: list, pairs: list[tuple[str, str]], judge, constitution: Constitution,
                rng: random.Random, *, k: int = 1, cot: bool = False, feedback_model: str = "") -> list[dict]:
     """Preference rows for a preference model from AI feedback: chosen = the first response of each pair, rejected
     = the second, `probability` = the soft label P(chosen better) (it may be below 0.5), plus provenance."""
-    if len(prompts) != len(pairs):
-        raise ValueError(f"rlaif_rows: {len(prompts)} prompts but {len(pairs)} pairs")
-    rows = []
-    for prompt, (a, b) in zip(prompts, pairs):
-        label = ai_label(judge, prompt, a, b, constitution, rng, k=k, cot=cot)
-        rows.append({"prompt": prompt, "chosen": a, "rejected": b, "probability": label.probability,
-                     "principles": list(label.principles), "orders": [list(o) for o in label.orders],
-                     "feedback_model": feedback_model})
-    return rows
+    labels = ai_labels(judge, prompts, pairs, constitution, rng, k=k, cot=cot)
+    return [{"prompt": prompt, "chosen": a, "rejected": b, "probability": label.probability,
+             "principles": list(label.principles), "orders": [list(o) for o in label.orders],
+             "feedback_model": feedback_model}
+            for prompt, (a, b), label in zip(prompts, pairs, labels)]
 
 
 def hard_pairs(rows: list[dict], *, min_confidence: float = 0.1) -> list[dict]:

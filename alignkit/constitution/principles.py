@@ -9,7 +9,7 @@ finds at once, as `alignkit constitution lint FILE` prints them.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -65,6 +65,10 @@ class Constitution:
         if not 1 <= k <= len(self.principles):
             raise ValueError(f"draw: k must be in 1..{len(self.principles)}, got {k}")
         return rng.sample(list(self.principles), k)
+
+    def subset(self, principle_ids: list[str]) -> Constitution:
+        """The same constitution restricted to some principles (an unknown id is an error naming it)."""
+        return replace(self, principles=tuple(self.principle(pid) for pid in dict.fromkeys(principle_ids)))
 
     def exemplars_for(self, principle_id: str) -> list[Exemplar]:
         return [e for e in self.exemplars if e.principle == principle_id]

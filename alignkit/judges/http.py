@@ -453,6 +453,18 @@ class HTTPJudge:
 
     # -- transport ----------------------------------------------------------------------------
 
+    def chat_many(self, conversations: Sequence[Sequence[Mapping]], *, max_tokens: int = 128,
+                  temperature: float = 0.0) -> list[str]:
+        """The endpoint's reply to each conversation (lists of role/content messages), at most ``max_concurrency``
+        requests at a time: what a Constitutional AI feedback model served over HTTP uses to critique and revise."""
+        jobs = []
+        for i, conversation in enumerate(conversations):
+            messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+            messages += [{"role": m["role"], "content": m["content"]} for m in conversation]
+            body = {"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature}
+            jobs.append((i, {**body, **self.extra_body}))
+        return [(response["choices"][0]["message"].get("content") or "").strip() for response in self._post_all(jobs)]
+
     def _post_all(self, jobs: list[tuple[int, dict]]) -> list[dict]:
         """Send every (item, body) and return the responses in order; the first failure cancels the rest."""
         if len(jobs) <= 1 or self.max_concurrency == 1:

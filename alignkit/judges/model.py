@@ -95,13 +95,16 @@ class LMJudge:
         self.model.eval()
         encoded = [self._question_ids(*q) for q in questions]
         out = torch.empty(len(encoded), 2)
-        for start in range(0, len(encoded), self.batch_size):
-            chunk = encoded[start : start + self.batch_size]
+        # Similar lengths share a batch, so little padding is computed over.
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            chunk = [encoded[i] for i in rows]
             batch = pad_batch([(seq, [1] * len(seq)) for seq in chunk], self.tokenizer.pad_token_id, side="left")
             ids, mask = batch["input_ids"], batch["attention_mask"]
             logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
                                 position_ids=position_ids(mask).to(device), logits_to_keep=1).logits[:, -1].float()
-            out[start : start + len(chunk)] = torch.softmax(logits[:, self.option_ids], -1).cpu()
+            out[rows] = torch.softmax(logits[:, self.option_ids], -1).cpu()
         return out
 
     def option_probs(self, prompt: Turns, first: str, second: str, principle: str | None = None) -> torch.Tensor:

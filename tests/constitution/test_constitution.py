@@ -187,12 +187,12 @@ def test_ai_label_draws_k_principles_and_averages_their_orders():
     clamped = ai_label(Judge(), "p", "a", "b", c, random.Random(7), k=3, cot=True)
     assert clamped.probability == pytest.approx(sum((min(max(f, 0.4), 0.6) + 0.6) / 2 for f, _ in expected) / 3)
 
-    class ScoreOnly:
+    class ScoreOnly:  # e.g. a reward model: order-invariant, so its compare stands for both orders
         def compare(self, prompt, a, b, principle=None, reference=None):
-            return 0.5
+            return 0.7
 
-    with pytest.raises(TypeError, match="no compare_orders"):
-        ai_label(ScoreOnly(), "p", "a", "b", c, random.Random(0))
+    scored = ai_label(ScoreOnly(), "p", "a", "b", c, random.Random(0), k=2)
+    assert scored.orders == ((0.7, 0.7), (0.7, 0.7)) and scored.probability == pytest.approx(0.7)
 
 
 def test_rlaif_rows_and_hard_pairs():

@@ -19,7 +19,7 @@ class RecordingModel:
     def __init__(self):
         self.calls = []
 
-    def __call__(self, conversations):
+    def __call__(self, conversations, max_new_tokens):
         self.calls.append(conversations)
         return [f"reply {len(self.calls)}.{i}" for i in range(len(conversations))]
 
@@ -54,20 +54,25 @@ def test_rounds_of_critique_and_revision_keep_full_provenance():
 
 def test_an_empty_revision_keeps_the_previous_answer():
     c = load_constitution()
-    records = critique_and_revise(["q"], ["first answer"], c, lambda convs: [""] * len(convs), random.Random(0))
+    records = critique_and_revise(["q"], ["first answer"], c, lambda convs, tokens: [""] * len(convs), random.Random(0))
     assert records[0].final == "first answer" and records[0].steps[0].critique == ""
 
 
 def test_exemplar_rows_teach_critique_then_revision():
     c = load_constitution()
     rows = exemplar_sft_rows(c)
-    assert len(rows) == len(c.exemplars)
+    assert len(rows) == 2 * len(c.exemplars)
     ex = c.exemplars[0]
     principle = c.principle(ex.principle)
-    roles = [m["role"] for m in rows[0]["messages"]]
-    assert roles == ["user", "assistant", "user", "assistant", "user", "assistant"]
-    contents = [m["content"] for m in rows[0]["messages"]]
-    assert contents == [ex.prompt, ex.response, principle.critique, ex.critique, principle.revision, ex.revision]
+    critique, revision = rows[0], rows[1]
+    # Only the critique and the revision are targets; the flawed first response is context.
+    assert [m["content"] for m in critique["prompt"]] == [ex.prompt, ex.response, principle.critique]
+    assert critique["completion"] == [{"role": "assistant", "content": ex.critique}]
+    assert [m["content"] for m in revision["prompt"]] == [ex.prompt, ex.response, principle.critique, ex.critique,
+                                                          principle.revision]
+    assert [m["role"] for m in revision["prompt"]] == ["user", "assistant", "user", "assistant", "user"]
+    assert revision["completion"] == [{"role": "assistant", "content": ex.revision}]
+    assert critique["source"] == revision["source"] == f"exemplar {ex.id}"
 
 
 def test_comparison_rows_show_each_pair_in_both_orders_with_the_right_answer():
@@ -78,7 +83,7 @@ def test_comparison_rows_show_each_pair_in_both_orders_with_the_right_answer():
     item = gold[0]
     better, worse = (item.a, item.b) if item.better == "a" else (item.b, item.a)
     question = c.principle(item.principle).comparison
-    assert rows[0]["messages"][0]["content"] == comparison_prompt(item.prompt, better, worse, question)
-    assert rows[0]["messages"][1]["content"] == "(A)"
-    assert rows[1]["messages"][0]["content"] == comparison_prompt(item.prompt, worse, better, question)
-    assert rows[1]["messages"][1]["content"] == "(B)"
+    assert rows[0]["prompt"][0]["content"] == comparison_prompt(item.prompt, better, worse, question)
+    assert rows[0]["completion"] == [{"role": "assistant", "content": "(A)"}]
+    assert rows[1]["prompt"][0]["content"] == comparison_prompt(item.prompt, worse, better, question)
+    assert rows[1]["completion"] == [{"role": "assistant", "content": "(B)"}]

@@ -1,0 +1,72 @@
+"""The feedback model of Constitutional AI, whatever it is: the policy itself, another local model, an
+OpenAI-compatible endpoint, or any judge.
+
+It does two jobs. Phase 1 needs it to *write* (critiques and revisions: `generate`); phase 2 and the audit need it to
+*compare* two responses under a principle with both orders apart (`judge.compare_orders`). A local model or an HTTP
+endpoint does both; another judge (a reward model, a rule) can only compare, so a pipeline that asks it to critique
+is refused with a message saying so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from alignkit.judges.base import Judge
+
+# (conversations, each a list of {"role", "content"}, max_new_tokens) -> one reply each.
+Generate = Callable[[list[list[dict]], int], list[str]]
+
+
+@dataclass
+class FeedbackModel:
+    name: str
+    judge: Judge
+    generate: Generate | None = None
+
+    def require_generate(self) -> Generate:
+        if self.generate is None:
+            raise ValueError(f"the feedback model {self.name} can only compare responses; critique and revision need "
+                             "one that writes text: a local model (path or alias), the policy, or an http endpoint")
+        return self.generate
+
+
+def local_feedback_model(model: str | Any, tokenizer=None, *, name: str | None = None,
+                         batch_size: int = 64) -> FeedbackModel:
+    """A local causal LM: greedy replies for critiques and revisions, option log-probs for comparisons."""
+    from alignkit.eval.harness import EvalSettings, greedy_rollouts
+    from alignkit.judges.model import LMJudge
+    from alignkit.models import load_causal_lm, load_tokenizer
+
+    tokenizer = tokenizer or load_tokenizer(model)
+    module = load_causal_lm(model) if isinstance(model, str) else model
+    judge = LMJudge(module, tokenizer, batch_size=min(batch_size, 16))
+
+    def generate(conversations: list[list[dict]], max_new_tokens: int) -> list[str]:
+        settings = EvalSettings(max_new_tokens=max_new_tokens, batch_size=batch_size)
+        return greedy_rollouts(module, tokenizer, conversations, settings)[0]
+
+    return FeedbackModel(name or str(model), judge, generate)
+
+
+def load_feedback_model(spec: str | dict, *, batch_size: int = 64) -> FeedbackModel:
+    """`spec`: a model (alias, HF directory, .gguf, hub id), `{lm: MODEL}`, `{http: {base_url, model, ...}}` (an
+    OpenAI-compatible endpoint) or any other judge spec (`{reward_model: DIR}`, ...; comparisons only)."""
+    from alignkit.judges.http import HTTPJudge
+    from alignkit.judges.rules import judge_from_spec
+
+    if isinstance(spec, str):
+        return local_feedback_model(spec, batch_size=batch_size)
+    if isinstance(spec, dict) and set(spec) == {"lm"}:
+        return local_feedback_model(spec["lm"], batch_size=batch_size)
+    judge = judge_from_spec(spec)
+    if isinstance(judge, HTTPJudge):
+        def generate(conversations: list[list[dict]], max_new_tokens: int) -> list[str]:
+            return judge.chat_many(conversations, max_tokens=max_new_tokens)
+
+        return FeedbackModel(judge.name, judge, generate)
+    return FeedbackModel(getattr(judge, "name", type(judge).__name__), judge)
+
+
+__all__ = ["FeedbackModel", "Generate", "load_feedback_model", "local_feedback_model"]
