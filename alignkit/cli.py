@@ -196,10 +196,23 @@ def _constitution(args) -> int:
     return 0
 
 
+def _cai(argv: list[str]) -> int:
+    from alignkit.train.cai import run_cai
+    from alignkit.train.config import CAIConfig, load_config
+
+    config_path = None
+    if argv and "=" not in argv[0]:
+        config_path, argv = argv[0], argv[1:]
+    manifest = run_cai(load_config(CAIConfig, config_path, argv))
+    print(json.dumps({"final": manifest["final"], "report": manifest["stages"].get("eval", {}).get("report"),
+                      "stages": {k: v.get("seconds") for k, v in manifest["stages"].items()}}, indent=2))
+    return 0
+
+
 def _demo(args) -> int:
     from alignkit.demo import run_demo
 
-    run_demo(args.out, model=args.model, fresh=args.fresh)
+    run_demo(args.out, model=args.model, fresh=args.fresh, overrides=args.overrides)
     return 0
 
 
@@ -213,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in TRAIN_COMMANDS:
         p = sub.add_parser(name, help=f"train with {name}: alignkit {name} [CONFIG.yaml] [key=value ...]")
         p.add_argument("rest", nargs=argparse.REMAINDER)
+    p = sub.add_parser("cai", help="Constitutional AI end to end, in resumable stages: alignkit cai [CONFIG.yaml] "
+                                   "[key=value ...]")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("prepare", help="convert a model (alias or .gguf) once into the local cache")
     p.add_argument("model")
     p = sub.add_parser("generate", help="generate responses to a file of prompts")
@@ -244,12 +260,14 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("constitution", help="show or lint a constitution file")
     p.add_argument("action", choices=["show", "lint"])
     p.add_argument("file", nargs="?", default="default", help="a constitution YAML (default: the built-in one)")
-    p = sub.add_parser("demo", help="SFT then DPO on the embedded model, with before/after figures")
+    p = sub.add_parser("demo", help="Constitutional AI end to end on the embedded model, with a report of every stage")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="change a demo setting (keys as in alignkit cai)")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--fresh", action="store_true", help="delete an earlier demo run in --out first")
 
     args = parser.parse_args(argv)
+    from alignkit.constitution import ConstitutionError, FeedbackAuditError
     from alignkit.data import DataError
     from alignkit.models import ModelSpecError
     from alignkit.train.config import ConfigError
@@ -258,10 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in TRAIN_COMMANDS:
             return _train(args.command, args.rest)
+        if args.command == "cai":
+            return _cai(args.rest)
         return {"prepare": _prepare, "generate": _generate, "chat": _chat, "eval": _eval,
                 "report": _report,
                 "constitution": _constitution, "demo": _demo}[args.command](args)
-    except (ConfigError, DataError, ModelSpecError, RunError) as e:
+    except (ConfigError, DataError, ModelSpecError, RunError, ConstitutionError, FeedbackAuditError) as e:
         print(f"alignkit {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -193,6 +193,123 @@ class IterativeDPOConfig(DPOConfig):
     epochs: float = Field(default=2.0, gt=0, description="DPO epochs over each round's pairs")
 
 
+class DataMix(Strict):
+    """One source of rows for a Constitutional AI stage, optionally filtered by the rows' `category` field."""
+
+    source: str = Field(description="a data source, as data.train takes it (file, builtin:NAME, suite:PART?split=train)")
+    categories: list[str] | None = Field(default=None, description="keep only rows whose `category` is one of these")
+    limit: int | None = Field(default=None, ge=1, description="use at most this many rows (after filtering)")
+
+
+def _check_stage_keys(name: str, keys: dict, cls: type[BaseModel]) -> None:
+    """A stage's trainer settings are that trainer's keys; the pipeline sets model, data and output_dir itself."""
+    own = {"model", "data", "output_dir"}
+    unknown = sorted(set(keys) - (set(cls.model_fields) - own))
+    if unknown:
+        raise ValueError(f"{name}: unknown or pipeline-owned keys {unknown}; valid keys: "
+                         + ", ".join(sorted(set(cls.model_fields) - own)))
+    cls.model_validate({"data": {"train": "x"}, "output_dir": "x", **keys})
+
+
+class CAIFeedbackConfig(Strict):
+    model: str | dict | None = Field(
+        default=None, description="None: the policy; a model (alias, HF dir, .gguf, hub id); {http: {...}}; or a judge spec")
+    train: bool = Field(default=True, description="first teach it critique/revision (the constitution's exemplars) and "
+                                                  "comparison (the train gold comparisons) by SFT")
+    exemplar_repeats: int = Field(default=1, ge=1, description="copies of each worked exemplar in the teaching data")
+    comparison_repeats: int = Field(default=1, ge=1, description="copies of each gold comparison (both orders) in it")
+    sft: dict[str, Any] = Field(default_factory=dict, description="SFT keys for that teaching step (epochs, lr, ...)")
+    min_accuracy: float = Field(default=0.7, ge=0, le=1, description="audit gate on the held-out gold comparisons")
+    override_audit: bool = Field(default=False, description="proceed even if the audit is below min_accuracy")
+    audit_extra_principles: int = Field(default=1, ge=0, description="other principles asked per gold item (agreement)")
+    batch_size: int = Field(default=128, ge=1, description="conversations the feedback model or the policy "
+                                                        "generates at once (decoding on a CPU costs per step, not per row)")
+
+    @model_validator(mode="after")
+    def _check_sft(self):
+        _check_stage_keys("feedback.sft", self.sft, SFTConfig)
+        return self
+
+
+class CAICritiqueConfig(Strict):
+    prompts: list[DataMix] = Field(default_factory=lambda: [DataMix(source="suite:redteam?split=train")],
+                                   description="red-team prompts the policy answers and the feedback model revises")
+    jailbreak_suite: str | None = Field(
+        default="default", description="also wrap each prompt in a train-split jailbreak template of this suite (None: no)")
+    rounds: int = Field(default=1, ge=1, description="critique -> revision rounds, each under a random principle")
+    principles: list[str] | None = Field(
+        default=None, description="ids of the principles drawn for critiques (None: all of the constitution's)")
+    max_new_tokens: int = Field(default=96, ge=1, description="length of the policy's first answers")
+    critique_tokens: int = Field(default=96, ge=1, description="length of the feedback model's critiques")
+    revision_tokens: int = Field(default=128, ge=1, description="length of its revisions")
+    check_revisions: bool = Field(
+        default=False, description="train only on revisions the feedback model itself prefers to the first answer")
+
+
+class CAISLConfig(Strict):
+    helpful: list[DataMix] = Field(
+        default_factory=lambda: [DataMix(source="builtin:sft", categories=["benign", "borderline"])],
+        description="helpfulness demonstrations mixed with the revisions so the model keeps its helpfulness")
+    sft: dict[str, Any] = Field(default_factory=dict, description="SFT keys (epochs, lr, batch_size, ...)")
+
+    @model_validator(mode="after")
+    def _check_sft(self):
+        _check_stage_keys("sl.sft", self.sft, SFTConfig)
+        return self
+
+
+class CAIRLConfig(Strict):
+    method: Literal["ppo", "dpo"] = Field(
+        default="ppo", description="ppo: preference model on the soft labels, then PPO against it; dpo: DPO on the hard pairs")
+    prompts: list[DataMix] = Field(
+        default_factory=lambda: [DataMix(source="suite:redteam?split=train"),
+                                 DataMix(source="suite:borderline?split=train")],
+        description="prompts the SL-CAI policy answers twice for AI comparison")
+    jailbreak_suite: str | None = Field(default="default", description="as critique.jailbreak_suite")
+    max_new_tokens: int = Field(default=96, ge=1)
+    temperature: float = Field(default=1.0, gt=0, description="sampling temperature of the two responses")
+    principles_per_label: int = Field(default=2, ge=1, description="k: principles drawn per pair (ensembled)")
+    cot: bool = Field(default=False, description="clamp each judgement to [0.4, 0.6], as for chain-of-thought labels")
+    helpful_preferences: list[DataMix] = Field(
+        default_factory=lambda: [DataMix(source="builtin:preference", categories=["benign", "borderline"])],
+        description="human helpfulness preferences trained beside the AI labels")
+    min_confidence: float = Field(default=0.1, ge=0, lt=0.5, description="dpo: drop labels within this of 0.5")
+    preference: dict[str, Any] = Field(default_factory=dict, description="reward-model keys for the preference model")
+    ppo: dict[str, Any] = Field(default_factory=dict, description="PPO keys")
+    dpo: dict[str, Any] = Field(default_factory=dict, description="DPO keys")
+
+    @model_validator(mode="after")
+    def _check_stages(self):
+        _check_stage_keys("rl.preference", self.preference, RewardConfig)
+        _check_stage_keys("rl.ppo", {k: v for k, v in self.ppo.items() if k != "judge"}, PPOConfig)
+        _check_stage_keys("rl.dpo", self.dpo, DPOConfig)
+        return self
+
+
+class CAIEvalConfig(Strict):
+    suite: str = Field(default="default", description="evaluation suite (its held-out split is used)")
+    max_new_tokens: int = Field(default=96, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    judge: str | dict | None = Field(default=None, description="optional judge for the judged metrics")
+
+
+class CAIConfig(Strict):
+    """`alignkit cai`: Constitutional AI end to end, in resumable stages under output_dir."""
+
+    model: str = Field(default="smollm2-135m", description="the policy to align")
+    output_dir: str = "runs/cai"
+    constitution: str = Field(default="default", description="a built-in constitution name or a YAML file")
+    seed: int = 0
+    reuse: str | None = Field(
+        default=None, description="a finished run whose identical phase-1 and label stages this run takes over "
+                                  "(e.g. to try PPO after a DPO run)")
+    feedback: CAIFeedbackConfig = Field(default_factory=CAIFeedbackConfig)
+    critique: CAICritiqueConfig = Field(default_factory=CAICritiqueConfig)
+    sl: CAISLConfig = Field(default_factory=CAISLConfig)
+    rl: CAIRLConfig = Field(default_factory=CAIRLConfig)
+    eval: CAIEvalConfig | None = Field(default_factory=CAIEvalConfig, description="null: skip the final evaluation")
+
+
 C = TypeVar("C", bound=BaseModel)
 
 
@@ -244,11 +361,11 @@ def parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def merge_config(base: dict, extra: dict) -> dict:
     merged = dict(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge_config(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -267,7 +384,7 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
-    raw = _merge(raw, parse_overrides(overrides or []))
+    raw = merge_config(raw, parse_overrides(overrides or []))
     _check_keys(raw, cls, where)
     try:
         return cls.model_validate(raw)

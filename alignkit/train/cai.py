@@ -1,0 +1,456 @@
+"""Constitutional AI end to end (Bai et al. 2022): `alignkit cai CONFIG.yaml`.
+
+Stages, each in its own folder under `output_dir` and each finished by an atomic `done.json`; a rerun reuses every
+finished stage, and a training stage interrupted half-way resumes from its checkpoints:
+
+  1-feedback    teach the feedback model critique/revision (the constitution's worked exemplars) and comparison (the
+                train gold comparisons) by SFT, when it is a local model and `feedback.train` is on
+  2-audit       audit it on the held-out gold comparisons (accuracy, position bias, agreement across principles);
+                below `feedback.min_accuracy` the pipeline stops unless `feedback.override_audit`
+  3-critique    the policy answers red-team prompts (plain and wrapped in train-split jailbreak templates); for
+                `rounds` rounds a randomly drawn principle drives a critique and a revision by the feedback model;
+                every step is kept in revisions.jsonl with its provenance
+  4-sl          SL-CAI: SFT of the policy on the final revisions mixed with helpfulness demonstrations
+  5-labels      the SL-CAI policy samples two responses per prompt; the feedback model compares them under k random
+                principles in both orders; the soft label P(first better) and its provenance go to labels.jsonl
+  6-preference  (rl.method=ppo) a preference model trained on the soft labels plus human helpfulness preferences
+  7-rl          PPO against that preference model with a KL penalty to the SL-CAI policy, or (rl.method=dpo) DPO on
+                the labels made hard (those within min_confidence of 0.5 dropped) plus the helpfulness preferences
+  8-eval        base, SL-CAI and RL-CAI on the evaluation suite's held-out split; report.html at the top with the
+                audit, each stage's data and where it came from (people or AI), and each stage's effect
+
+The aligned model is copied to `output_dir/final` (HF format).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from alignkit.train.config import CAIConfig, DataMix, DPOConfig, PPOConfig, RewardConfig, SFTConfig
+from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text
+
+STAGES = ("feedback", "audit", "critique", "sl", "labels", "preference", "rl", "eval")
+
+HUMAN = "human (written by the alignkit team)"
+
+
+def _jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def reply(prompt, text: str):
+    """A reply in the prompt's form: a string after a string prompt, an assistant message after a conversation."""
+    return text if isinstance(prompt, str) else [{"role": "assistant", "content": text}]
+
+
+def reply_text(value) -> str:
+    return value if isinstance(value, str) else value[-1]["content"]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def mix_rows(mixes: list[DataMix], kind: str) -> list[dict]:
+    """Rows of every source, filtered by category and limited, each validated as `kind` and checked against the
+    held-out evaluation data (a problem names its file, line and field); each keeps a `source` field saying where
+    it came from."""
+    from alignkit.data import parse_record
+    from alignkit.data.sources import read_rows
+    from alignkit.data.suites import check_not_heldout
+
+    out = []
+    for mix in mixes:
+        taken = 0
+        for where, row in read_rows(mix.source):
+            if mix.categories is not None and row.get("category") not in mix.categories:
+                continue
+            if mix.limit is not None and taken >= mix.limit:
+                break
+            for record in parse_record(row, where, kind):
+                check_not_heldout(record)
+            out.append({**row, "source": where})
+            taken += 1
+    return out
+
+
+def jailbreak_wrapped(rows: list[dict], suite: str | None, rng: random.Random) -> list[dict]:
+    """Each plain-text prompt again inside one train-split jailbreak template of `suite` (templates taken in turn
+    from a random start), so the stage also sees the attacks the evaluation measures (its held-out templates differ)."""
+    if suite is None:
+        return []
+    from alignkit.data.suites import load_suite
+
+    templates = load_suite(suite, "train").jailbreaks
+    if not templates:
+        return []
+    start = rng.randrange(len(templates))
+    wrapped = []
+    for i, row in enumerate(r for r in rows if isinstance(r["prompt"], str)):
+        template = templates[(start + i) % len(templates)]
+        wrapped.append({"prompt": template.apply(row["prompt"]), "source": f"{row['source']} in jailbreak {template.id}"})
+    return wrapped
+
+
+class Pipeline:
+    """The stages of one run; `self.done[stage]` holds each finished stage's summary (its done.json)."""
+
+    def __init__(self, cfg: CAIConfig, log: Callable[[str], None] = print):
+        from alignkit.constitution import load_constitution
+
+        self.cfg = cfg
+        self.out = Path(cfg.output_dir)
+        self.log = log
+        self.constitution = load_constitution(cfg.constitution)
+        self.done: dict[str, dict] = {}
+        self._feedback = None
+
+    def folder(self, stage: str) -> Path:
+        return self.out / f"{STAGES.index(stage) + 1}-{stage}"
+
+    def _claim_output_dir(self) -> None:
+        """Finished stages are reused only by the same configuration: another one in this folder is refused, so a
+        run never silently mixes with, or overwrites, another run's results."""
+        from alignkit.train.loop import RunError
+
+        path = self.out / "config.json"
+        mine = self.cfg.model_dump(mode="json")
+        if path.is_file():
+            theirs = json.loads(path.read_text(encoding="utf-8"))
+            if theirs != mine:
+                differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+                raise RunError(f"{self.out} holds a Constitutional AI run with another configuration (differs in "
+                               f"{', '.join(differ)}); use another output_dir, or delete that folder to start over")
+        elif self.out.is_dir() and any(self.out.iterdir()):
+            raise RunError(f"{self.out} exists and is not a Constitutional AI run; use another output_dir")
+        else:
+            atomic_write_json(path, mine)
+
+    def _shared_stages(self) -> dict[str, dict]:
+        """With `reuse: RUN`, the finished stages of RUN up to the labels whose settings equal this run's (phase 1
+        and the AI labels do not depend on the RL method), so another RL variant starts from the same labels."""
+        from alignkit.train.loop import RunError
+
+        if self.cfg.reuse is None:
+            return {}
+        other = Path(self.cfg.reuse)
+        path = other / "config.json"
+        if not path.is_file():
+            raise RunError(f"reuse: {other} is not a Constitutional AI run (no config.json)")
+        theirs, mine = json.loads(path.read_text(encoding="utf-8")), self.cfg.model_dump(mode="json")
+        rl_only = ("method", "min_confidence", "helpful_preferences", "preference", "ppo", "dpo")
+        same = {
+            "phase 1": all(theirs.get(k) == mine.get(k) for k in ("model", "constitution", "seed", "feedback",
+                                                                  "critique", "sl")),
+            "labels": {k: v for k, v in theirs.get("rl", {}).items() if k not in rl_only}
+                      == {k: v for k, v in mine["rl"].items() if k not in rl_only},
+        }
+        if not same["phase 1"]:
+            raise RunError(f"reuse: {other} ran phase 1 with other settings (model, constitution, seed, feedback, "
+                           "critique or sl differ); its stages cannot stand in for this run's")
+        shared = {}
+        for stage in ("feedback", "audit", "critique", "sl") + (("labels",) if same["labels"] else ()):
+            marker = other / f"{STAGES.index(stage) + 1}-{stage}" / "done.json"
+            if marker.is_file():
+                shared[stage] = json.loads(marker.read_text(encoding="utf-8"))
+        return shared
+
+    def run(self) -> dict:
+        self._claim_output_dir()
+        started = time.perf_counter()
+        shared = self._shared_stages()
+        for stage in STAGES:
+            folder = self.folder(stage)
+            marker = folder / "done.json"
+            if marker.is_file():
+                self.done[stage] = json.loads(marker.read_text(encoding="utf-8"))
+                self.log(f"== cai {stage}: finished earlier, reusing {folder}")
+                continue
+            if stage in shared:
+                self.done[stage] = {**shared[stage], "reused_from": str(self.cfg.reuse)}
+                folder.mkdir(parents=True, exist_ok=True)
+                atomic_write_json(marker, self.done[stage])
+                self.log(f"== cai {stage}: reusing the identical stage of {self.cfg.reuse}")
+                continue
+            self.log(f"== cai {stage}: running into {folder}")
+            t0 = time.perf_counter()
+            summary = getattr(self, f"stage_{stage}")(folder)
+            if summary is None:  # the stage does not apply to this configuration
+                self.log(f"== cai {stage}: skipped")
+                continue
+            summary["seconds"] = round(time.perf_counter() - t0, 1)
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(marker, summary)
+            self.done[stage] = summary
+            self.log(f"== cai {stage}: done in {summary['seconds']:.0f} s")
+        final = self._copy_final()
+        manifest = {"config": self.cfg.model_dump(mode="json"), "stages": self.done, "final": str(final),
+                    "seconds_this_run": round(time.perf_counter() - started, 1)}
+        atomic_write_json(self.out / "cai.json", manifest)
+        return manifest
+
+    # ------------------------------------------------------------------ helpers
+
+    def _train(self, stage: str, cls, train, folder: Path, model: str, data: str, overrides: dict,
+               **fixed) -> str:
+        cfg = cls.model_validate({**overrides, **fixed, "model": model, "data": {"train": data},
+                                  "output_dir": str(folder / "run"), "progress": False})
+        final = folder / "run" / "final"
+        if final.is_dir():  # trained before the stage's done.json was written
+            return str(final)
+        result = train(cfg)
+        self.log(f"   {stage}: {result.steps} steps")
+        return str(result.final_dir)
+
+    def feedback(self):
+        """The feedback model, loaded once: the taught one if stage 1 ran, else the configured one."""
+        if self._feedback is None:
+            from alignkit.constitution.feedback import load_feedback_model
+
+            fb = self.cfg.feedback
+            taught = self.done.get("feedback", {}).get("model")
+            spec = taught or (self.cfg.model if fb.model is None else fb.model)
+            self._feedback = load_feedback_model(spec, batch_size=fb.batch_size)
+        return self._feedback
+
+    def _policy_rollouts(self, model: str, prompts: list, max_new_tokens: int, temperature: float, n: int,
+                         batch_size: int) -> list[str]:
+        """n responses per prompt (prompt-major), in length-sorted batches."""
+        from alignkit.models import load_causal_lm, load_tokenizer
+        from alignkit.rollouts import SamplingSettings, sample
+        from alignkit.rollouts.generate import chat_prompt_ids
+        from alignkit.rollouts.sampler import DecodeLoopBackend
+
+        tokenizer, module = load_tokenizer(model), load_causal_lm(model)
+        order = sorted(range(len(prompts)), key=lambda i: -len(chat_prompt_ids(tokenizer, prompts[i])))
+        texts: list[str] = [""] * (len(prompts) * n)
+        per_batch = max(1, batch_size // n)
+        for start in range(0, len(order), per_batch):
+            chunk = order[start : start + per_batch]
+            rollout = sample(module, tokenizer, [prompts[i] for i in chunk],
+                             SamplingSettings(max_new_tokens=max_new_tokens, temperature=temperature, n=n,
+                                              seed=self.cfg.seed + start),
+                             backend=DecodeLoopBackend())
+            for j, text in enumerate(rollout.texts):
+                texts[chunk[j // n] * n + j % n] = text
+        return texts
+
+    # ------------------------------------------------------------------ stages
+
+    def stage_feedback(self, folder: Path) -> dict | None:
+        from alignkit.constitution import load_gold_comparisons
+        from alignkit.constitution.critique import comparison_sft_rows, exemplar_sft_rows
+        from alignkit.train import train_sft
+
+        fb = self.cfg.feedback
+        if not fb.train or (fb.model is not None and not isinstance(fb.model, str)):
+            return None
+        start = self.cfg.model if fb.model is None else fb.model
+        gold = load_gold_comparisons(split="train")
+        rows = (exemplar_sft_rows(self.constitution) * fb.exemplar_repeats
+                + comparison_sft_rows(gold, self.constitution) * fb.comparison_repeats)
+        data = folder / "data.jsonl"
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(data, _jsonl(rows))
+        model = self._train("feedback", SFTConfig, train_sft, folder, start, str(data), fb.sft)
+        return {"model": model, "started_from": start, "data": str(data),
+                "rows": {"exemplars (critique -> revision)": len(self.constitution.exemplars),
+                         "gold comparisons, both orders": 2 * len(gold),
+                         "repeats (exemplars, comparisons)": f"{fb.exemplar_repeats}, {fb.comparison_repeats}"},
+                "origin": HUMAN}
+
+    def stage_audit(self, folder: Path) -> dict:
+        from alignkit.constitution import audit_feedback_model, check_audit, load_gold_comparisons
+
+        fb = self.cfg.feedback
+        feedback = self.feedback()
+        report = audit_feedback_model(feedback.judge, load_gold_comparisons(split="heldout"), self.constitution,
+                                      extra_principles=fb.audit_extra_principles, seed=self.cfg.seed)
+        folder.mkdir(parents=True, exist_ok=True)
+        audit = {"feedback_model": feedback.name, **report.as_dict()}
+        try:
+            check_audit(report, fb.min_accuracy, override=fb.override_audit)
+        finally:
+            # Written either way, so a refused run still shows why.
+            audit.update(min_accuracy=report.min_accuracy, passed=report.passed, overridden=fb.override_audit)
+            atomic_write_json(folder / "audit.json", audit)
+        self.log(f"   audit: accuracy {report.accuracy:.2f} on {report.n} held-out gold comparisons, position bias "
+                 f"{report.position_bias}, agreement {report.principle_agreement}")
+        return audit
+
+    def stage_critique(self, folder: Path) -> dict:
+        from alignkit.constitution.critique import critique_and_revise
+        from alignkit.constitution.labels import judge_orders
+
+        cfg = self.cfg.critique
+        rng = random.Random(self.cfg.seed)
+        plain = mix_rows(cfg.prompts, "prompt")
+        rows = plain + jailbreak_wrapped(plain, cfg.jailbreak_suite, rng)
+        prompts = [r["prompt"] for r in rows]
+        initial = self._policy_rollouts(self.cfg.model, prompts, cfg.max_new_tokens, temperature=0.0, n=1,
+                                        batch_size=self.cfg.feedback.batch_size)
+        feedback = self.feedback()
+        records = critique_and_revise(prompts, initial, self.constitution, feedback.require_generate(), rng,
+                                      rounds=cfg.rounds, principles=cfg.principles,
+                                      critique_tokens=cfg.critique_tokens, revision_tokens=cfg.revision_tokens,
+                                      policy=self.cfg.model, feedback_model=feedback.name)
+        out = [{"source": row["source"], **record.as_dict()} for row, record in zip(rows, records)]
+        if cfg.check_revisions:
+            # The feedback model's own check: is the final revision better than the first answer under the last
+            # round's principle (both orders)? Revisions it does not prefer are kept on record but not trained on.
+            items = [(r["prompt"], r["final"], r["initial"], self.constitution.principle(r["steps"][-1]["principle"])
+                      .comparison) for r in out]
+            for r, p in zip(out, (0.5 * sum(o) for o in judge_orders(feedback.judge, items))):
+                r["revision_preferred"] = p
+                r["use"] = p > 0.5
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / "revisions.jsonl", _jsonl(out))
+        changed = sum(r["final"].strip() != r["initial"].strip() for r in out)
+        return {"revisions": str(folder / "revisions.jsonl"), "prompts": len(out), "plain": len(plain),
+                "jailbreak_wrapped": len(out) - len(plain), "rounds": cfg.rounds, "changed": changed,
+                "kept_by_check": sum(r.get("use", True) for r in out),
+                "origin": f"prompts: {HUMAN}; answers: AI (the policy); critiques and revisions: AI ({feedback.name})"}
+
+    def stage_sl(self, folder: Path) -> dict:
+        from alignkit.train import train_sft
+
+        revisions = read_jsonl(Path(self.done["critique"]["revisions"]))
+        helpful = mix_rows(self.cfg.sl.helpful, "sft")
+        rows = [{"prompt": r["prompt"], "completion": reply(r["prompt"], r["final"]), "origin": "AI revision",
+                 "source": r["source"]}
+                for r in revisions if r["final"].strip() and r.get("use", True)]
+        rows += [{**r, "origin": "human demonstration"} for r in helpful]
+        random.Random(self.cfg.seed).shuffle(rows)
+        folder.mkdir(parents=True, exist_ok=True)
+        data = folder / "data.jsonl"
+        atomic_write_text(data, _jsonl(rows))
+        model = self._train("sl", SFTConfig, train_sft, folder, self.cfg.model, str(data), self.cfg.sl.sft)
+        return {"model": model, "data": str(data), "revisions": len(rows) - len(helpful),
+                "helpful_demonstrations": len(helpful),
+                "origin": f"revisions: AI (feedback model); demonstrations: {HUMAN}"}
+
+    def stage_labels(self, folder: Path) -> dict:
+        from alignkit.constitution.labels import ai_labels
+
+        cfg = self.cfg.rl
+        rng = random.Random(self.cfg.seed + 1)
+        plain = mix_rows(cfg.prompts, "prompt")
+        rows = plain + jailbreak_wrapped(plain, cfg.jailbreak_suite, rng)
+        prompts = [r["prompt"] for r in rows]
+        policy = self.done["sl"]["model"]
+        texts = self._policy_rollouts(policy, prompts, cfg.max_new_tokens, cfg.temperature, n=2,
+                                      batch_size=self.cfg.feedback.batch_size)
+        pairs = [(texts[2 * i], texts[2 * i + 1]) for i in range(len(prompts))]
+        # Two identical samples carry no preference; empty ones are not answers.
+        keep = [i for i, (a, b) in enumerate(pairs) if a.strip() and b.strip() and a.strip() != b.strip()]
+        feedback = self.feedback()
+        labels = ai_labels(feedback.judge, [prompts[i] for i in keep], [pairs[i] for i in keep], self.constitution,
+                           rng, k=cfg.principles_per_label, cot=cfg.cot)
+        out = [{"prompt": prompts[i], "chosen": reply(prompts[i], pairs[i][0]),
+                "rejected": reply(prompts[i], pairs[i][1]), "probability": label.probability,
+                "principles": list(label.principles), "orders": [list(o) for o in label.orders],
+                "source": rows[i]["source"], "policy": policy, "feedback_model": feedback.name}
+               for i, label in zip(keep, labels)]
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / "labels.jsonl", _jsonl(out))
+        confident = sum(abs(r["probability"] - 0.5) >= cfg.min_confidence for r in out)
+        mean_confidence = sum(abs(r["probability"] - 0.5) for r in out) / max(len(out), 1)
+        return {"labels": str(folder / "labels.jsonl"), "prompts": len(prompts), "pairs": len(out),
+                "dropped_identical_or_empty": len(prompts) - len(out), "principles_per_label": cfg.principles_per_label,
+                "cot_clamp": cfg.cot, "mean_abs_label_minus_half": round(mean_confidence, 4),
+                f"labels_at_least_{cfg.min_confidence}_from_half": confident,
+                "origin": f"prompts: {HUMAN}; responses: AI (the SL-CAI policy); labels: AI ({feedback.name})"}
+
+    def _helpful_preferences(self) -> list[dict]:
+        return [{**r, "origin": "human preference"} for r in mix_rows(self.cfg.rl.helpful_preferences, "preference")]
+
+    def stage_preference(self, folder: Path) -> dict | None:
+        from alignkit.train import train_reward
+
+        if self.cfg.rl.method != "ppo":
+            return None
+        labels = [{**r, "origin": "AI label"} for r in read_jsonl(Path(self.done["labels"]["labels"]))]
+        helpful = self._helpful_preferences()
+        rows = labels + helpful
+        random.Random(self.cfg.seed).shuffle(rows)
+        folder.mkdir(parents=True, exist_ok=True)
+        data = folder / "data.jsonl"
+        atomic_write_text(data, _jsonl(rows))
+        model = self._train("preference", RewardConfig, train_reward, folder, self.done["sl"]["model"], str(data),
+                            self.cfg.rl.preference)
+        return {"model": model, "data": str(data), "ai_soft_labels": len(labels), "human_preferences": len(helpful),
+                "origin": f"soft labels: AI (feedback model); preferences: {HUMAN}"}
+
+    def stage_rl(self, folder: Path) -> dict:
+        from alignkit.constitution.labels import hard_pairs
+        from alignkit.train import train_dpo, train_ppo
+
+        cfg = self.cfg.rl
+        policy = self.done["sl"]["model"]
+        labels = read_jsonl(Path(self.done["labels"]["labels"]))
+        folder.mkdir(parents=True, exist_ok=True)
+        data = folder / "data.jsonl"
+        if cfg.method == "ppo":
+            prompts = [{"prompt": r["prompt"], "source": r["source"]} for r in labels]
+            atomic_write_text(data, _jsonl(prompts))
+            judge = {"reward_model": self.done["preference"]["model"]}
+            model = self._train("rl", PPOConfig, train_ppo, folder, policy, str(data),
+                                {k: v for k, v in cfg.ppo.items() if k != "judge"}, judge=judge)
+            return {"model": model, "method": "ppo", "data": str(data), "prompts": len(prompts),
+                    "judge": judge, "reference": policy}
+        pairs = [{**r, "origin": "AI label"} for r in hard_pairs(labels, min_confidence=cfg.min_confidence)]
+        helpful = self._helpful_preferences()
+        rows = pairs + helpful
+        random.Random(self.cfg.seed).shuffle(rows)
+        atomic_write_text(data, _jsonl(rows))
+        model = self._train("rl", DPOConfig, train_dpo, folder, policy, str(data), cfg.dpo)
+        return {"model": model, "method": "dpo", "data": str(data), "ai_pairs": len(pairs),
+                "ai_pairs_dropped_as_unsure": len(labels) - len(pairs), "human_preferences": len(helpful),
+                "reference": policy, "origin": f"pairs: AI (feedback-model labels); preferences: {HUMAN}"}
+
+    def stage_eval(self, folder: Path) -> dict | None:
+        from alignkit.data.suites import load_suite
+        from alignkit.eval.harness import EvalSettings, evaluate, save_eval
+        from alignkit.judges.rules import judge_from_spec
+
+        cfg = self.cfg.eval
+        if cfg is None:
+            return None
+        models = {"base": self.cfg.model, "sl-cai": self.done["sl"]["model"], "rl-cai": self.done["rl"]["model"]}
+        judge = judge_from_spec(cfg.judge) if cfg.judge is not None else None
+        results, rows = evaluate(models, load_suite(cfg.suite, "heldout"), judge=judge,
+                                 judge_name=None if cfg.judge is None else json.dumps(cfg.judge),
+                                 settings=EvalSettings(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size),
+                                 log=self.log)
+        results["pipeline"] = self.pipeline_summary()
+        save_eval(folder, results, rows, overwrite=True, report_dir=self.out)
+        return {"results": str(folder / "results.json"), "report": str(self.out / "report.html"),
+                "metrics": results["metrics"]}
+
+    def pipeline_summary(self) -> dict:
+        """What the report shows about the run: the audit, each stage's data with its origin, and timings."""
+        return {"constitution": str(self.constitution.path), "principles": len(self.constitution.principles),
+                "rl_method": self.cfg.rl.method, "stages": {k: v for k, v in self.done.items() if k != "eval"}}
+
+    def _copy_final(self) -> Path | None:
+        rl = self.done.get("rl", {}).get("model")
+        if rl is None:
+            return None
+        final = self.out / "final"
+        if not final.is_dir():
+            with atomic_dir(final) as tmp:
+                shutil.copytree(rl, tmp, dirs_exist_ok=True)
+        return final
+
+
+def run_cai(cfg: CAIConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    return Pipeline(cfg, log).run()
+
+
+__all__ = ["Pipeline", "STAGES", "jailbreak_wrapped", "mix_rows", "run_cai"]

@@ -1,0 +1,202 @@
+"""`alignkit cai` on the tiny model: every stage of the chain, provenance, resuming, the audit gate, the config guard."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from alignkit.constitution import FeedbackAuditError, load_constitution
+from alignkit.train.cai import STAGES, read_jsonl, reply_text, run_cai
+from alignkit.train.config import CAIConfig, ConfigError, load_config
+from alignkit.train.loop import RunError
+
+
+
+@pytest.fixture(scope="module")
+def chatty_dir(tmp_path_factory) -> str:
+    """The tiny model with the embeddings of whitespace, control and special tokens zeroed: a random tiny model's
+    greedy reply is otherwise all whitespace, which strips to an empty answer (and an empty revision is skipped)."""
+    import torch
+
+    from alignkit.models.tiny import tiny_model, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    model = tiny_model(tokenizer, seed=0)
+    blank = [i for i in range(len(tokenizer)) if not tokenizer.decode([i]).strip()
+             or not tokenizer.decode([i]).isprintable()]
+    with torch.no_grad():
+        model.get_input_embeddings().weight[blank] = 0
+    path = tmp_path_factory.mktemp("chatty-tiny")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def tiny_config(model: str, out, *, method: str = "ppo", extra: list[str] = ()) -> CAIConfig:
+    overrides = [
+        f"model={model}", f"output_dir={out}",
+        "feedback.sft={max_steps: 2, batch_size: 4, max_length: 256}", "feedback.override_audit=true",
+        "feedback.audit_extra_principles=1", "feedback.batch_size=16",
+        "critique.prompts=[{source: 'suite:redteam?split=train', limit: 3}]",
+        "critique.max_new_tokens=8", "critique.critique_tokens=8", "critique.revision_tokens=8",
+        "critique.principles=[harmless-ethical, no-dangerous-assistance]",
+        "sl.helpful=[{source: 'builtin:sft', categories: [benign], limit: 3}]",
+        "sl.sft={max_steps: 2, batch_size: 4, max_length: 256}",
+        "rl.prompts=[{source: 'suite:redteam?split=train', limit: 2}, {source: 'suite:borderline?split=train', limit: 2}]",
+        f"rl.method={method}", "rl.max_new_tokens=8", "rl.min_confidence=0.0",
+        "rl.helpful_preferences=[{source: 'builtin:preference', categories: [benign], limit: 2}]",
+        "rl.preference={max_steps: 2, batch_size: 4, max_length: 256}",
+        "rl.ppo={max_steps: 1, prompts_per_step: 2, max_new_tokens: 8, batch_size: 2, minibatch_size: 2}",
+        "rl.dpo={max_steps: 2, batch_size: 4, max_length: 256}",
+        "eval=null",
+        *extra,
+    ]  # fmt: skip
+    return load_config(CAIConfig, None, overrides)
+
+
+def test_whole_chain_with_ppo_keeps_provenance_and_resumes(chatty_dir, tmp_path, capsys):
+    out = tmp_path / "cai"
+    manifest = run_cai(tiny_config(chatty_dir, out))
+    assert set(manifest["stages"]) == set(STAGES) - {"eval"}
+    for stage in manifest["stages"]:
+        assert (out / f"{STAGES.index(stage) + 1}-{stage}" / "done.json").is_file()
+    assert (out / "final" / "config.json").is_file() and manifest["final"] == str(out / "final")
+
+    # The feedback model was taught from the team's exemplars and train gold comparisons, then audited.
+    fb = manifest["stages"]["feedback"]
+    taught = read_jsonl(out / "1-feedback" / "data.jsonl")
+    assert len(taught) == 52 + 120 and fb["model"].endswith("final")
+    audit = json.loads((out / "2-audit" / "audit.json").read_text())
+    assert audit["n"] == 60 and 0 <= audit["accuracy"] <= 1 and audit["feedback_model"] == fb["model"]
+
+    # Provenance of phase 1: every prompt's answer, principle, critique and revision, and who made them.
+    constitution = load_constitution()
+    revisions = read_jsonl(out / "3-critique" / "revisions.jsonl")
+    assert len(revisions) == 6  # 3 plain + the same 3 inside train jailbreak templates
+    assert sum(isinstance(r["prompt"], list) for r in revisions) == 3
+    for r in revisions:
+        assert {"prompt", "initial", "steps", "final", "policy", "feedback_model", "source"} <= r.keys()
+        assert r["policy"] == chatty_dir and r["feedback_model"] == fb["model"] and r["source"].startswith("suite:")
+        (step,) = r["steps"]
+        assert step["principle"] in ("harmless-ethical", "no-dangerous-assistance")
+        constitution.principle(step["principle"])
+        assert isinstance(step["critique"], str) and step["revision"] == r["final"]
+    sl_rows = read_jsonl(out / "4-sl" / "data.jsonl")
+    assert sorted(r["origin"] for r in sl_rows).count("human demonstration") == 3
+    assert sum(r["origin"] == "AI revision" for r in sl_rows) == sum(bool(r["final"].strip()) for r in revisions)
+
+    # Phase 2: soft labels with the principles asked and both orders, then a preference model and PPO.
+    labels = read_jsonl(out / "5-labels" / "labels.jsonl")
+    assert labels, "no pairs were labelled"
+    for row in labels:
+        assert 0 <= row["probability"] <= 1 and len(row["principles"]) == 2 and len(row["orders"]) == 2
+        expected = sum(sum(o) / 2 for o in row["orders"]) / 2
+        assert row["probability"] == pytest.approx(expected)
+        assert reply_text(row["chosen"]) != reply_text(row["rejected"]) and row["policy"] == manifest["stages"]["sl"]["model"]
+    pm_rows = read_jsonl(out / "6-preference" / "data.jsonl")
+    assert sum(r["origin"] == "human preference" for r in pm_rows) == 2
+    assert sum(r["origin"] == "AI label" for r in pm_rows) == len(labels)
+    rl = manifest["stages"]["rl"]
+    assert rl["method"] == "ppo" and rl["judge"] == {"reward_model": manifest["stages"]["preference"]["model"]}
+
+    # A second run reuses every finished stage and trains nothing.
+    weights = (out / "final" / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    run_cai(tiny_config(chatty_dir, out))
+    printed = capsys.readouterr().out
+    assert all(f"cai {stage}: finished earlier" in printed for stage in manifest["stages"])
+    assert (out / "final" / "model.safetensors").read_bytes() == weights
+
+    # Another configuration may not reuse (or overwrite) this run's folder.
+    with pytest.raises(RunError, match="another configuration.*rl"):
+        run_cai(tiny_config(chatty_dir, out, method="dpo"))
+
+    # But another run may take over its phase 1 and labels explicitly, to try another RL method on the same labels.
+    other = run_cai(tiny_config(chatty_dir, tmp_path / "dpo", method="dpo", extra=[f"reuse={out}"]))
+    for stage in ("feedback", "audit", "critique", "sl", "labels"):
+        assert other["stages"][stage]["reused_from"] == str(out)
+        assert other["stages"][stage]["origin" if stage != "audit" else "accuracy"] == manifest["stages"][stage][
+            "origin" if stage != "audit" else "accuracy"]
+    assert other["stages"]["rl"]["method"] == "dpo" and "reused_from" not in other["stages"]["rl"]
+    with pytest.raises(RunError, match="ran phase 1 with other settings"):
+        run_cai(tiny_config(chatty_dir, tmp_path / "x", extra=[f"reuse={out}", "critique.rounds=2"]))
+
+
+def test_dpo_variant_trains_on_hard_pairs_plus_helpful_preferences(chatty_dir, tmp_path):
+    out = tmp_path / "cai"
+    manifest = run_cai(tiny_config(chatty_dir, out, method="dpo",
+                                   extra=["feedback.train=false", "critique.check_revisions=true"]))
+    assert "feedback" not in manifest["stages"] and "preference" not in manifest["stages"]
+    # The feedback model's check of its own revisions decides which are trained on; all stay on record.
+    revisions = read_jsonl(out / "3-critique" / "revisions.jsonl")
+    assert all(r["use"] == (r["revision_preferred"] > 0.5) for r in revisions) and len(revisions) == 6
+    trained = [r for r in read_jsonl(out / "4-sl" / "data.jsonl") if r["origin"] == "AI revision"]
+    assert len(trained) == sum(r["use"] for r in revisions) == manifest["stages"]["critique"]["kept_by_check"]
+    assert manifest["stages"]["audit"]["feedback_model"] == chatty_dir  # the policy judged itself
+    rl = manifest["stages"]["rl"]
+    rows = read_jsonl(out / "7-rl" / "data.jsonl")
+    labels = read_jsonl(out / "5-labels" / "labels.jsonl")
+    assert rl["method"] == "dpo" and rl["ai_pairs"] == len(labels)  # min_confidence 0 keeps every pair
+    for row in rows:
+        if row["origin"] == "AI label":
+            assert row["probability"] >= 0.5  # the favoured response became `chosen`
+
+
+def test_audit_gate_stops_the_chain_and_says_why(chatty_dir, tmp_path):
+    out = tmp_path / "cai"
+    cfg = tiny_config(chatty_dir, out, extra=["feedback.train=false", "feedback.override_audit=false",
+                                            "feedback.min_accuracy=1.0"])
+    with pytest.raises(FeedbackAuditError, match="below the required 1.00"):
+        run_cai(cfg)
+    audit = json.loads((out / "2-audit" / "audit.json").read_text())
+    assert audit["passed"] is False and audit["min_accuracy"] == 1.0
+    assert not (out / "2-audit" / "done.json").exists() and not (out / "3-critique").exists()
+
+
+def test_config_rejects_unknown_stage_keys_and_non_runs(tmp_path):
+    with pytest.raises(ConfigError, match="sl.sft: unknown or pipeline-owned keys \\['data'\\]"):
+        load_config(CAIConfig, None, ["sl.sft={data: x}"])
+    with pytest.raises(ConfigError, match="rl.dpo: unknown or pipeline-owned keys \\['betta'\\].*beta"):
+        load_config(CAIConfig, None, ["rl.dpo={betta: 0.1}"])
+    with pytest.raises(ConfigError, match="unknown key 'critique.round'"):
+        load_config(CAIConfig, None, ["critique.round=2"])
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "results.json").write_text("{}")
+    with pytest.raises(RunError, match="not a Constitutional AI run"):
+        run_cai(load_config(CAIConfig, None, [f"output_dir={other}"]))
+    assert (other / "results.json").read_text() == "{}"
+
+
+def test_unknown_critique_principle_is_named(chatty_dir, tmp_path):
+    cfg = tiny_config(chatty_dir, tmp_path / "cai", extra=["feedback.train=false", "critique.principles=[no-such-id]"])
+    with pytest.raises(KeyError, match="no-such-id"):
+        run_cai(cfg)
+
+
+def test_http_feedback_model_against_a_real_llama_cpp_server(chatty_dir, llama_server, tmp_path):
+    """The feedback model behind an OpenAI-compatible endpoint (llama.cpp serving the embedded model): it is audited,
+    writes the critiques and revisions over chat completions and labels pairs from its option log-probs."""
+    http = {"base_url": llama_server, "model": "smollm2", "timeout": 120, "max_retries": 1, "max_concurrency": 2,
+            "top_logprobs": 5, "max_tokens": 8}
+    out = tmp_path / "cai"
+    cfg = tiny_config(chatty_dir, out, method="dpo", extra=[
+        f"feedback.model={json.dumps({'http': http})}", "feedback.audit_extra_principles=0",
+        "critique.prompts=[{source: 'suite:redteam?split=train', limit: 2}]", "critique.critique_tokens=24",
+        "critique.revision_tokens=24", "rl.principles_per_label=1",
+    ])
+    manifest = run_cai(cfg)
+    assert "feedback" not in manifest["stages"]  # an endpoint is used as it is, not trained
+    name = f"HTTPJudge(smollm2 at {llama_server})"
+    audit = manifest["stages"]["audit"]
+    assert audit["feedback_model"] == name and audit["n"] == 60 and audit["position_bias"] is not None
+    revisions = read_jsonl(out / "3-critique" / "revisions.jsonl")
+    assert len(revisions) == 4
+    for r in revisions:
+        (step,) = r["steps"]
+        assert r["feedback_model"] == name and step["critique"].strip() and step["revision"].strip()
+    labels = read_jsonl(out / "5-labels" / "labels.jsonl")
+    assert labels and all(r["feedback_model"] == name for r in labels)
+    # Read from the server's top log-probs, so real probabilities rather than parsed 0/1 answers.
+    assert all(0 < p < 1 for r in labels for p in r["orders"][0])
