@@ -319,9 +319,10 @@ def _samples(prompts: list[_Prompt], names: list[str], responses: dict, verdicts
     return out
 
 
-def save_eval(out_dir, results: dict, rows: dict[str, list[dict]], *, overwrite: bool = False):
+def save_eval(out_dir, results: dict, rows: dict[str, list[dict]], *, overwrite: bool = False, report_dir=None):
     """Write results.json and responses/NN-<model>.jsonl into `out_dir` (the folder appears only when both are
-    complete; an existing one is replaced only with `overwrite`), then report.html and its PNGs.
+    complete; an existing one is replaced only with `overwrite`), then report.html and its PNGs (into `report_dir`,
+    default `out_dir`).
 
     The report comes last and from results.json alone, so a failure there loses no measurement: `alignkit report
     DIR` writes it again.
@@ -332,5 +333,5 @@ def save_eval(out_dir, results: dict, rows: dict[str, list[dict]], *, overwrite:
             safe = re.sub(r"[^\w.-]+", "_", name).strip("._") or "model"
             atomic_write_text(tmp / "responses" / f"{index:02d}-{safe}.jsonl",
                               "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in model_rows))
-    write_report(results, out_dir)
+    write_report(results, out_dir if report_dir is None else report_dir)
     return out_dir

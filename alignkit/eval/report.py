@@ -62,6 +62,8 @@ def write_report(results: dict, out_dir: str | Path) -> Path:
 
     # (anchor, title, body HTML); the header links to each.
     sections = [("metrics", "Metrics", _metrics_table(results, models))]
+    if results.get("pipeline"):
+        sections += _pipeline_sections(results, models)
     plots = []
     pareto = _pareto_plot(results, models, colors, out_dir)
     if pareto:
@@ -543,3 +545,85 @@ def _bar_plot(breakdown: dict, models: list[str], colors: dict[str, str], title:
     fig.legend(loc="outside lower center", fontsize=9, ncols=min(len(columns), 6), frameon=False)
     _save(fig, path)
     return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Constitutional AI runs (`alignkit cai`): what each stage did, with which data, from whom
+# ---------------------------------------------------------------------------------------------
+
+STAGE_TEXT = {
+    "feedback": "Feedback model taught critique/revision (worked exemplars) and comparison (train gold pairs) by SFT",
+    "audit": "Feedback model audited on held-out gold comparisons before its output is used",
+    "critique": "Policy answers red-team prompts; feedback model critiques and revises under random principles",
+    "sl": "SL-CAI: SFT of the policy on the revisions, mixed with helpfulness demonstrations",
+    "labels": "SL-CAI policy samples two responses per prompt; feedback model labels them (soft, both orders)",
+    "preference": "Preference model trained on the soft AI labels plus human helpfulness preferences",
+    "rl": "RL-CAI: the SL-CAI policy trained against the AI preferences",
+}
+
+
+def _pipeline_sections(results: dict, models: list[str]) -> list[tuple[str, str, str]]:
+    pipeline = results["pipeline"]
+    stages = pipeline.get("stages") or {}
+    rows = []
+    for name, summary in stages.items():
+        counts = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in summary.items()
+                           if isinstance(v, int) and not isinstance(v, bool) and k != "seconds")
+        if isinstance(summary.get("rows"), dict):
+            counts = ", ".join(f"{k}: {v}" for k, v in summary["rows"].items())
+        if name == "rl":
+            counts = f"method {summary.get('method', MISSING)}; " + counts
+        rows.append(f'<tr data-stage="{_esc(name)}"><th>{_esc(name)}</th><td>{_esc(STAGE_TEXT.get(name, ""))}</td>'
+                    f"<td>{_esc(counts or MISSING)}</td><td>{_esc(summary.get('origin') or MISSING)}</td>"
+                    f'<td class="num">{_esc(_duration(summary.get("seconds")))}</td></tr>')
+    table = ('<div class="scroll"><table id="stages-table"><thead><tr><th>stage</th><th>what it did</th><th>data</th>'
+             f"<th>who wrote the data</th><th>time</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
+    intro = (f"<p>Constitution: {_esc(pipeline.get('constitution'))} ({_esc(pipeline.get('principles'))} principles). "
+             f"Reinforcement stage: <b>{_esc(pipeline.get('rl_method'))}</b>. "
+             "<b>Written by people</b> (the alignkit team): the constitution and its exemplars, the gold comparisons, "
+             "the red-team, jailbreak and evaluation prompts, the helpfulness demonstrations and preferences. "
+             "<b>Produced by AI during this run</b>: the policy's answers, the critiques and revisions, the sampled "
+             "pairs and their preference labels.</p>")
+    sections = [("pipeline", "Constitutional AI run", intro + table)]
+    audit = stages.get("audit")
+    if audit:
+        facts = [("feedback model", audit.get("feedback_model")), ("held-out gold comparisons", audit.get("n")),
+                 ("accuracy", _fmt(_number(audit.get("accuracy")))),
+                 ("position bias (P(first shown) - 0.5)", _fmt(_number(audit.get("position_bias")))),
+                 ("agreement across principles", _fmt(_number(audit.get("principle_agreement")))),
+                 ("required accuracy", _fmt(_number(audit.get("min_accuracy")))),
+                 ("passed", "yes" if audit.get("passed") else "no" + (" (overridden)" if audit.get("overridden") else ""))]
+        by_principle = "".join(f"<tr><th>{_esc(k)}</th><td class=\"num\">{_fmt(_number(v))}</td></tr>"
+                               for k, v in sorted((audit.get("accuracy_by_principle") or {}).items()))
+        body = _dl(facts)
+        if by_principle:
+            body += ('<table id="audit-by-principle"><thead><tr><th>principle</th><th>accuracy</th></tr></thead>'
+                     f"<tbody>{by_principle}</tbody></table>")
+        sections.append(("audit", "Feedback-model audit", body))
+    if len(models) >= 2:
+        sections.append(("effects", "Effect of each stage", _effects_table(results, models)))
+    return sections
+
+
+def _effects_table(results: dict, models: list[str]) -> str:
+    """Each model's metrics with the change from the model before it (base -> SL-CAI -> RL-CAI)."""
+    info = results.get("metric_info") or {}
+    metrics = results.get("metrics") or {}
+    head = "".join(f"<th>{_esc(m)}</th>" + (f"<th>change vs {_esc(models[i - 1])}</th>" if i else "")
+                   for i, m in enumerate(models))
+    rows = []
+    for key in _metric_keys(results):
+        values = [_number((metrics.get(m) or {}).get(key)) for m in models]
+        if all(v is None for v in values):
+            continue
+        cells = []
+        for i, v in enumerate(values):
+            cells.append(f'<td class="num">{_fmt(v)}</td>')
+            if i:
+                before = values[i - 1]
+                delta = None if v is None or before is None else v - before
+                cells.append(f'<td class="num">{MISSING if delta is None else f"{delta:+.3f}"}</td>')
+        rows.append(f'<tr data-metric="{_esc(key)}"><th scope="row">{_esc(_label(key, info))}</th>{"".join(cells)}</tr>')
+    return (f'<div class="scroll"><table id="effects-table"><thead><tr><th>metric</th>{head}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table></div>")
+

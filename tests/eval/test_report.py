@@ -290,6 +290,35 @@ def test_missing_parts(tmp_path):
     assert write_report({}, tmp_path / "empty").exists()
 
 
+def test_constitutional_ai_sections(tmp_path):
+    """A `cai` run's results carry the pipeline: stages with data origin, the audit, and each stage's effect."""
+    results = make_results()
+    results["pipeline"] = {
+        "constitution": "default.yaml", "principles": 16, "rl_method": "dpo",
+        "stages": {
+            "audit": {"feedback_model": "runs/demo/1-feedback/run/final", "n": 60, "accuracy": 0.8,
+                      "position_bias": -0.03, "principle_agreement": 0.9, "min_accuracy": 0.7, "passed": True,
+                      "accuracy_by_principle": {"no-human-identity": 0.5, "harmless-ethical": 1.0}, "seconds": 61.0},
+            "critique": {"prompts": 144, "plain": 72, "jailbreak_wrapped": 72, "rounds": 1,
+                         "origin": "prompts: people; critiques and revisions: AI <b>", "seconds": 150.0},
+            "rl": {"method": "dpo", "ai_pairs": 80, "human_preferences": 105, "origin": "pairs: AI", "seconds": 200},
+        },
+    }
+    html = write_report(results, tmp_path).read_text(encoding="utf-8")
+    assert all(f'href="#{a}"' in html for a in ("pipeline", "audit", "effects"))
+    assert "Reinforcement stage: <b>dpo</b>" in html and "AI &lt;b&gt;" in html  # origins are escaped
+    assert "prompts: 144, plain: 72, jailbreak wrapped: 72, rounds: 1" in html
+    assert "method dpo; ai pairs: 80, human preferences: 105" in html
+    assert "<dt>accuracy</dt><dd>0.800</dd>" in html and "<dt>passed</dt><dd>yes</dd>" in html
+    assert "<th>no-human-identity</th><td class=\"num\">0.500</td>" in html
+    # Effects: each model with its change from the one before (ASR 0.9 -> 0.4 -> 0.25).
+    effects = html[html.index('id="effects-table"'):]
+    row = effects[effects.index('data-metric="asr"'):]
+    row = row[: row.index("</tr>")]
+    assert [c.split(">")[1].split("<")[0] for c in row.split("<td")[1:]] == ["0.900", "0.400", "-0.500", "0.250",
+                                                                          "-0.150"]
+
+
 # ---------------------------------------------------------------------------------------------
 # Pareto front
 # ---------------------------------------------------------------------------------------------
