@@ -1,126 +1,88 @@
-"""`make demo`: SFT then DPO on the embedded model with the built-in data, with before/after figures.
+"""`make demo`: Constitutional AI end to end on the embedded model, offline, on a laptop CPU.
 
-Stages are resumable: a stage whose `final/` model exists is reused (use --fresh to start over), so running the demo
-twice never silently overwrites a finished run.
+The 135M model cannot critique, revise or judge from a prompt alone (shared GUIDE), so the demo first teaches it those
+skills from the constitution's worked exemplars and the train gold comparisons (process supervision), audits it on
+the held-out gold comparisons, and only then lets it write revisions and labels. The reinforcement stage is DPO on
+the AI-labelled pairs rather than PPO against a preference model: on 2 CPU cores PPO's rollouts, preference model and
+critic do not fit the demo's 40 minutes beside everything else (docs/constitution.md has the figures); `alignkit cai`
+runs PPO when `rl.method` is `ppo`, its default.
+
+Output (`runs/demo`): report.html (base, SL-CAI and RL-CAI on the held-out evaluation suite, the audit, and which data
+people wrote and which AI produced), final/ (the aligned model, HF format) and each stage's folder. Stages are
+resumable: a rerun reuses every finished one; --fresh starts over.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
 
-import torch
-
-from alignkit.data import load_records, read_rows
-from alignkit.eval import preference_reports
-from alignkit.models import load_causal_lm, load_tokenizer
-from alignkit.rollouts import generate_responses
-from alignkit.train import train_dpo, train_sft
-from alignkit.train.common import render_pairs
-from alignkit.train.config import DataConfig, DPOConfig, SFTConfig
-from alignkit.train.loop import configure_threads, peak_rss_gb, resolve_precision
-from alignkit.utils.io import atomic_write_json
-
-BETA = 0.1
-MAX_LENGTH = 256
+from alignkit.train.cai import run_cai
+from alignkit.train.config import CAIConfig, merge_config, parse_overrides
+from alignkit.train.loop import configure_threads
 
 
-def _stage(name: str, out: Path, train, cfg) -> Path:
-    final = out / "final"
-    if final.is_dir():
-        print(f"== {name}: reusing the finished run in {out} (pass --fresh to retrain)", flush=True)
-        return final
-    print(f"== {name}: training into {out}", flush=True)
-    t0 = time.perf_counter()
-    result = train(cfg)
-    print(f"== {name}: {result.steps} steps in {time.perf_counter() - t0:.0f} s", flush=True)
-    return result.final_dir
+HARM_PRINCIPLES = ["harmless-ethical", "no-dangerous-assistance", "refuse-with-alternative", "human-rights-dignity",
+                   "privacy-respect", "wellbeing-support"]
 
 
-def _sample_prompts(per_category: int = 2) -> list[dict]:
-    """The first held-out prompts of each category (harmful, borderline, benign), for side-by-side responses."""
-    picked: list[dict] = []
-    seen: dict[str, int] = {}
-    for _, row in read_rows("builtin:preference_eval"):
-        category = row.get("category", "other")
-        if seen.get(category, 0) < per_category:
-            seen[category] = seen.get(category, 0) + 1
-            picked.append({"category": category, "prompt": row["prompt"]})
-    return picked
+def demo_config(out: str, model: str, overrides: list[str] | None = None) -> CAIConfig:
+    """The demo's settings; `overrides` are `key=value` pairs as on the command line (e.g. for a tiny test model)."""
+    return CAIConfig.model_validate(merge_config({
+        "model": model,
+        "output_dir": out,
+        "feedback": {
+            # Exemplars are few (26) and short; comparisons are many and long: each gets enough passes in one epoch.
+            "exemplar_repeats": 2,
+            "comparison_repeats": 3,
+            "sft": {"epochs": 1, "batch_size": 8, "lr": 5e-5, "warmup_ratio": 0.05, "max_length": 512,
+                    "save_every": 10},
+            "min_accuracy": 0.7,
+            "audit_extra_principles": 1,
+        },
+        # Red-team critiques under the harm-avoidance principles (the paper's critique principles are all about
+        # harm); comparisons later draw from all 16.
+        "critique": {"rounds": 1, "principles": HARM_PRINCIPLES, "max_new_tokens": 96, "critique_tokens": 48,
+                     "revision_tokens": 96, "check_revisions": True},
+        "sl": {"sft": {"epochs": 2, "batch_size": 8, "lr": 5e-5, "max_length": 384, "save_every": 10}},
+        "rl": {
+            "method": "dpo",
+            "jailbreak_suite": None,
+            "max_new_tokens": 64,
+            "principles_per_label": 2,
+            "dpo": {"epochs": 1, "batch_size": 8, "lr": 5e-6, "beta": 0.1, "max_length": 384, "save_every": 10},
+        },
+        "eval": {"max_new_tokens": 64, "batch_size": 128},
+    }, parse_overrides(overrides or [])))
 
 
-def run_demo(out: str = "runs/demo", *, model: str = "smollm2-135m", fresh: bool = False) -> dict:
+def run_demo(out: str = "runs/demo", *, model: str = "smollm2-135m", fresh: bool = False,
+             overrides: list[str] | None = None) -> dict:
     configure_threads()
-    out_dir = Path(out)
-    if fresh and out_dir.exists():
-        shutil.rmtree(out_dir)
-    t_start = time.perf_counter()
-    precision = resolve_precision("auto", torch.device("cpu"))
-    print(f"alignkit demo: SFT then DPO on {model}, built-in data, precision {precision}", flush=True)
-
-    # 1. SFT on demonstrations.
-    sft_cfg = SFTConfig(
-        model=model, data=DataConfig(train="builtin:sft", eval="builtin:sft_eval"), output_dir=str(out_dir / "sft"),
-        epochs=2, batch_size=8, lr=5e-5, warmup_ratio=0.1, max_length=MAX_LENGTH, save_every=10,
-    )
-    sft_final = _stage("SFT", out_dir / "sft", train_sft, sft_cfg)
-
-    # 2. DPO on preference pairs, starting from (and referenced to) the SFT model.
-    # No eval split here: step 3 evaluates every model on the held-out pairs, DPO against its SFT reference included.
-    dpo_cfg = DPOConfig(
-        model=str(sft_final), data=DataConfig(train="builtin:preference"), output_dir=str(out_dir / "dpo"),
-        epochs=1, batch_size=8, lr=5e-6, beta=BETA, warmup_ratio=0.1, max_length=MAX_LENGTH, save_every=10,
-    )
-    dpo_final = _stage("DPO", out_dir / "dpo", train_dpo, dpo_cfg)
-
-    # 3. Before/after on the held-out pairs: base, SFT, DPO, each against the base model; DPO also against SFT.
-    print("== evaluating on builtin:preference_eval (held out from training)", flush=True)
-    tokenizer = load_tokenizer(model)
-    pairs = render_pairs(tokenizer, load_records("builtin:preference_eval", "preference").records, MAX_LENGTH,
-                         "builtin:preference_eval")
-    models = {"base": load_causal_lm(model), "sft": load_causal_lm(str(sft_final)), "dpo": load_causal_lm(str(dpo_final))}
-    pad = tokenizer.pad_token_id
-    comparisons = [("base", "base"), ("sft", "base"), ("dpo", "base"), ("dpo", "sft")]
-    reports = preference_reports(models, comparisons, pairs, pad, beta=BETA)
-    results = {
-        "vs_base": {name: reports[f"{name}/base"].as_dict() for name in models},
-        "dpo_vs_sft": reports["dpo/sft"].as_dict(),
-    }
-
-    # 4. A few held-out prompts answered by each model (greedy, so reproducible).
-    samples = _sample_prompts()
-    prompts = [s["prompt"] for s in samples]
-    for name, m in models.items():
-        for s, text in zip(samples, generate_responses(m, tokenizer, prompts, max_new_tokens=60, batch_size=8)):
-            s[name] = text
-    results["samples"] = samples
-    results["seconds"] = round(time.perf_counter() - t_start, 1)
-    results["peak_rss_gb"] = round(peak_rss_gb(), 2)
-    results["precision"] = precision
-    atomic_write_json(out_dir / "demo_results.json", results)
-    _print_results(results, out_dir)
-    return results
+    if fresh and Path(out).exists():
+        shutil.rmtree(out)
+    started = time.perf_counter()
+    print(f"alignkit demo: Constitutional AI on {model} -> {out}", flush=True)
+    manifest = run_cai(demo_config(out, model, overrides), log=lambda message: print(message, flush=True))
+    _print_summary(manifest, time.perf_counter() - started)
+    return manifest
 
 
-def _print_results(results: dict, out_dir: Path) -> None:
-    rows = results["vs_base"]
-    print("\nHeld-out preference pairs (builtin:preference_eval, %d pairs); reference = base model" % rows["base"]["pairs"])
-    print(f"{'model':<6} {'pref. accuracy':>15} {'reward accuracy':>16} {'reward margin':>14} {'KL to base':>11}")
-    for name, r in rows.items():
-        print(f"{name:<6} {r['preference_accuracy']:>15.3f} {r['reward_accuracy']:>16.3f} "
-              f"{r['reward_margin']:>14.3f} {r['kl_to_reference']:>11.4f}")
-    d = results["dpo_vs_sft"]
-    print(f"DPO against its own reference (the SFT model): reward accuracy {d['reward_accuracy']:.3f}, "
-          f"reward margin {d['reward_margin']:.3f}, KL {d['kl_to_reference']:.4f}")
-    print("  pref. accuracy: share of pairs where the model's mean per-token log-prob of the chosen reply is higher;")
-    print("  reward: beta*(log pi - log ref) with beta=%.2f; KL: mean per-token KL(pi || ref) on the pairs' replies" % BETA)
-    print("\nSample responses (greedy, held-out prompts):")
-    for s in results["samples"]:
-        prompt = s["prompt"][-1]["content"] if isinstance(s["prompt"], list) else s["prompt"]
-        print(f"\n[{s['category']}] {prompt}")
-        for name in ("base", "sft", "dpo"):
-            print(f"  {name:>4}: {json.dumps(s[name])[:300]}")
-    print(f"\nDone in {results['seconds']:.0f} s (peak RSS {results['peak_rss_gb']} GB). Results: {out_dir / 'demo_results.json'}")
-    print(f"Models: {out_dir / 'sft' / 'final'}, {out_dir / 'dpo' / 'final'}")
+def _print_summary(manifest: dict, seconds: float) -> None:
+    stages = manifest["stages"]
+    audit = stages.get("audit", {})
+    print(f"\nFeedback model audit: accuracy {audit.get('accuracy', float('nan')):.2f} on {audit.get('n')} held-out "
+          f"gold comparisons (required {audit.get('min_accuracy')}), position bias {audit.get('position_bias')}")
+    metrics = stages.get("eval", {}).get("metrics", {})
+    keys = ("asr", "jailbreak_asr", "over_refusal", "helpful_accuracy", "anthropomorphism", "bias_stereotyped",
+            "kl_to_reference")
+    if metrics:
+        print(f"\n{'model':<8}" + "".join(f"{k:>18}" for k in keys))
+        for name in ("base", "sl-cai", "rl-cai"):
+            values = metrics[name]
+            print(f"{name:<8}" + "".join(f"{'—' if values.get(k) is None else format(values[k], '.3f'):>18}"
+                                         for k in keys))
+    print("\nStage times: " + ", ".join(f"{k} {v.get('seconds', 0):.0f} s" for k, v in stages.items()))
+    print(f"Done in {seconds:.0f} s this run. Report: {stages.get('eval', {}).get('report')}; "
+          f"model: {manifest['final']}")

@@ -1,26 +1,47 @@
-"""The demo pipeline end to end on a tiny model: results file, and finished stages reused on a second run."""
+"""`make demo`'s pipeline with the demo's own settings on a tiny model: every stage, the report and the final model,
+and finished stages reused on a second run. Only step counts are cut (and the audit gate is overridden: a random
+tiny model cannot pass it)."""
 
 from __future__ import annotations
 
 import json
 
-from alignkit.demo import run_demo
+from alignkit.cli import main
+from alignkit.demo import demo_config
+from alignkit.train.cai import STAGES
+
+TINY = ["feedback.override_audit=true", "feedback.sft.max_steps=3", "sl.sft.max_steps=3", "rl.dpo.max_steps=2",
+        "critique.critique_tokens=8", "critique.revision_tokens=16", "critique.max_new_tokens=16",
+        "rl.max_new_tokens=16", "eval.max_new_tokens=16"]
 
 
-def test_demo_runs_sft_then_dpo_and_reuses_finished_stages(tiny_dir, tmp_path, capsys):
+def test_demo_settings_are_the_dpo_variant_of_the_recipe():
+    cfg = demo_config("runs/demo", "smollm2-135m")
+    assert cfg.rl.method == "dpo" and cfg.feedback.train and cfg.feedback.min_accuracy == 0.7
+    assert not cfg.feedback.override_audit and cfg.eval is not None
+    # Overrides merge into the demo's stage settings rather than replacing them.
+    tiny = demo_config("x", "m", ["feedback.sft.max_steps=3"])
+    assert tiny.feedback.sft["max_steps"] == 3 and tiny.feedback.sft["lr"] == cfg.feedback.sft["lr"]
+
+
+def test_demo_runs_every_stage_writes_the_report_and_the_final_model(tiny_dir, tmp_path, capsys):
     out = tmp_path / "demo"
-    results = run_demo(str(out), model=tiny_dir)
-    saved = json.loads((out / "demo_results.json").read_text())
-    assert saved["vs_base"].keys() == {"base", "sft", "dpo"}
-    base = saved["vs_base"]["base"]
-    assert base["reward_margin"] == 0 and base["kl_to_reference"] < 1e-6 and base["pairs"] == 40
-    assert saved["vs_base"]["sft"]["kl_to_reference"] > 0  # training moved the model away from the base
-    assert len(saved["samples"]) == 6 and all({"base", "sft", "dpo"} <= s.keys() for s in saved["samples"])
-    assert results["vs_base"] == saved["vs_base"]
-    weights = (out / "dpo" / "final" / "model.safetensors").read_bytes()
-    capsys.readouterr()
-
-    run_demo(str(out), model=tiny_dir)
+    assert main(["demo", "--out", str(out), "--model", tiny_dir, *TINY]) == 0
+    manifest = json.loads((out / "cai.json").read_text())
+    assert set(manifest["stages"]) == set(STAGES) - {"preference"}  # DPO needs no preference model
+    assert (out / "final" / "model.safetensors").is_file() and (out / "final" / "tokenizer.json").is_file()
+    results = json.loads((out / "8-eval" / "results.json").read_text())
+    assert [m["name"] for m in results["models"]] == ["base", "sl-cai", "rl-cai"] and len(results["metrics"]) == 3
+    assert results["pipeline"]["rl_method"] == "dpo" and "audit" in results["pipeline"]["stages"]
+    html = (out / "report.html").read_text(encoding="utf-8")
+    for needle in ('id="stages-table"', 'id="effects-table"', "Feedback-model audit", "Written by people",
+                   "Produced by AI during this run", 'data-stage="critique"'):
+        assert needle in html, needle
     printed = capsys.readouterr().out
-    assert "SFT: reusing the finished run" in printed and "DPO: reusing the finished run" in printed
-    assert (out / "dpo" / "final" / "model.safetensors").read_bytes() == weights
+    assert "Feedback model audit: accuracy" in printed and "rl-cai" in printed
+
+    weights = (out / "final" / "model.safetensors").read_bytes()
+    assert main(["demo", "--out", str(out), "--model", tiny_dir, *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert all(f"cai {stage}: finished earlier" in printed for stage in manifest["stages"])
+    assert (out / "final" / "model.safetensors").read_bytes() == weights
