@@ -336,7 +336,7 @@ class Pipeline:
                 "origin": f"revisions: AI (feedback model); demonstrations: {HUMAN}"}
 
     def stage_labels(self, folder: Path) -> dict:
-        from alignkit.constitution.labels import ai_labels
+        from alignkit.constitution.labels import rlaif_rows
 
         cfg = self.cfg.rl
         rng = random.Random(self.cfg.seed + 1)
@@ -350,13 +350,11 @@ class Pipeline:
         # Two identical samples carry no preference; empty ones are not answers.
         keep = [i for i, (a, b) in enumerate(pairs) if a.strip() and b.strip() and a.strip() != b.strip()]
         feedback = self.feedback()
-        labels = ai_labels(feedback.judge, [prompts[i] for i in keep], [pairs[i] for i in keep], self.constitution,
-                           rng, k=cfg.principles_per_label, cot=cfg.cot)
-        out = [{"prompt": prompts[i], "chosen": reply(prompts[i], pairs[i][0]),
-                "rejected": reply(prompts[i], pairs[i][1]), "probability": label.probability,
-                "principles": list(label.principles), "orders": [list(o) for o in label.orders],
-                "source": rows[i]["source"], "policy": policy, "feedback_model": feedback.name}
-               for i, label in zip(keep, labels)]
+        out = rlaif_rows([prompts[i] for i in keep], [pairs[i] for i in keep], feedback.judge, self.constitution,
+                         rng, k=cfg.principles_per_label, cot=cfg.cot, feedback_model=feedback.name)
+        for i, row in zip(keep, out):  # replies in the prompt's form, plus where the prompt came from
+            row.update(chosen=reply(row["prompt"], row["chosen"]), rejected=reply(row["prompt"], row["rejected"]),
+                       source=rows[i]["source"], policy=policy)
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / "labels.jsonl", _jsonl(out))
         confident = sum(abs(r["probability"] - 0.5) >= cfg.min_confidence for r in out)
