@@ -90,7 +90,19 @@ def _filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tens
 
 
 class DecodeLoopBackend:
-    """Shared-prefix prefill + a plain decode loop (see the module docstring); stops when every row has ended."""
+    """Shared-prefix prefill + a plain decode loop (see the module docstring); stops when every row has ended.
+
+    Rows that have ended are dropped from the batch (and from the KV cache) once they make up `compact_fraction` of
+    it: at the batch sizes where decoding is compute-bound, a step costs in proportion to the rows it carries, and
+    answers end at very different lengths (a refusal in 20 tokens beside an answer cut at the limit). Dropping rows
+    changes neither greedy outputs nor the sampling distribution; sampled rows draw from the random stream in a
+    different order than without dropping, so the same seed gives other (equally valid) samples. 0 never drops.
+    """
+
+    def __init__(self, compact_fraction: float = 0.125):
+        if not 0 <= compact_fraction <= 1:
+            raise ValueError(f"compact_fraction must be in [0, 1], got {compact_fraction}")
+        self.compact_fraction = compact_fraction
 
     def generate(self, model, prompt_ids, prompt_mask, prompt_index, settings: SamplingSettings, eos_id: int,
                  pad_id: int):
@@ -102,9 +114,12 @@ class DecodeLoopBackend:
         mask = prompt_mask[prompt_index]
         logits = out.logits[:, -1].float()[prompt_index]
         position = mask.long().sum(-1, keepdim=True)
-        rows = prompt_index.shape[0]
-        done = torch.zeros(rows, dtype=torch.bool, device=prompt_ids.device)
-        tokens, logps = [], []
+        rows, device = prompt_index.shape[0], prompt_ids.device
+        tokens = torch.full((rows, settings.max_new_tokens), pad_id, dtype=torch.long, device=device)
+        logps = torch.zeros((rows, settings.max_new_tokens), device=device)
+        active = torch.arange(rows, device=device)  # the output row of each row still in the batch
+        done = torch.zeros(rows, dtype=torch.bool, device=device)
+        steps = 0
         for step in range(settings.max_new_tokens):
             scaled = logits / settings.temperature if sampling else logits
             log_probs = torch.log_softmax(scaled, -1)
@@ -114,17 +129,23 @@ class DecodeLoopBackend:
             else:
                 token = scaled.argmax(-1)
             token = torch.where(done, torch.full_like(token, pad_id), token)
-            tokens.append(token)
-            logps.append(log_probs.gather(-1, token[:, None]).squeeze(-1))
+            tokens[active, step] = token
+            logps[active, step] = log_probs.gather(-1, token[:, None]).squeeze(-1)
+            steps = step + 1
             done = done | (token == eos_id)
             if bool(done.all()) or step == settings.max_new_tokens - 1:
                 break
+            if self.compact_fraction and int(done.sum()) >= max(1, self.compact_fraction * len(active)):
+                keep = (~done).nonzero().squeeze(-1)
+                cache.batch_select_indices(keep)
+                active, token, mask, position, done = (active[keep], token[keep], mask[keep], position[keep],
+                                                       done[keep])
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position + step, cache=cache,
                         use_cache=True, logits_to_keep=1)
             cache = out.cache
             logits = out.logits[:, -1].float()
-        return torch.stack(tokens, 1), torch.stack(logps, 1)
+        return tokens[:, :steps], logps[:, :steps]
 
 
 class HFGenerateBackend:

@@ -87,3 +87,79 @@ def test_sampling_with_top_k_only_draws_allowed_tokens(tiny_tok, tiny_lm):
     greedy = sample(tiny_lm, tiny_tok, ["hello"], SamplingSettings(max_new_tokens=6, n=1, temperature=0.0))
     for row in roll.response_ids:  # top_k = 1 is greedy decoding
         assert torch.equal(row, greedy.response_ids[0])
+
+
+def _decode(model, tok, prompts, settings, backend, eos_id):
+    from alignkit.rollouts.generate import chat_prompt_ids
+    from alignkit.rollouts.sampler import _left_pad
+
+    ids, mask = _left_pad([chat_prompt_ids(tok, p) for p in prompts], tok.pad_token_id)
+    index = torch.arange(len(prompts)).repeat_interleave(settings.n)
+    torch.manual_seed(settings.seed)
+    tokens, logps = backend.generate(model, ids, mask, index, settings, eos_id, tok.pad_token_id)
+    keep, _ = response_masks(tokens, eos_id)
+    return tokens * keep, logps * keep, keep
+
+
+@pytest.fixture
+def diverse_lm(tiny_lm):
+    """The tiny model with larger random weights: its greedy answers differ between prompts and do not repeat one
+    token, so a chosen 'EOS' ends rows at different steps."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in tiny_lm.parameters():
+            param.add_(torch.randn(param.shape, generator=generator) * 0.3)
+    return tiny_lm
+
+
+def _an_eos_that_ends_rows_at_different_steps(tokens: torch.Tensor) -> int:
+    """The generated token whose first occurrences are spread over the most distinct steps (so rows end unevenly)."""
+    def spread(t):
+        return len({int(row.tolist().index(t)) for row in tokens if t in row.tolist()})
+    return max({int(t) for t in tokens.flatten()}, key=spread)
+
+
+def test_decode_loop_drops_finished_rows_without_changing_the_outputs(tiny_tok, diverse_lm):
+    from alignkit.rollouts import DecodeLoopBackend
+
+    prompts = ["hi", "a longer prompt here", "x", "tell me a story", "why", "one two three four five", "ok", "abc"]
+    greedy = SamplingSettings(max_new_tokens=16, temperature=0.0)
+    full, _, _ = _decode(diverse_lm, tiny_tok, prompts, greedy, DecodeLoopBackend(compact_fraction=0), eos_id=-1)
+    eos = _an_eos_that_ends_rows_at_different_steps(full)
+
+    batch_sizes = []
+    hook = diverse_lm.register_forward_pre_hook(lambda _m, _a, kw: batch_sizes.append(kw["input_ids"].shape[0]),
+                                             with_kwargs=True)
+    try:
+        plain = _decode(diverse_lm, tiny_tok, prompts, greedy, DecodeLoopBackend(compact_fraction=0), eos)
+        batch_sizes.clear()
+        dropped = _decode(diverse_lm, tiny_tok, prompts, greedy, DecodeLoopBackend(compact_fraction=0.125), eos)
+    finally:
+        hook.remove()
+    # The batch really shrank as rows ended, and greedy tokens, masks and log-probs are unchanged.
+    assert batch_sizes[0] == len(prompts) and min(batch_sizes) < len(prompts)
+    assert torch.equal(plain[0], dropped[0]) and torch.equal(plain[2], dropped[2])
+    torch.testing.assert_close(plain[1], dropped[1], atol=1e-5, rtol=1e-5)
+
+
+def test_decode_loop_with_dropped_rows_samples_with_the_policys_log_probs(tiny_tok, diverse_lm):
+    from alignkit.rollouts import DecodeLoopBackend
+    from alignkit.rollouts.generate import chat_prompt_ids
+    from alignkit.rollouts.sampler import _left_pad
+
+    prompts = ["hi", "a longer prompt here", "tell me a story"]
+    settings = SamplingSettings(max_new_tokens=12, temperature=0.8, n=3, seed=5)
+    full, _, _ = _decode(diverse_lm, tiny_tok, prompts, settings, DecodeLoopBackend(compact_fraction=0), eos_id=-1)
+    eos = _an_eos_that_ends_rows_at_different_steps(full)
+    tokens, logps, keep = _decode(diverse_lm, tiny_tok, prompts, settings, DecodeLoopBackend(), eos)
+    assert 0 < int((tokens == eos).any(-1).sum()) < len(tokens)  # some rows ended early, some did not
+    # Teacher-forced: the recorded log-probs are the tempered policy's for every kept token.
+    ids, mask = _left_pad([chat_prompt_ids(tiny_tok, p) for p in prompts], tiny_tok.pad_token_id)
+    ids, mask = ids.repeat_interleave(3, 0), mask.repeat_interleave(3, 0)
+    full_ids, full_mask = torch.cat([ids, tokens], 1), torch.cat([mask, keep], 1)
+    with torch.no_grad():
+        logits = diverse_lm(input_ids=full_ids, attention_mask=full_mask,
+                         position_ids=(full_mask.cumsum(-1) - 1).clamp(min=0)).logits.float()
+    p = ids.shape[1]
+    expected = torch.log_softmax(logits[:, p - 1 : -1] / 0.8, -1).gather(-1, tokens[..., None]).squeeze(-1) * keep
+    torch.testing.assert_close(logps, expected, atol=1e-4, rtol=1e-4)
