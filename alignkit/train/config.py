@@ -51,6 +51,9 @@ class TrainConfig(Strict):
     scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     max_grad_norm: float | None = Field(default=1.0, gt=0)
     max_length: int = Field(default=512, ge=8)
+    group_by_length: bool = Field(
+        default=False, description="put examples of similar length in the same batch (less padding to compute over); "
+                                   "batches are still visited in random order")
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     seed: int = 0
     resume: Literal["auto", "never"] = Field(
@@ -137,6 +140,8 @@ class OnlineConfig(TrainConfig):
     def _no_grad_accum(self):
         if self.grad_accum != 1:
             raise ValueError("grad_accum: online methods accumulate over minibatch_size / batch_size instead")
+        if self.group_by_length:
+            raise ValueError("group_by_length: online methods train on the batch they just sampled, in its order")
         return self
 
 
@@ -236,6 +241,8 @@ class CAICritiqueConfig(Strict):
                                    description="red-team prompts the policy answers and the feedback model revises")
     jailbreak_suite: str | None = Field(
         default="default", description="also wrap each prompt in a train-split jailbreak template of this suite (None: no)")
+    jailbreak_fraction: float = Field(default=1.0, ge=0, le=1,
+                                      description="share of the prompts that get a jailbreak-wrapped copy (drawn at random)")
     rounds: int = Field(default=1, ge=1, description="critique -> revision rounds, each under a random principle")
     principles: list[str] | None = Field(
         default=None, description="ids of the principles drawn for critiques (None: all of the constitution's)")
@@ -250,6 +257,8 @@ class CAISLConfig(Strict):
     helpful: list[DataMix] = Field(
         default_factory=lambda: [DataMix(source="builtin:sft", categories=["benign", "borderline"])],
         description="helpfulness demonstrations mixed with the revisions so the model keeps its helpfulness")
+    revision_repeats: int = Field(default=1, ge=1, description="copies of each kept revision in the SFT data (weighs "
+                                                               "harmlessness against the demonstrations)")
     sft: dict[str, Any] = Field(default_factory=dict, description="SFT keys (epochs, lr, batch_size, ...)")
 
     @model_validator(mode="after")
@@ -266,6 +275,7 @@ class CAIRLConfig(Strict):
                                  DataMix(source="suite:borderline?split=train")],
         description="prompts the SL-CAI policy answers twice for AI comparison")
     jailbreak_suite: str | None = Field(default="default", description="as critique.jailbreak_suite")
+    jailbreak_fraction: float = Field(default=1.0, ge=0, le=1, description="as critique.jailbreak_fraction")
     max_new_tokens: int = Field(default=96, ge=1)
     temperature: float = Field(default=1.0, gt=0, description="sampling temperature of the two responses")
     principles_per_label: int = Field(default=2, ge=1, description="k: principles drawn per pair (ensembled)")
@@ -274,6 +284,9 @@ class CAIRLConfig(Strict):
         default_factory=lambda: [DataMix(source="builtin:preference", categories=["benign", "borderline"])],
         description="human helpfulness preferences trained beside the AI labels")
     min_confidence: float = Field(default=0.1, ge=0, lt=0.5, description="dpo: drop labels within this of 0.5")
+    phase1_pairs: bool = Field(
+        default=False, description="also learn from phase 1's AI comparisons: each revision against the first answer, "
+                                   "labelled by the feedback model's check (needs critique.check_revisions)")
     preference: dict[str, Any] = Field(default_factory=dict, description="reward-model keys for the preference model")
     ppo: dict[str, Any] = Field(default_factory=dict, description="PPO keys")
     dpo: dict[str, Any] = Field(default_factory=dict, description="DPO keys")
@@ -308,6 +321,12 @@ class CAIConfig(Strict):
     sl: CAISLConfig = Field(default_factory=CAISLConfig)
     rl: CAIRLConfig = Field(default_factory=CAIRLConfig)
     eval: CAIEvalConfig | None = Field(default_factory=CAIEvalConfig, description="null: skip the final evaluation")
+
+    @model_validator(mode="after")
+    def _check_phase1_pairs(self):
+        if self.rl.phase1_pairs and not self.critique.check_revisions:
+            raise ValueError("rl.phase1_pairs needs critique.check_revisions: true (its labels are that check's)")
+        return self
 
 
 C = TypeVar("C", bound=BaseModel)

@@ -118,6 +118,7 @@ class Run:
         self.precision = resolve_precision(cfg.precision, self.device)
         self.output_dir = Path(cfg.output_dir)
         self.resume_from = self._check_output_dir()
+        self._epoch_order: tuple[int, list[int]] | None = None  # (epoch, its example order), computed once per epoch
         set_seed(cfg.seed)
         if self.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -217,9 +218,10 @@ class Run:
         last_eval: dict = {}
         tokens_seen = 0
         model.train()
+        lengths = [item_length(it) for it in items] if cfg.group_by_length else None
         for step in range(start_step, total_steps):
             # 3. This step's micro-batches: a seeded permutation per epoch, sliced by step, process and micro-batch.
-            micro = self._micro_batches(step, steps_per_epoch, len(items), global_batch)
+            micro = self._micro_batches(step, steps_per_epoch, len(items), global_batch, lengths)
             batches = [collate([items[i] for i in idx]) for idx in micro]
             batches = [{k: v.to(self.device) for k, v in b.items()} for b in batches]
             local_count = sum(method.count(b) for b in batches)
@@ -314,11 +316,13 @@ class Run:
             eval_metrics=last_eval,
         )
 
-    def _micro_batches(self, step: int, steps_per_epoch: int, n: int, global_batch: int) -> list[list[int]]:
+    def _micro_batches(self, step: int, steps_per_epoch: int, n: int, global_batch: int,
+                       lengths: list[int] | None = None) -> list[list[int]]:
         cfg, acc = self.cfg, self.accelerator
         epoch, k = divmod(step, steps_per_epoch)
-        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        order = torch.randperm(n, generator=generator)[k * global_batch : (k + 1) * global_batch].tolist()
+        if self._epoch_order is None or self._epoch_order[0] != epoch:
+            self._epoch_order = (epoch, epoch_order(cfg.seed * 1_000_003 + epoch, n, global_batch, lengths))
+        order = self._epoch_order[1][k * global_batch : (k + 1) * global_batch]
         per_process = cfg.batch_size * cfg.grad_accum
         mine = order[acc.process_index * per_process : (acc.process_index + 1) * per_process]
         return [mine[i * cfg.batch_size : (i + 1) * cfg.batch_size] for i in range(cfg.grad_accum)]
@@ -336,6 +340,40 @@ class Run:
             print(f"[{self.method_name}] step {step} eval: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()), flush=True)
         acc.wait_for_everyone()
         return metrics
+
+
+def item_length(item) -> int:
+    """Tokens an example pads its batch to: its sequence, or the longest of its sequences (a pair, a ranking)."""
+    parts = list(item.values()) if isinstance(item, dict) else list(item) if isinstance(item, (tuple, list)) else None
+    if parts is not None:
+        lengths = [item_length(p) for p in parts if isinstance(p, (dict, tuple, list)) or hasattr(p, "input_ids")]
+        if lengths:
+            return max(lengths)
+    elif hasattr(item, "input_ids"):
+        return len(item.input_ids)
+    raise RunError(f"group_by_length: cannot tell the length of a {type(item).__name__} example")
+
+
+# Examples are sorted by length within windows of this many batches: enough to find similar lengths, few enough
+# that an epoch still mixes the data.
+LENGTH_WINDOW_BATCHES = 64
+
+
+def epoch_order(seed: int, n: int, global_batch: int, lengths: list[int] | None = None) -> list[int]:
+    """One epoch's example order: a seeded permutation. With `lengths`, each window of LENGTH_WINDOW_BATCHES batches of
+    it is sorted longest first, cut into batches, and the full batches are visited in a seeded random order (the few
+    left over, fewer than a batch, come last and are not trained on this epoch, as without grouping)."""
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=generator).tolist()
+    if lengths is None:
+        return order
+    window = global_batch * LENGTH_WINDOW_BATCHES
+    grouped = [i for start in range(0, n, window)
+               for i in sorted(order[start : start + window], key=lambda i: -lengths[i])]
+    full = n // global_batch
+    chunks = [grouped[b * global_batch : (b + 1) * global_batch] for b in range(full)]
+    visit = torch.randperm(full, generator=generator).tolist()
+    return [i for b in visit for i in chunks[b]] + grouped[full * global_batch :]
 
 
 def configure_threads() -> None:
