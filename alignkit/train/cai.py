@@ -80,10 +80,11 @@ def mix_rows(mixes: list[DataMix], kind: str) -> list[dict]:
     return out
 
 
-def jailbreak_wrapped(rows: list[dict], suite: str | None, rng: random.Random) -> list[dict]:
-    """Each plain-text prompt again inside one train-split jailbreak template of `suite` (templates taken in turn
-    from a random start), so the stage also sees the attacks the evaluation measures (its held-out templates differ)."""
-    if suite is None:
+def jailbreak_wrapped(rows: list[dict], suite: str | None, rng: random.Random, fraction: float = 1.0) -> list[dict]:
+    """Plain-text prompts again inside one train-split jailbreak template of `suite` each (templates taken in turn
+    from a random start), so the stage also sees the attacks the evaluation measures (its held-out templates differ).
+    `fraction` < 1 wraps only that share of them, drawn at random (in their original order)."""
+    if suite is None or fraction == 0:
         return []
     from alignkit.data.suites import load_suite
 
@@ -91,8 +92,12 @@ def jailbreak_wrapped(rows: list[dict], suite: str | None, rng: random.Random) -
     if not templates:
         return []
     start = rng.randrange(len(templates))
+    candidates = [r for r in rows if isinstance(r["prompt"], str)]
+    if fraction < 1:
+        chosen = set(rng.sample(range(len(candidates)), round(fraction * len(candidates))))
+        candidates = [r for i, r in enumerate(candidates) if i in chosen]
     wrapped = []
-    for i, row in enumerate(r for r in rows if isinstance(r["prompt"], str)):
+    for i, row in enumerate(candidates):
         template = templates[(start + i) % len(templates)]
         wrapped.append({"prompt": template.apply(row["prompt"]), "source": f"{row['source']} in jailbreak {template.id}"})
     return wrapped
@@ -144,7 +149,7 @@ class Pipeline:
         if not path.is_file():
             raise RunError(f"reuse: {other} is not a Constitutional AI run (no config.json)")
         theirs, mine = json.loads(path.read_text(encoding="utf-8")), self.cfg.model_dump(mode="json")
-        rl_only = ("method", "min_confidence", "helpful_preferences", "preference", "ppo", "dpo")
+        rl_only = ("method", "min_confidence", "phase1_pairs", "helpful_preferences", "preference", "ppo", "dpo")
         same = {
             "phase 1": all(theirs.get(k) == mine.get(k) for k in ("model", "constitution", "seed", "feedback",
                                                                   "critique", "sl")),
@@ -291,7 +296,7 @@ class Pipeline:
         cfg = self.cfg.critique
         rng = random.Random(self.cfg.seed)
         plain = mix_rows(cfg.prompts, "prompt")
-        rows = plain + jailbreak_wrapped(plain, cfg.jailbreak_suite, rng)
+        rows = plain + jailbreak_wrapped(plain, cfg.jailbreak_suite, rng, cfg.jailbreak_fraction)
         prompts = [r["prompt"] for r in rows]
         initial = self._policy_rollouts(self.cfg.model, prompts, cfg.max_new_tokens, temperature=0.0, n=1,
                                         batch_size=self.cfg.feedback.batch_size)
@@ -322,17 +327,17 @@ class Pipeline:
 
         revisions = read_jsonl(Path(self.done["critique"]["revisions"]))
         helpful = mix_rows(self.cfg.sl.helpful, "sft")
-        rows = [{"prompt": r["prompt"], "completion": reply(r["prompt"], r["final"]), "origin": "AI revision",
+        kept = [{"prompt": r["prompt"], "completion": reply(r["prompt"], r["final"]), "origin": "AI revision",
                  "source": r["source"]}
                 for r in revisions if r["final"].strip() and r.get("use", True)]
-        rows += [{**r, "origin": "human demonstration"} for r in helpful]
+        rows = kept * self.cfg.sl.revision_repeats + [{**r, "origin": "human demonstration"} for r in helpful]
         random.Random(self.cfg.seed).shuffle(rows)
         folder.mkdir(parents=True, exist_ok=True)
         data = folder / "data.jsonl"
         atomic_write_text(data, _jsonl(rows))
         model = self._train("sl", SFTConfig, train_sft, folder, self.cfg.model, str(data), self.cfg.sl.sft)
-        return {"model": model, "data": str(data), "revisions": len(rows) - len(helpful),
-                "helpful_demonstrations": len(helpful),
+        return {"model": model, "data": str(data), "revisions": len(kept),
+                "revision_repeats": self.cfg.sl.revision_repeats, "helpful_demonstrations": len(helpful),
                 "origin": f"revisions: AI (feedback model); demonstrations: {HUMAN}"}
 
     def stage_labels(self, folder: Path) -> dict:
@@ -341,7 +346,7 @@ class Pipeline:
         cfg = self.cfg.rl
         rng = random.Random(self.cfg.seed + 1)
         plain = mix_rows(cfg.prompts, "prompt")
-        rows = plain + jailbreak_wrapped(plain, cfg.jailbreak_suite, rng)
+        rows = plain + jailbreak_wrapped(plain, cfg.jailbreak_suite, rng, cfg.jailbreak_fraction)
         prompts = [r["prompt"] for r in rows]
         policy = self.done["sl"]["model"]
         texts = self._policy_rollouts(policy, prompts, cfg.max_new_tokens, cfg.temperature, n=2,
@@ -365,6 +370,20 @@ class Pipeline:
                 f"labels_at_least_{cfg.min_confidence}_from_half": confident,
                 "origin": f"prompts: {HUMAN}; responses: AI (the SL-CAI policy); labels: AI ({feedback.name})"}
 
+    def _ai_labels(self) -> tuple[list[dict], int]:
+        """Phase 2's soft labels, plus (rl.phase1_pairs) phase 1's revision-vs-first-answer comparisons; and how many
+        of them came from phase 1."""
+        labels = read_jsonl(Path(self.done["labels"]["labels"]))
+        if not self.cfg.rl.phase1_pairs:
+            return labels, 0
+        phase1 = [{"prompt": r["prompt"], "chosen": reply(r["prompt"], r["final"]),
+                   "rejected": reply(r["prompt"], r["initial"]), "probability": r["revision_preferred"],
+                   "principles": [r["steps"][-1]["principle"]], "source": r["source"], "policy": r["policy"],
+                   "feedback_model": r["feedback_model"], "phase": 1}
+                  for r in read_jsonl(Path(self.done["critique"]["revisions"]))
+                  if r["final"].strip() and r["final"].strip() != r["initial"].strip()]
+        return labels + phase1, len(phase1)
+
     def _helpful_preferences(self) -> list[dict]:
         return [{**r, "origin": "human preference"} for r in mix_rows(self.cfg.rl.helpful_preferences, "preference")]
 
@@ -373,7 +392,8 @@ class Pipeline:
 
         if self.cfg.rl.method != "ppo":
             return None
-        labels = [{**r, "origin": "AI label"} for r in read_jsonl(Path(self.done["labels"]["labels"]))]
+        ai, phase1 = self._ai_labels()
+        labels = [{**r, "origin": "AI label"} for r in ai]
         helpful = self._helpful_preferences()
         rows = labels + helpful
         random.Random(self.cfg.seed).shuffle(rows)
@@ -382,7 +402,8 @@ class Pipeline:
         atomic_write_text(data, _jsonl(rows))
         model = self._train("preference", RewardConfig, train_reward, folder, self.done["sl"]["model"], str(data),
                             self.cfg.rl.preference)
-        return {"model": model, "data": str(data), "ai_soft_labels": len(labels), "human_preferences": len(helpful),
+        return {"model": model, "data": str(data), "ai_soft_labels": len(labels), "of_them_phase1": phase1,
+                "human_preferences": len(helpful),
                 "origin": f"soft labels: AI (feedback model); preferences: {HUMAN}"}
 
     def stage_rl(self, folder: Path) -> dict:
@@ -391,10 +412,10 @@ class Pipeline:
 
         cfg = self.cfg.rl
         policy = self.done["sl"]["model"]
-        labels = read_jsonl(Path(self.done["labels"]["labels"]))
         folder.mkdir(parents=True, exist_ok=True)
         data = folder / "data.jsonl"
         if cfg.method == "ppo":
+            labels = read_jsonl(Path(self.done["labels"]["labels"]))  # phase 2's prompts: the policy's own
             prompts = [{"prompt": r["prompt"], "source": r["source"]} for r in labels]
             atomic_write_text(data, _jsonl(prompts))
             judge = {"reward_model": self.done["preference"]["model"]}
@@ -402,6 +423,7 @@ class Pipeline:
                                 {k: v for k, v in cfg.ppo.items() if k != "judge"}, judge=judge)
             return {"model": model, "method": "ppo", "data": str(data), "prompts": len(prompts),
                     "judge": judge, "reference": policy}
+        labels, _ = self._ai_labels()
         pairs = [{**r, "origin": "AI label"} for r in hard_pairs(labels, min_confidence=cfg.min_confidence)]
         helpful = self._helpful_preferences()
         rows = pairs + helpful
@@ -409,6 +431,7 @@ class Pipeline:
         atomic_write_text(data, _jsonl(rows))
         model = self._train("rl", DPOConfig, train_dpo, folder, policy, str(data), cfg.dpo)
         return {"model": model, "method": "dpo", "data": str(data), "ai_pairs": len(pairs),
+                "of_them_phase1": sum(r.get("phase") == 1 for r in pairs),
                 "ai_pairs_dropped_as_unsure": len(labels) - len(pairs), "human_preferences": len(helpful),
                 "reference": policy, "origin": f"pairs: AI (feedback-model labels); preferences: {HUMAN}"}
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
 from alignkit.constitution import FeedbackAuditError, load_constitution
-from alignkit.train.cai import STAGES, read_jsonl, reply_text, run_cai
+from alignkit.train.cai import STAGES, jailbreak_wrapped, read_jsonl, reply_text, run_cai
 from alignkit.train.config import CAIConfig, ConfigError, load_config
 from alignkit.train.loop import RunError
 
@@ -126,21 +127,56 @@ def test_whole_chain_with_ppo_keeps_provenance_and_resumes(chatty_dir, tmp_path,
 def test_dpo_variant_trains_on_hard_pairs_plus_helpful_preferences(chatty_dir, tmp_path):
     out = tmp_path / "cai"
     manifest = run_cai(tiny_config(chatty_dir, out, method="dpo",
-                                   extra=["feedback.train=false", "critique.check_revisions=true"]))
+                                   extra=["feedback.train=false", "critique.check_revisions=true",
+                                          "sl.revision_repeats=2", "rl.phase1_pairs=true"]))
     assert "feedback" not in manifest["stages"] and "preference" not in manifest["stages"]
     # The feedback model's check of its own revisions decides which are trained on; all stay on record.
     revisions = read_jsonl(out / "3-critique" / "revisions.jsonl")
     assert all(r["use"] == (r["revision_preferred"] > 0.5) for r in revisions) and len(revisions) == 6
     trained = [r for r in read_jsonl(out / "4-sl" / "data.jsonl") if r["origin"] == "AI revision"]
-    assert len(trained) == sum(r["use"] for r in revisions) == manifest["stages"]["critique"]["kept_by_check"]
+    kept = sum(r["use"] for r in revisions)
+    assert kept == manifest["stages"]["critique"]["kept_by_check"] == manifest["stages"]["sl"]["revisions"]
+    assert len(trained) == 2 * kept  # revision_repeats=2: each kept revision twice
     assert manifest["stages"]["audit"]["feedback_model"] == chatty_dir  # the policy judged itself
     rl = manifest["stages"]["rl"]
     rows = read_jsonl(out / "7-rl" / "data.jsonl")
     labels = read_jsonl(out / "5-labels" / "labels.jsonl")
-    assert rl["method"] == "dpo" and rl["ai_pairs"] == len(labels)  # min_confidence 0 keeps every pair
+    changed = [r for r in revisions if r["final"].strip() != r["initial"].strip()]
+    # min_confidence 0 keeps every pair: phase 2's labels plus phase 1's revision-vs-first-answer comparisons.
+    assert rl["method"] == "dpo" and rl["ai_pairs"] == len(labels) + len(changed) and rl["of_them_phase1"] == len(changed)
     for row in rows:
         if row["origin"] == "AI label":
             assert row["probability"] >= 0.5  # the favoured response became `chosen`
+    phase1 = [r for r in rows if r.get("phase") == 1]
+    assert len(phase1) == len(changed)
+    for row, revision in zip(sorted(phase1, key=lambda r: r["source"]), sorted(changed, key=lambda r: r["source"])):
+        # The check's label, with the revision as `chosen` exactly when the feedback model preferred it.
+        assert row["probability"] == max(revision["revision_preferred"], 1 - revision["revision_preferred"])
+        better, worse = ((revision["final"], revision["initial"]) if revision["revision_preferred"] > 0.5
+                         else (revision["initial"], revision["final"]))
+        assert (reply_text(row["chosen"]), reply_text(row["rejected"])) == (better, worse)
+        assert row["principles"] == [revision["steps"][-1]["principle"]] and row["policy"] == revision["policy"]
+
+
+def test_jailbreak_fraction_wraps_that_share_of_the_prompts_at_random():
+    rows = [{"prompt": f"request {i}", "source": f"s:{i}"} for i in range(10)]
+    everything = jailbreak_wrapped(rows, "default", random.Random(0))
+    half = jailbreak_wrapped(rows, "default", random.Random(0), fraction=0.5)
+    assert len(everything) == 10 and len(half) == 5 and jailbreak_wrapped(rows, "default", random.Random(0), 0) == []
+    assert half == jailbreak_wrapped(rows, "default", random.Random(0), fraction=0.5)  # seeded
+    wrapped = {r["source"].split(" in jailbreak ")[0] for r in half}
+    assert len(wrapped) == 5 and wrapped < {r["source"] for r in rows}
+    assert wrapped != {f"s:{i}" for i in range(5)}  # drawn at random, not the first half
+    for row in half:
+        request = next(r["prompt"] for r in rows if r["source"] == row["source"].split(" in jailbreak ")[0])
+        text = " ".join(m["content"] for m in row["prompt"])  # the template's turns around (pieces of) the request
+        assert len(text) > len(request) and request.split()[-1] in text
+
+
+def test_phase1_pairs_need_the_revision_check():
+    with pytest.raises(ConfigError, match="rl.phase1_pairs needs critique.check_revisions"):
+        load_config(CAIConfig, None, ["rl.phase1_pairs=true"])
+    assert load_config(CAIConfig, None, ["rl.phase1_pairs=true", "critique.check_revisions=true"]).rl.phase1_pairs
 
 
 def test_audit_gate_stops_the_chain_and_says_why(chatty_dir, tmp_path):
