@@ -216,7 +216,7 @@ def _demo(args) -> int:
     return 0
 
 
-TRAIN_COMMANDS = ("sft", "reward", "dpo", "orpo", "kto", "ppo", "grpo", "rloo", "iterative-dpo")
+TRAIN_COMMANDS = ("sft", "reward", "dpo", "orpo", "kto", "ppo", "grpo", "rloo", "iterative-dpo", "hbat")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from alignkit.train.dpo import train_dpo
 from alignkit.train.group import train_grpo, train_rloo
+from alignkit.train.hbat import train_hbat
 from alignkit.train.iterative_dpo import train_iterative_dpo
 from alignkit.train.kto import train_kto
 from alignkit.train.orpo import train_orpo
@@ -19,7 +20,8 @@ TRAINERS = {
     "grpo": train_grpo,
     "rloo": train_rloo,
     "iterative-dpo": train_iterative_dpo,
+    "hbat": train_hbat,
 }
 
-__all__ = ["TRAINERS", "train_dpo", "train_grpo", "train_iterative_dpo", "train_kto", "train_orpo", "train_ppo", "train_reward", "train_rloo",
+__all__ = ["TRAINERS", "train_dpo", "train_grpo", "train_hbat", "train_iterative_dpo", "train_kto", "train_orpo", "train_ppo", "train_reward", "train_rloo",
            "train_sft"]

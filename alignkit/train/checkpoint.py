@@ -54,10 +54,17 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(output_dir: Path, step: int, module: nn.Module, optimizer, scheduler, extra: dict, keep: int) -> Path:
+METHOD_STATE_FILE = "method.pt"
+
+
+def save_checkpoint(output_dir: Path, step: int, module: nn.Module, optimizer, scheduler, extra: dict, keep: int,
+                    method_state: dict | None = None) -> Path:
+    """`method_state`: what a method keeps besides the weights and optimizer (e.g. EWC anchors and Fisher)."""
     path = checkpoint_dir(output_dir) / f"step-{step:08d}"
     with atomic_dir(path, replace=True) as tmp:
         save_file(trainable_state(module), str(tmp / "trainable.safetensors"))
+        if method_state is not None:
+            torch.save(method_state, tmp / METHOD_STATE_FILE)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(rng_state(), tmp / "rng.pt")
@@ -84,4 +91,7 @@ def load_checkpoint(path: Path, module: nn.Module, optimizer, scheduler) -> dict
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
     set_rng_state(torch.load(path / "rng.pt", weights_only=False))
-    return json.loads((path / STATE_FILE).read_text())
+    state = json.loads((path / STATE_FILE).read_text())
+    if (path / METHOD_STATE_FILE).is_file():
+        state["method_state"] = torch.load(path / METHOD_STATE_FILE, weights_only=False)
+    return state

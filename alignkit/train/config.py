@@ -97,6 +97,27 @@ class DPOConfig(TrainConfig):
         return self
 
 
+class HBATConfig(DPOConfig):
+    """`alignkit hbat`: Hybrid Alignment Training (Wang et al. 2024). `data` holds the preference pairs, `sft_data`
+    the demonstrations; `epochs` passes over each."""
+
+    sft_data: DataConfig = Field(description="demonstrations for the instruction-following (SFT) objective")
+    mode: Literal["alternate", "joint"] = Field(
+        default="alternate", description="alternate: HBAT, blocks of SFT and preference steps in turn, EWC at each "
+                                         "switch; joint: every step the weighted sum of both objectives")
+    segments: int = Field(default=4, ge=1, description="alternate: each objective's steps split into this many blocks "
+                                                      "(SFT block 1, preference block 1, SFT block 2, ...)")
+    ewc_strength: float = Field(default=1.0, ge=0, description="alternate: lambda of the EWC penalty after a switch "
+                                                               "(0: plain alternation)")
+    fisher_samples: int = Field(default=16, ge=1, description="examples of the objective just left whose squared "
+                                                              "gradients estimate its diagonal Fisher")
+    fisher_normalize: bool = Field(default=True, description="scale the Fisher to mean 1, so ewc_strength is on the "
+                                                             "scale of the losses whatever the model size")
+    sft_weight: float = Field(default=1.0, ge=0, description="joint: weight of the SFT loss (mean NLL per token)")
+    pref_weight: float = Field(default=1.0, ge=0, description="joint: weight of the preference loss (mean per pair)")
+    lr: float = 1e-5
+
+
 class ORPOConfig(TrainConfig):
     beta: float = Field(default=0.1, gt=0, description="weight of the odds-ratio term (lambda in the paper)")
     lr: float = 8e-6
@@ -424,4 +445,5 @@ METHOD_CONFIGS: dict[str, type[TrainConfig]] = {
     "grpo": GRPOConfig,
     "rloo": RLOOConfig,
     "iterative-dpo": IterativeDPOConfig,
+    "hbat": HBATConfig,
 }

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import functools
-
-
+from typing import Callable
 
 from alignkit.losses import DPO_LOSSES
 from alignkit.models import SharedPromptLogps
@@ -31,24 +30,24 @@ def dpo_loss_fn(cfg: DPOConfig):
     return functools.partial(fn, beta=cfg.beta)
 
 
-def train_dpo(cfg: DPOConfig) -> TrainResult:
-    configure_threads()
-    # 1. Run directory, policy, pairs rendered with identical prompt tokens for chosen and rejected.
-    run = Run(cfg, "dpo")
-    model, tokenizer = load_policy(cfg)
+def prepare_pairs(run: Run, cfg: DPOConfig, model, tokenizer) -> tuple[list[dict], list[dict], Callable]:
+    """Train and eval pairs rendered with identical prompt tokens for chosen and rejected, each with its reference
+    log-probs (computed once, before any update, and cached on disk for resume); and their collate."""
     pad_id = tokenizer.pad_token_id
     train_records, eval_records = load_splits(cfg, "preference")
     train_items = render_pairs(tokenizer, train_records, cfg.max_length, cfg.data.train)
     eval_items = render_pairs(tokenizer, eval_records, cfg.max_length, cfg.data.eval) if eval_records else []
     require_items(cfg.data.train, train_items)
-
-    # 2. Reference log-probs once, before any update (cached on disk for resume).
     splits = {"ref_train": train_items, "ref_eval": eval_items}
     for name, values in reference_logps(run, cfg, model, pair_collate(pad_id), splits).items():
         for it, (rc, rr, tc, tr) in zip(splits[name], values.tolist()):
             it.update(ref_chosen=rc, ref_rejected=rr, chosen_tokens=tc, rejected_tokens=tr)
+    return train_items, eval_items, pair_collate(pad_id, ("ref_chosen", "ref_rejected", "chosen_tokens",
+                                                          "rejected_tokens"))
 
-    collate = pair_collate(pad_id, ("ref_chosen", "ref_rejected", "chosen_tokens", "rejected_tokens"))
+
+def pair_losses_fn(cfg: DPOConfig) -> Callable:
+    """(module, batch) -> (per-pair losses, metrics) for a `prepare_pairs` batch under cfg's loss."""
     loss_fn = dpo_loss_fn(cfg)
     # IPO's regression target assumes length-normalised log-ratios (Azar et al. 2023; TRL does the same).
     average = cfg.loss == "ipo"
@@ -66,6 +65,17 @@ def train_dpo(cfg: DPOConfig) -> TrainResult:
         metrics["logps_rejected"] = pr.detach()
         return losses, metrics
 
+    return pair_losses
+
+
+def train_dpo(cfg: DPOConfig) -> TrainResult:
+    configure_threads()
+    # 1. Run directory, policy, pairs with their reference log-probs.
+    run = Run(cfg, "dpo")
+    model, tokenizer = load_policy(cfg)
+    train_items, eval_items, collate = prepare_pairs(run, cfg, model, tokenizer)
+    pair_losses = pair_losses_fn(cfg)
+
     # 3. Loss: summed over pairs; the loop divides by the global number of pairs in the step.
     def loss(module, batch):
         losses, metrics = pair_losses(module, batch)
@@ -80,4 +90,4 @@ def train_dpo(cfg: DPOConfig) -> TrainResult:
     return run.train(SharedPromptLogps(model), train_items, collate, method, final_saver(model, tokenizer, cfg))
 
 
-__all__ = ["train_dpo"]
+__all__ = ["pair_losses_fn", "prepare_pairs", "train_dpo"]

@@ -40,6 +40,25 @@ class Method:
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None
     # Examples in a batch, the denominator of logged per-example statistics (default: rows of the first tensor).
     examples: Callable[[Batch], int] | None = None
+    # Called at the start of every step with (step, module), before its batches (e.g. HBAT's Fisher at a switch).
+    before_step: Callable[[int, nn.Module], None] | None = None
+    # A term of the objective that depends on the parameters only (e.g. EWC): added once per step, not per example;
+    # returns (penalty, statistics to log).
+    step_penalty: Callable[[nn.Module], tuple[torch.Tensor, dict[str, float]]] | None = None
+    # State the method keeps across steps, saved in every checkpoint and given back on resume.
+    state: Callable[[], dict] | None = None
+    load_state: Callable[[dict], None] | None = None
+
+
+@dataclass
+class Schedule:
+    """Which examples each step trains on, when the default (a seeded permutation per epoch) does not fit: a method
+    that alternates between datasets decides it itself. `micro_batches(step)` gives one list of item indices per
+    micro-batch (one process)."""
+
+    total_steps: int
+    steps_per_epoch: int
+    micro_batches: Callable[[int], list[list[int]]]
 
 
 @dataclass
@@ -173,17 +192,21 @@ class Run:
         collate: Callable[[list], Batch],
         method: Method,
         save_final: Callable[[Path], None],
+        schedule: Schedule | None = None,
     ) -> TrainResult:
         cfg, acc = self.cfg, self.accelerator
         world = acc.num_processes
         global_batch = cfg.batch_size * cfg.grad_accum * world
-        steps_per_epoch = len(items) // global_batch
-        if steps_per_epoch == 0:
-            raise RunError(
-                f"the training set has {len(items)} examples, fewer than one optimizer step needs "
-                f"(batch_size {cfg.batch_size} x grad_accum {cfg.grad_accum} x processes {world} = {global_batch})"
-            )
-        total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.epochs * steps_per_epoch)
+        if schedule is not None:
+            steps_per_epoch, total_steps = schedule.steps_per_epoch, schedule.total_steps
+        else:
+            steps_per_epoch = len(items) // global_batch
+            if steps_per_epoch == 0:
+                raise RunError(
+                    f"the training set has {len(items)} examples, fewer than one optimizer step needs "
+                    f"(batch_size {cfg.batch_size} x grad_accum {cfg.grad_accum} x processes {world} = {global_batch})"
+                )
+            total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.epochs * steps_per_epoch)
 
         # 1. Optimizer and schedule over the trainable parameters only (LoRA: adapters; frozen parts are skipped).
         params = [p for p in module.parameters() if p.requires_grad]
@@ -203,6 +226,8 @@ class Run:
         if self.resume_from is not None:
             state = load_checkpoint(self.resume_from, acc.unwrap_model(model), optimizer, scheduler)
             start_step = state["step"]
+            if method.load_state is not None and "method_state" in state:
+                method.load_state(state["method_state"])
             if self.is_main:
                 print(f"resuming from {self.resume_from} (step {start_step} of {total_steps})", flush=True)
         log = MetricsLog(self.output_dir, cfg.report_to, cfg.model_dump(), start_step) if self.is_main else None
@@ -221,7 +246,12 @@ class Run:
         lengths = [item_length(it) for it in items] if cfg.group_by_length else None
         for step in range(start_step, total_steps):
             # 3. This step's micro-batches: a seeded permutation per epoch, sliced by step, process and micro-batch.
-            micro = self._micro_batches(step, steps_per_epoch, len(items), global_batch, lengths)
+            if schedule is not None:
+                micro = schedule.micro_batches(step)
+            else:
+                micro = self._micro_batches(step, steps_per_epoch, len(items), global_batch, lengths)
+            if method.before_step is not None:
+                method.before_step(step, acc.unwrap_model(model))
             batches = [collate([items[i] for i in idx]) for idx in micro]
             batches = [{k: v.to(self.device) for k, v in b.items()} for b in batches]
             local_count = sum(method.count(b) for b in batches)
@@ -245,6 +275,12 @@ class Run:
                     stats[key] = stats.get(key, 0.0) + float(value.sum())
                 examples += method.examples(batch) if method.examples else next(iter(batch.values())).shape[0]
                 step_tokens += processed_tokens(batch)
+            penalty_stats: dict[str, float] = {}
+            if method.step_penalty is not None:
+                with self.autocast():
+                    penalty, penalty_stats = method.step_penalty(model)
+                if penalty.requires_grad:
+                    acc.backward(penalty)
 
             # 5. Clip, step, schedule.
             grad_norm = None
@@ -263,6 +299,7 @@ class Run:
                 loss_value = acc.reduce(torch.tensor(loss_total, device=self.device), reduction="sum").item() / total_count
                 last_train = {"loss": loss_value, "lr": lr, "epoch": step / steps_per_epoch}
                 last_train.update({k: v / examples for k, v in stats.items()})
+                last_train.update(penalty_stats)
                 if grad_norm is not None:
                     last_train["grad_norm"] = float(grad_norm)
                 last_train["tokens_per_s"] = tokens_seen / elapsed
@@ -281,6 +318,7 @@ class Run:
                     save_checkpoint(
                         self.output_dir, done, acc.unwrap_model(model), optimizer, scheduler,
                         {"total_steps": total_steps, "method": self.method_name}, cfg.keep_checkpoints,
+                        method.state() if method.state is not None else None,
                     )
 
         if progress is not None:
