@@ -34,6 +34,7 @@ def demo_config(out: str, model: str, overrides: list[str] | None = None) -> CAI
         "output_dir": out,
         "feedback": {
             # Exemplars are few (26) and short; comparisons are many and long: each gets enough passes in one epoch.
+            # Batches in random order, not length-grouped: this is the setting whose audit was measured (0.70).
             "exemplar_repeats": 2,
             "comparison_repeats": 3,
             "sft": {"epochs": 1, "batch_size": 8, "lr": 5e-5, "warmup_ratio": 0.05, "max_length": 512,
@@ -43,15 +44,27 @@ def demo_config(out: str, model: str, overrides: list[str] | None = None) -> CAI
         },
         # Red-team critiques under the harm-avoidance principles (the paper's critique principles are all about
         # harm); comparisons later draw from all 16.
-        "critique": {"rounds": 1, "principles": HARM_PRINCIPLES, "max_new_tokens": 96, "critique_tokens": 48,
-                     "revision_tokens": 96, "check_revisions": True},
-        "sl": {"sft": {"epochs": 2, "batch_size": 8, "lr": 5e-5, "max_length": 384, "save_every": 10}},
+        # Half the prompts also inside a jailbreak template: the first demo wrapped all of them, and half of its
+        # revisions were then refusals inside templates while plain harmful requests stayed answered.
+        "critique": {"rounds": 1, "principles": HARM_PRINCIPLES, "jailbreak_fraction": 0.5, "max_new_tokens": 96,
+                     "critique_tokens": 48, "revision_tokens": 96, "check_revisions": True},
+        # Each kept revision twice against the demonstrations once, one epoch at lr 1e-4. Chosen on a development
+        # check (the 38 harmful prompts of builtin:sft, which the demo never trains on, and 55 borderline ones of
+        # builtin:preference), with the first demo's revisions: its setting (2 epochs, lr 5e-5) refused 5% / 0%
+        # of them, this one 32% / 5%, revisions x3 55% / 25% (over-refusing). Not tuned on the held-out suites.
+        "sl": {"revision_repeats": 2,
+               "sft": {"epochs": 1, "batch_size": 8, "lr": 1e-4, "max_length": 384, "save_every": 10,
+                       "group_by_length": True}},
         "rl": {
             "method": "dpo",
             "jailbreak_suite": None,
             "max_new_tokens": 64,
             "principles_per_label": 2,
-            "dpo": {"epochs": 1, "batch_size": 8, "lr": 5e-6, "beta": 0.1, "max_length": 384, "save_every": 10},
+            # Phase 1's checked revisions are AI comparisons too (revision vs first answer): the SL-CAI policy's
+            # own two samples rarely differ in harmlessness, so they alone gave DPO few confident pairs.
+            "phase1_pairs": True,
+            "dpo": {"epochs": 1, "batch_size": 8, "lr": 5e-6, "beta": 0.1, "max_length": 384, "save_every": 10,
+                    "group_by_length": True},
         },
         "eval": {"max_new_tokens": 64, "batch_size": 128},
     }, parse_overrides(overrides or [])))
