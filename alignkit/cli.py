@@ -209,6 +209,18 @@ def _cai(argv: list[str]) -> int:
     return 0
 
 
+def _compare(argv: list[str]) -> int:
+    from alignkit.compare import run_compare
+    from alignkit.train.config import CompareConfig, load_config
+
+    config_path = None
+    if argv and "=" not in argv[0]:
+        config_path, argv = argv[0], argv[1:]
+    summary = run_compare(load_config(CompareConfig, config_path, argv))
+    print(json.dumps({"table": summary["table"]}, indent=2))
+    return 0
+
+
 def _demo(args) -> int:
     from alignkit.demo import run_demo
 
@@ -228,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("cai", help="Constitutional AI end to end, in resumable stages: alignkit cai [CONFIG.yaml] "
                                    "[key=value ...]")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p = sub.add_parser("compare", help="several recipes from one model, same data and step budget, several seeds: "
+                                       "alignkit compare [CONFIG.yaml] [key=value ...]")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("prepare", help="convert a model (alias or .gguf) once into the local cache")
     p.add_argument("model")
@@ -267,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fresh", action="store_true", help="delete an earlier demo run in --out first")
 
     args = parser.parse_args(argv)
+    from alignkit.compare import CompareError
     from alignkit.constitution import ConstitutionError, FeedbackAuditError
     from alignkit.data import DataError
     from alignkit.models import ModelSpecError
@@ -278,10 +294,13 @@ def main(argv: list[str] | None = None) -> int:
             return _train(args.command, args.rest)
         if args.command == "cai":
             return _cai(args.rest)
+        if args.command == "compare":
+            return _compare(args.rest)
         return {"prepare": _prepare, "generate": _generate, "chat": _chat, "eval": _eval,
                 "report": _report,
                 "constitution": _constitution, "demo": _demo}[args.command](args)
-    except (ConfigError, DataError, ModelSpecError, RunError, ConstitutionError, FeedbackAuditError) as e:
+    except (ConfigError, DataError, ModelSpecError, RunError, ConstitutionError, FeedbackAuditError,
+            CompareError) as e:
         print(f"alignkit {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -107,6 +107,9 @@ class HBATConfig(DPOConfig):
                                          "switch; joint: every step the weighted sum of both objectives")
     segments: int = Field(default=4, ge=1, description="alternate: each objective's steps split into this many blocks "
                                                       "(SFT block 1, preference block 1, SFT block 2, ...)")
+    sft_steps: int | None = Field(default=None, ge=1, description="SFT steps in all; default: epochs over sft_data")
+    preference_steps: int | None = Field(default=None, ge=1,
+                                         description="preference steps in all; default: epochs over data")
     ewc_strength: float = Field(default=1.0, ge=0, description="alternate: lambda of the EWC penalty after a switch "
                                                                "(0: plain alternation)")
     fisher_samples: int = Field(default=16, ge=1, description="examples of the objective just left whose squared "
@@ -347,6 +350,59 @@ class CAIConfig(Strict):
     def _check_phase1_pairs(self):
         if self.rl.phase1_pairs and not self.critique.check_revisions:
             raise ValueError("rl.phase1_pairs needs critique.check_revisions: true (its labels are that check's)")
+        return self
+
+
+COMPARE_RECIPES = ("sft", "sft-ppo", "sft-dpo", "orpo", "sft-kto", "cai", "hbat", "joint")
+EVAL_PARTS = ("redteam", "jailbreak", "borderline", "verifiable", "anthropomorphism", "bias")
+
+
+class CompareEvalConfig(Strict):
+    suite: str = Field(default="default", description="evaluation suite (its held-out split is used)")
+    parts: list[Literal[EVAL_PARTS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["redteam", "borderline", "verifiable"],
+        description="suite parts answered: red-team gives ASR, borderline over-refusal, verifiable helpfulness; "
+                    "KL from the start model comes from the borderline and verifiable answers")
+    max_new_tokens: int = Field(default=64, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+
+
+class CompareConfig(Strict):
+    """`alignkit compare`: recipes from one starting model on the same data and step budget, over several seeds."""
+
+    model: str = Field(default="smollm2-135m", description="the starting model of every recipe")
+    output_dir: str = "runs/compare"
+    recipes: list[Literal[COMPARE_RECIPES]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(COMPARE_RECIPES), min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1], min_length=1)
+    steps: int = Field(default=20, ge=1, description="optimizer steps of every training stage: the matched budget")
+    batch_size: int = Field(default=8, ge=1)
+    max_length: int = Field(default=384, ge=8)
+    sft_data: str = Field(default="builtin:sft", description="demonstrations (SFT, HBAT, joint)")
+    preference_data: str = Field(default="builtin:preference",
+                                 description="preferences (reward model, DPO, ORPO, KTO, HBAT, joint; PPO's prompts)")
+    stages: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="trainer keys per stage: sft, reward, ppo, dpo, orpo, kto, hbat, joint")
+    cai: dict[str, Any] = Field(default_factory=dict, description="overrides of the CAI recipe (the demo's settings)")
+    eval: CompareEvalConfig = Field(default_factory=CompareEvalConfig)
+
+    @model_validator(mode="after")
+    def _check(self):
+        for name, values in (("recipes", self.recipes), ("seeds", self.seeds)):
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name}: each may appear once, got {values}")
+        classes = {"sft": SFTConfig, "reward": RewardConfig, "ppo": PPOConfig, "dpo": DPOConfig, "orpo": ORPOConfig,
+                   "kto": KTOConfig, "hbat": HBATConfig, "joint": HBATConfig}
+        for stage, keys in self.stages.items():
+            if stage not in classes:
+                raise ValueError(f"stages.{stage}: no such stage; stages are {', '.join(classes)}")
+            probe = {"data": {"train": "x"}, "output_dir": "x", **({"sft_data": {"train": "x"}}
+                                                                   if classes[stage] is HBATConfig else {})}
+            unknown = sorted(set(keys) - set(classes[stage].model_fields))
+            if unknown:
+                raise ValueError(f"stages.{stage}: unknown keys {unknown}; valid keys: "
+                                 + ", ".join(sorted(classes[stage].model_fields)))
+            classes[stage].model_validate({**probe, **keys})
         return self
 
 

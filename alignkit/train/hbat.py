@@ -19,6 +19,8 @@ Anchors and Fisher are part of every checkpoint, so a resumed run continues exac
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -85,8 +87,8 @@ class HBATPlan:
         pref_lengths = lengths[n_sft:] if lengths else None
         self.sft = _Stream(list(range(n_sft)), global_batch, cfg.seed, sft_lengths)
         self.pref = _Stream(list(range(n_sft, n_sft + n_pref)), global_batch, cfg.seed + 1, pref_lengths)
-        sft_steps = -(-int(cfg.epochs * self.sft.steps_per_epoch * 1000) // 1000)  # ceil without float noise
-        pref_steps = -(-int(cfg.epochs * self.pref.steps_per_epoch * 1000) // 1000)
+        sft_steps = cfg.sft_steps or math.ceil(round(cfg.epochs * self.sft.steps_per_epoch, 6))
+        pref_steps = cfg.preference_steps or math.ceil(round(cfg.epochs * self.pref.steps_per_epoch, 6))
         if cfg.mode == "joint":
             self.blocks = [("joint", max(sft_steps, pref_steps))]
         else:

@@ -380,16 +380,19 @@ class Run:
         return metrics
 
 
+def _sequence_lengths(item) -> list[int]:
+    if hasattr(item, "input_ids"):
+        return [len(item.input_ids)]
+    parts = item.values() if isinstance(item, dict) else item if isinstance(item, (tuple, list)) else ()
+    return [n for part in parts for n in _sequence_lengths(part)]
+
+
 def item_length(item) -> int:
     """Tokens an example pads its batch to: its sequence, or the longest of its sequences (a pair, a ranking)."""
-    parts = list(item.values()) if isinstance(item, dict) else list(item) if isinstance(item, (tuple, list)) else None
-    if parts is not None:
-        lengths = [item_length(p) for p in parts if isinstance(p, (dict, tuple, list)) or hasattr(p, "input_ids")]
-        if lengths:
-            return max(lengths)
-    elif hasattr(item, "input_ids"):
-        return len(item.input_ids)
-    raise RunError(f"group_by_length: cannot tell the length of a {type(item).__name__} example")
+    lengths = _sequence_lengths(item)
+    if not lengths:
+        raise RunError(f"group_by_length: cannot tell the length of a {type(item).__name__} example")
+    return max(lengths)
 
 
 # Examples are sorted by length within windows of this many batches: enough to find similar lengths, few enough

@@ -48,6 +48,7 @@ def test_item_length_is_the_longest_sequence_of_an_example():
     short, long = Rendered([1, 2, 3], [0, 1, 1], 1), Rendered([1, 2, 3, 4, 5], [0, 0, 1, 1, 1], 2)
     assert item_length(short) == 3 and item_length((short, long)) == 5
     assert item_length({"chosen": long, "rejected": short, "margin": 1.0}) == 5
+    assert item_length({"seqs": [short, long], "gold": [1.0, 0.0]}) == 5  # a reward model's ranking
     with pytest.raises(RunError, match="cannot tell the length of a dict example"):
         item_length({"x": 1})
 

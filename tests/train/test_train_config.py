@@ -9,6 +9,7 @@ import pytest
 from alignkit.train.config import (
     METHOD_CONFIGS,
     CAIConfig,
+    CompareConfig,
     ConfigError,
     DPOConfig,
     SFTConfig,
@@ -24,7 +25,7 @@ def test_every_method_has_a_shipped_config():
     assert set(METHOD_CONFIGS) <= names
 
 
-@pytest.mark.parametrize("path", [p for p in CONFIGS if not p.stem.startswith("cai")], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [p for p in CONFIGS if p.stem not in ("cai", "compare")], ids=lambda p: p.name)
 def test_shipped_config_validates(path):
     # configs/<method>.yaml or configs/<method>_<variant>.yaml
     cfg = load_config(METHOD_CONFIGS[path.stem.split("_")[0]], path)
@@ -35,6 +36,11 @@ def test_shipped_config_validates(path):
 def test_shipped_cai_config_validates():
     cfg = load_config(CAIConfig, CONFIGS[0].parent / "cai.yaml")
     assert cfg.output_dir.startswith("runs/") and cfg.rl.method == "ppo" and cfg.feedback.train
+
+
+def test_shipped_compare_config_validates():
+    cfg = load_config(CompareConfig, CONFIGS[0].parent / "compare.yaml")
+    assert cfg.output_dir.startswith("runs/") and len(cfg.recipes) == 8 and len(cfg.seeds) >= 2
 
 
 def test_unknown_key_lists_valid_keys(tmp_path):

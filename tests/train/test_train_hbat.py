@@ -51,6 +51,13 @@ def test_plan_switch_points_and_the_examples_each_step_uses():
     assert set(plan.last_examples(4, "preference", 10)) <= set(range(8, 14))
 
 
+def test_plan_with_explicit_step_counts():
+    plan = _plan(segments=2, sft_steps=6, preference_steps=2)  # SFT cycles into its second epoch
+    assert [(o, n) for o, n in plan.blocks] == [("sft", 3), ("preference", 1), ("sft", 3), ("preference", 1)]
+    sft_batches = [plan.micro_batches(s)[0] for s, (o, _, _) in enumerate(plan.steps) if o == "sft"]
+    assert sorted(i for b in sft_batches[:4] for i in b) == list(range(8))  # epoch 1: each demonstration once
+
+
 def test_joint_plan_takes_a_batch_of_each_every_step():
     plan = _plan(mode="joint")
     assert len(plan.steps) == 4  # max(4 SFT steps, 3 preference steps); the shorter one starts its next epoch

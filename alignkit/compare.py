@@ -1,0 +1,305 @@
+"""`alignkit compare`: several alignment recipes from the same starting model and the same built-in data, with the
+same step budget per training stage, for several seeds; then one evaluation of every resulting model and a table.
+
+Recipes (each a chain of training stages; a stage shared by two recipes, e.g. the SFT before DPO and before KTO,
+is trained once per seed and counted in both recipes' time):
+
+    sft        SFT on the demonstrations
+    sft-ppo    SFT -> reward model on the preferences -> PPO against it (KL penalty to the SFT model)
+    sft-dpo    SFT -> DPO on the preferences
+    orpo       ORPO on the preferences, from the starting model (no SFT stage: that is ORPO's point)
+    sft-kto    SFT -> KTO on the preferences split into desirable / undesirable completions
+    cai        Constitutional AI (`alignkit cai`, the demo's settings): SL-CAI then DPO on AI-labelled pairs
+    hbat       HBAT: SFT and DPO blocks in turn with EWC (as many SFT and DPO steps as sft-dpo has)
+    joint      SFT + DPO summed at every step (`steps` steps, each on a batch of each: sft-dpo's examples)
+
+Matched budget: every training stage runs `steps` optimizer steps of `batch_size` examples. Each stage runs in its
+own process, so its peak memory is its own; a recipe's time is the sum of its stages' wall-clock seconds (model
+loading included), its peak memory the largest of theirs. Stages are resumable: a rerun skips finished ones.
+
+Output (`output_dir`): stages/<chain>/seed-<s>/ (each stage's run), eval/ (results.json, responses, report.html of
+every model), comparison.json, comparison.md (the table: mean and seed-to-seed standard deviation of attack success
+rate, over-refusal, helpfulness, KL from the start model, time and peak memory) and pareto.png.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import resource
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from alignkit.train.config import CompareConfig, merge_config
+from alignkit.utils.io import atomic_write_json, atomic_write_text
+
+RECIPES: dict[str, tuple[str, ...]] = {
+    "sft": ("sft",),
+    "sft-ppo": ("sft", "reward", "ppo"),
+    "sft-dpo": ("sft", "dpo"),
+    "orpo": ("orpo",),
+    "sft-kto": ("sft", "kto"),
+    "cai": ("cai",),
+    "hbat": ("hbat",),
+    "joint": ("joint",),
+}
+# Metrics compared, with the direction that is better.
+COMPARED = {"asr": "lower", "jailbreak_asr": "lower", "over_refusal": "lower", "helpful_accuracy": "higher",
+            "kl_to_reference": "lower"}
+
+
+class CompareError(RuntimeError):
+    """The comparison cannot run as configured."""
+
+
+def _peak_rss_gb() -> float:
+    scale = 1 if platform.system() == "Darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e9
+
+
+class Comparison:
+    def __init__(self, cfg: CompareConfig, log: Callable[[str], None] = print):
+        self.cfg, self.log = cfg, log
+        self.out = Path(cfg.output_dir)
+
+    # ---------------------------------------------------------------- stages
+    def stage_dir(self, chain: tuple[str, ...], seed: int) -> Path:
+        return self.out / "stages" / "+".join(chain) / f"seed-{seed}"
+
+    def stage_spec(self, chain: tuple[str, ...], seed: int, start: str) -> dict:
+        """What the last stage of `chain` trains (`kind`, config dict), starting from `start` (the previous stage's
+        model, or the starting model)."""
+        cfg = self.cfg
+        stage, folder = chain[-1], self.stage_dir(chain, seed)
+        common = {"model": start, "output_dir": str(folder / "run"), "seed": seed, "max_steps": cfg.steps,
+                  "batch_size": cfg.batch_size, "max_length": cfg.max_length, "progress": False, "save_every": 10}
+        extra = cfg.stages.get(stage, {})
+        if stage == "sft":
+            return {"kind": "sft", "config": merge_config({**common, "data": {"train": cfg.sft_data},
+                                                           "lr": 5e-5, "group_by_length": True}, extra)}
+        if stage in ("dpo", "orpo", "kto", "reward"):
+            lr = {"dpo": 5e-6, "orpo": 5e-6, "kto": 5e-6, "reward": 1e-5}[stage]
+            return {"kind": stage, "config": merge_config({**common, "data": {"train": cfg.preference_data},
+                                                           "lr": lr, "group_by_length": True}, extra)}
+        if stage == "ppo":
+            reward = self.stage_dir(chain[:-1], seed) / "run" / "final"
+            ppo = {k: v for k, v in common.items() if k not in ("batch_size", "max_length")}
+            return {"kind": "ppo", "config": merge_config(
+                {**ppo, "data": {"train": cfg.preference_data}, "judge": {"reward_model": str(reward)},
+                 "prompts_per_step": cfg.batch_size, "max_new_tokens": 48, "lr": 1e-6, "kl_coef": 0.05,
+                 "critic": "shared", "minibatch_size": cfg.batch_size, "batch_size": cfg.batch_size}, extra)}
+        if stage in ("hbat", "joint"):
+            # HBAT: sft-dpo's budget, `steps` of each objective, in turn. Joint: `steps` steps, each on a batch of
+            # each (the same examples as sft-dpo, in half the optimizer steps).
+            hbat = {**common, "data": {"train": cfg.preference_data}, "sft_data": {"train": cfg.sft_data},
+                    "lr": 1e-5, "group_by_length": True, "sft_steps": cfg.steps, "preference_steps": cfg.steps,
+                    "max_steps": -1, "mode": "alternate" if stage == "hbat" else "joint"}
+            return {"kind": "hbat", "config": merge_config(hbat, extra)}
+        if stage == "cai":
+            from alignkit.demo import demo_config
+
+            overrides = merge_config({"seed": seed, "eval": None, "sl": {"sft": {"max_steps": cfg.steps}},
+                                      "rl": {"dpo": {"max_steps": cfg.steps}}}, cfg.cai)
+            cai = demo_config(str(folder / "run"), start).model_dump(mode="json")
+            return {"kind": "cai", "config": merge_config(cai, overrides)}
+        raise CompareError(f"unknown stage {stage!r}")
+
+    def run_stage(self, chain: tuple[str, ...], seed: int, start: str) -> dict:
+        """Train the last stage of `chain` in its own process unless it is done; its record (model, seconds, peak)."""
+        folder = self.stage_dir(chain, seed)
+        done = folder / "done.json"
+        if done.is_file():
+            return json.loads(done.read_text(encoding="utf-8"))
+        spec = self.stage_spec(chain, seed, start)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(folder / "stage.json", spec)
+        self.log(f"[compare] {'+'.join(chain)} seed {seed}: training {spec['kind']}")
+        started = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "alignkit.compare", str(folder / "stage.json")],
+                              env={**os.environ}, capture_output=True, text=True)
+        if proc.returncode != 0:
+            atomic_write_text(folder / "error.log", proc.stdout + proc.stderr)
+            raise CompareError(f"stage {'+'.join(chain)} seed {seed} failed (exit {proc.returncode}); its output is in "
+                               f"{folder / 'error.log'}:\n{proc.stderr[-2000:]}")
+        record = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+        record["seconds"] = round(time.perf_counter() - started, 1)
+        atomic_write_json(done, record)
+        return record
+
+    def run_recipe(self, recipe: str, seed: int) -> dict:
+        model, seconds, peak, stages = self.cfg.model, 0.0, 0.0, []
+        chain = RECIPES[recipe]
+        for i in range(len(chain)):
+            record = self.run_stage(chain[: i + 1], seed, model)
+            model = record["model"]
+            seconds += record["seconds"]
+            peak = max(peak, record["peak_rss_gb"])
+            stages.append({"stage": chain[i], "seconds": record["seconds"], "peak_rss_gb": record["peak_rss_gb"]})
+        return {"recipe": recipe, "seed": seed, "model": model, "seconds": round(seconds, 1),
+                "peak_rss_gb": round(peak, 2), "stages": stages}
+
+    # ---------------------------------------------------------------- evaluation and table
+    def evaluate(self, runs: list[dict]) -> dict:
+        from alignkit.data.suites import load_suite
+        from alignkit.eval.harness import EvalSettings, evaluate, save_eval
+
+        folder = self.out / "eval"
+        if (folder / "results.json").is_file():
+            results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+            if set(results["metrics"]) == {"start"} | {f"{r['recipe']}/seed-{r['seed']}" for r in runs}:
+                return results
+        suite = load_suite(self.cfg.eval.suite, "heldout")
+        parts = set(self.cfg.eval.parts)
+        suite = dataclasses.replace(
+            suite, redteam=suite.redteam if "redteam" in parts else [],
+            jailbreaks=suite.jailbreaks if "jailbreak" in parts else [],
+            borderline=suite.borderline if "borderline" in parts else [],
+            verifiable=suite.verifiable if "verifiable" in parts else [],
+            anthropomorphism=suite.anthropomorphism if "anthropomorphism" in parts else [],
+            bias=suite.bias if "bias" in parts else [])
+        models = {"start": self.cfg.model, **{f"{r['recipe']}/seed-{r['seed']}": r["model"] for r in runs}}
+        settings = EvalSettings(max_new_tokens=self.cfg.eval.max_new_tokens, batch_size=self.cfg.eval.batch_size)
+        results, rows = evaluate(models, suite, settings=settings, log=self.log)
+        save_eval(folder, results, rows, overwrite=True)
+        return results
+
+    def run(self) -> dict:
+        self._claim_output_dir()
+        runs = [self.run_recipe(recipe, seed) for recipe in self.cfg.recipes for seed in self.cfg.seeds]
+        results = self.evaluate(runs)
+        table = comparison_table(runs, results["metrics"], self.cfg.seeds)
+        summary = {"config": self.cfg.model_dump(mode="json"), "runs": runs, "table": table,
+                   "eval": str(self.out / "eval" / "results.json")}
+        atomic_write_json(self.out / "comparison.json", summary)
+        atomic_write_text(self.out / "comparison.md", comparison_markdown(table, self.cfg))
+        _write_plot(table, results["metrics"].get("start", {}), self.out)
+        self.log(f"[compare] table: {self.out / 'comparison.md'}")
+        return summary
+
+    def _claim_output_dir(self) -> None:
+        """A folder holds one comparison: a rerun with the same settings resumes it, other settings are refused."""
+        path = self.out / "config.json"
+        mine = self.cfg.model_dump(mode="json")
+        if path.is_file():
+            theirs = json.loads(path.read_text(encoding="utf-8"))
+            if theirs != mine:
+                changed = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
+                raise CompareError(f"{self.out} holds a comparison with other settings ({', '.join(changed)} differ); "
+                                   "use another output_dir")
+            return
+        if self.out.exists() and any(self.out.iterdir()):
+            raise CompareError(f"{self.out} is not empty and holds no comparison; use another output_dir")
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, mine)
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def comparison_table(runs: list[dict], metrics: dict[str, dict], seeds: list[int]) -> dict[str, dict]:
+    """recipe -> {metric: {mean, std}} over seeds (std: the sample standard deviation, our measure of stability),
+    plus seconds and peak memory (mean and std over seeds too)."""
+    table: dict[str, dict] = {}
+    for recipe in dict.fromkeys(r["recipe"] for r in runs):
+        mine = [r for r in runs if r["recipe"] == recipe]
+        row: dict[str, Any] = {"seeds": [r["seed"] for r in mine]}
+        for key in COMPARED:
+            mean, std = _mean_std([metrics.get(f"{recipe}/seed-{r['seed']}", {}).get(key) for r in mine])
+            row[key] = {"mean": mean, "std": std}
+        for key in ("seconds", "peak_rss_gb"):
+            mean, std = _mean_std([r[key] for r in mine])
+            row[key] = {"mean": mean, "std": std}
+        table[recipe] = row
+    return table
+
+
+def _cell(entry: dict, digits: int = 3) -> str:
+    if entry["mean"] is None:
+        return "—"
+    text = f"{entry['mean']:.{digits}f}"
+    return text if entry["std"] is None else f"{text} ± {entry['std']:.{digits}f}"
+
+
+def comparison_markdown(table: dict[str, dict], cfg: CompareConfig) -> str:
+    keys = [k for k in COMPARED if any(row[k]["mean"] is not None for row in table.values())]
+    head = ["recipe"] + [f"{k} ({COMPARED[k]} is better)" for k in keys] + ["time s", "peak RSS GB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for recipe, row in table.items():
+        cells = [recipe] + [_cell(row[k]) for k in keys] + [_cell(row["seconds"], 0), _cell(row["peak_rss_gb"], 2)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return (f"Model {cfg.model}; {cfg.steps} optimizer steps x batch {cfg.batch_size} per training stage; seeds "
+            f"{cfg.seeds}; mean ± standard deviation over seeds; evaluation suite {cfg.eval.suite} (held-out; parts "
+            f"{', '.join(cfg.eval.parts)}), greedy, {cfg.eval.max_new_tokens} new tokens.\n\n" + "\n".join(lines) + "\n")
+
+
+def _write_plot(table: dict[str, dict], start: dict, out: Path) -> None:
+    """Helpfulness against harmlessness, one point per recipe (mean over seeds, bars: one standard deviation)."""
+    from matplotlib.figure import Figure
+
+    from alignkit.eval.report import COLORS, _save, pareto_front
+
+    points = {r: (1 - row["asr"]["mean"], row["helpful_accuracy"]["mean"]) for r, row in table.items()
+              if row["asr"]["mean"] is not None and row["helpful_accuracy"]["mean"] is not None}
+    if not points:
+        return
+    front = set(pareto_front(points))
+    fig = Figure(figsize=(7, 5.4), layout="constrained")
+    ax = fig.add_subplot()
+    for i, (recipe, (x, y)) in enumerate(points.items()):
+        row, color = table[recipe], COLORS[i % len(COLORS)]
+        ax.errorbar([x], [y], xerr=row["asr"]["std"] or 0, yerr=row["helpful_accuracy"]["std"] or 0, fmt="o",
+                    color=color, markerfacecolor=color if recipe in front else "white", markersize=8, capsize=3)
+        ax.annotate(recipe, (x, y), xytext=(6, 5), textcoords="offset points", fontsize=9)
+    if start.get("asr") is not None and start.get("helpful_accuracy") is not None:
+        ax.scatter([1 - start["asr"]], [start["helpful_accuracy"]], marker="x", color="black", s=60, zorder=3)
+        ax.annotate("start", (1 - start["asr"], start["helpful_accuracy"]), xytext=(6, -12),
+                    textcoords="offset points", fontsize=9)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("harmlessness = 1 − attack success rate")
+    ax.set_ylabel("helpfulness = helpful accuracy")
+    ax.set_title("Recipes: helpfulness vs harmlessness (filled: Pareto front)")
+    ax.grid(True, color="#e3e6ea", linewidth=0.8)
+    _save(fig, out / "pareto.png")
+
+
+def run_compare(cfg: CompareConfig, log: Callable[[str], None] = print) -> dict:
+    return Comparison(cfg, log).run()
+
+
+def _stage_main(spec_path: str) -> int:
+    """One stage in this process (`python -m alignkit.compare STAGE.json`): train, then write result.json with the
+    final model and this process's peak memory."""
+    from alignkit.train import TRAINERS
+    from alignkit.train.config import METHOD_CONFIGS, CAIConfig
+
+    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
+    folder = Path(spec_path).parent
+    if spec["kind"] == "cai":
+        from alignkit.train.cai import run_cai
+
+        manifest = run_cai(CAIConfig.model_validate(spec["config"]))
+        model = manifest["final"]
+    else:
+        result = TRAINERS[spec["kind"]](METHOD_CONFIGS[spec["kind"]].model_validate(spec["config"]))
+        model = str(result.final_dir)
+    atomic_write_json(folder / "result.json", {"kind": spec["kind"], "model": model,
+                                               "peak_rss_gb": round(_peak_rss_gb(), 2)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_stage_main(sys.argv[1]))

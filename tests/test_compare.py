@@ -1,0 +1,101 @@
+"""`alignkit compare` on the tiny model: every recipe for two seeds, shared stages trained once, the evaluation,
+the table with seed-to-seed spread and the plot; a rerun resumes, other settings are refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from alignkit.cli import main
+from alignkit.compare import RECIPES, CompareError, comparison_table, run_compare
+from alignkit.train.config import CompareConfig, ConfigError, load_config
+
+# The CAI recipe is the demo's settings with only step counts and lengths cut (a random tiny model cannot pass the
+# feedback audit, so it is overridden).
+CAI_TINY = ["cai.feedback.override_audit=true", "cai.feedback.sft.max_steps=2", "cai.critique.critique_tokens=8",
+            "cai.critique.revision_tokens=8", "cai.critique.max_new_tokens=8", "cai.rl.max_new_tokens=8"]
+
+
+def tiny_compare(model: str, out, *extra: str) -> CompareConfig:
+    return load_config(CompareConfig, None, [
+        f"model={model}", f"output_dir={out}", "seeds=[0, 1]", "steps=2", "batch_size=4", "max_length=256",
+        "stages={ppo: {max_new_tokens: 8, prompts_per_step: 4, minibatch_size: 4, batch_size: 4}, "
+        "hbat: {fisher_samples: 2, segments: 1}}",
+        "eval.max_new_tokens=8", "eval.parts=[redteam, borderline, verifiable]",
+        "cai.critique.prompts=[{source: 'suite:redteam?split=train', limit: 3}]",
+        "cai.rl.prompts=[{source: 'suite:redteam?split=train', limit: 2}]",
+        "cai.sl.helpful=[{source: 'builtin:sft', categories: [benign], limit: 8}]",
+        "cai.rl.helpful_preferences=[{source: 'builtin:preference', categories: [benign], limit: 8}]",
+        "cai.feedback.sft.batch_size=4", "cai.sl.sft.batch_size=4", "cai.rl.dpo.batch_size=4", *CAI_TINY, *extra])
+
+
+def test_every_recipe_for_two_seeds_gives_the_table_and_plot(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "compare"
+    summary = run_compare(tiny_compare(tiny_dir, out))
+    runs = summary["runs"]
+    assert {(r["recipe"], r["seed"]) for r in runs} == {(k, s) for k in RECIPES for s in (0, 1)}
+    # The SFT stage is shared by sft, sft-ppo, sft-dpo and sft-kto: trained once per seed, counted in each.
+    assert sorted(p.name for p in (out / "stages").iterdir()) == sorted(
+        {"+".join(chain[: i + 1]) for chain in RECIPES.values() for i in range(len(chain))})
+    for seed in (0, 1):
+        sft_seconds = {r["stages"][0]["seconds"] for r in runs if r["seed"] == seed and r["stages"][0]["stage"] == "sft"}
+        assert len(sft_seconds) == 1
+    for r in runs:
+        assert r["seconds"] == pytest.approx(sum(s["seconds"] for s in r["stages"]), abs=0.2)
+        assert r["peak_rss_gb"] == max(s["peak_rss_gb"] for s in r["stages"]) > 0
+        stage_cfg = json.loads((out / "stages" / "+".join(RECIPES[r["recipe"]]) / f"seed-{r['seed']}" /
+                                "stage.json").read_text())
+        if stage_cfg["kind"] not in ("cai", "hbat"):
+            assert stage_cfg["config"]["max_steps"] == 2 and stage_cfg["config"]["seed"] == r["seed"]
+    hbat = json.loads((out / "stages" / "hbat" / "seed-0" / "run" / "schedule.json").read_text())
+    assert hbat["total_steps"] == 4  # sft-dpo's budget: 2 SFT steps and 2 DPO steps
+    # Every model was evaluated against the start model; the start model's drift from itself is zero.
+    results = json.loads((out / "eval" / "results.json").read_text())
+    assert set(results["metrics"]) == {"start"} | {f"{k}/seed-{s}" for k in RECIPES for s in (0, 1)}
+    assert results["metrics"]["start"]["kl_to_reference"] == pytest.approx(0.0, abs=1e-6)
+    table = summary["table"]
+    assert list(table) == list(RECIPES)
+    for recipe, row in table.items():
+        values = [results["metrics"][f"{recipe}/seed-{s}"]["asr"] for s in (0, 1)]
+        assert row["asr"]["mean"] == pytest.approx(sum(values) / 2)
+        assert row["asr"]["std"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
+        assert row["seconds"]["mean"] > 0 and row["peak_rss_gb"]["mean"] > 0
+    text = (out / "comparison.md").read_text()
+    assert all(f"| {recipe} |" in text for recipe in RECIPES) and " ± " in text
+    assert (out / "pareto.png").stat().st_size > 1000 and (out / "eval" / "report.html").is_file()
+
+    # A rerun resumes (nothing is trained again); other settings in the same folder are refused.
+    assert main(["compare", f"model={tiny_dir}", f"output_dir={out}"]) == 2
+    assert "holds a comparison with other settings" in capsys.readouterr().err
+    again = run_compare(tiny_compare(tiny_dir, out))
+    assert again["runs"] == runs
+
+
+def test_table_spread_by_hand():
+    runs = [{"recipe": "sft", "seed": s, "seconds": t, "peak_rss_gb": 1.0} for s, t in ((0, 10.0), (1, 14.0))]
+    metrics = {"sft/seed-0": {"asr": 0.2, "helpful_accuracy": 0.5}, "sft/seed-1": {"asr": 0.4, "helpful_accuracy": None}}
+    row = comparison_table(runs, metrics, [0, 1])["sft"]
+    assert row["asr"]["mean"] == pytest.approx(0.3) and row["asr"]["std"] == pytest.approx(0.1414213, rel=1e-5)
+    assert row["helpful_accuracy"] == {"mean": 0.5, "std": None}  # one seed measured: no spread
+    assert row["seconds"]["mean"] == 12.0 and row["seconds"]["std"] == pytest.approx(2.828427, rel=1e-5)
+
+
+def test_config_errors_name_the_problem():
+    with pytest.raises(ConfigError, match="stages.dpo: unknown keys \\['betta'\\]"):
+        load_config(CompareConfig, None, ["stages={dpo: {betta: 1}}"])
+    with pytest.raises(ConfigError, match="stages.rlhf: no such stage"):
+        load_config(CompareConfig, None, ["stages={rlhf: {}}"])
+    with pytest.raises(ConfigError, match="seeds: each may appear once"):
+        load_config(CompareConfig, None, ["seeds=[1, 1]"])
+    with pytest.raises(ConfigError, match="recipes"):
+        load_config(CompareConfig, None, ["recipes=[rlhf]"])
+
+
+def test_a_folder_that_is_not_a_comparison_is_refused(tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "results.json").write_text("{}")
+    with pytest.raises(CompareError, match="not empty and holds no comparison"):
+        run_compare(load_config(CompareConfig, None, [f"output_dir={other}"]))
+    assert (other / "results.json").read_text() == "{}"
