@@ -28,8 +28,9 @@ import dataclasses
 import json
 import math
 import os
-import resource
 import platform
+import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -77,8 +78,10 @@ class Comparison:
         model, or the starting model)."""
         cfg = self.cfg
         stage, folder = chain[-1], self.stage_dir(chain, seed)
+        # No intermediate checkpoints: stages are short, a rerun repeats an unfinished one, and a comparison of
+        # many stages would otherwise fill the disk with optimizer states.
         common = {"model": start, "output_dir": str(folder / "run"), "seed": seed, "max_steps": cfg.steps,
-                  "batch_size": cfg.batch_size, "max_length": cfg.max_length, "progress": False, "save_every": 10}
+                  "batch_size": cfg.batch_size, "max_length": cfg.max_length, "progress": False, "save_every": 0}
         extra = cfg.stages.get(stage, {})
         if stage == "sft":
             return {"kind": "sft", "config": merge_config({**common, "data": {"train": cfg.sft_data},
@@ -117,6 +120,8 @@ class Comparison:
         if done.is_file():
             return json.loads(done.read_text(encoding="utf-8"))
         spec = self.stage_spec(chain, seed, start)
+        if (folder / "run").exists():  # an unfinished attempt: start the stage over
+            shutil.rmtree(folder / "run")
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_json(folder / "stage.json", spec)
         self.log(f"[compare] {'+'.join(chain)} seed {seed}: training {spec['kind']}")

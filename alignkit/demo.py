@@ -4,7 +4,7 @@ The 135M model cannot critique, revise or judge from a prompt alone (shared GUID
 skills from the constitution's worked exemplars and the train gold comparisons (process supervision), audits it on
 the held-out gold comparisons, and only then lets it write revisions and labels. The reinforcement stage is DPO on
 the AI-labelled pairs rather than PPO against a preference model: on 2 CPU cores PPO's rollouts, preference model and
-critic would add more than the rest of the demo's stages together (docs/demo.md), and the demo already takes ~46
+critic would add more than the rest of the demo's stages together (docs/demo.md), and the demo already takes ~38
 minutes; `alignkit cai` runs PPO when `rl.method` is `ppo`, its default.
 
 Output (`runs/demo`): report.html (base, SL-CAI and RL-CAI on the held-out evaluation suite, the audit, and which data
