@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from alignkit.train.config import CompareConfig, merge_config
-from alignkit.utils.io import atomic_write_json, atomic_write_text
+from alignkit.utils.io import atomic_write_json, atomic_write_text, claim_config_dir
 
 RECIPES: dict[str, tuple[str, ...]] = {
     "sft": ("sft",),
@@ -189,19 +189,12 @@ class Comparison:
 
     def _claim_output_dir(self) -> None:
         """A folder holds one comparison: a rerun with the same settings resumes it, other settings are refused."""
-        path = self.out / "config.json"
-        mine = self.cfg.model_dump(mode="json")
-        if path.is_file():
-            theirs = json.loads(path.read_text(encoding="utf-8"))
-            if theirs != mine:
-                changed = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
-                raise CompareError(f"{self.out} holds a comparison with other settings ({', '.join(changed)} differ); "
-                                   "use another output_dir")
-            return
-        if self.out.exists() and any(self.out.iterdir()):
+        conflict = claim_config_dir(self.out, self.cfg.model_dump(mode="json"))
+        if conflict == "foreign":
             raise CompareError(f"{self.out} is not empty and holds no comparison; use another output_dir")
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(path, mine)
+        if conflict:
+            raise CompareError(f"{self.out} holds a comparison with other settings ({', '.join(conflict)} differ); "
+                               "use another output_dir")
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:

@@ -123,19 +123,14 @@ class Pipeline:
         """Finished stages are reused only by the same configuration: another one in this folder is refused, so a
         run never silently mixes with, or overwrites, another run's results."""
         from alignkit.train.loop import RunError
+        from alignkit.utils.io import claim_config_dir
 
-        path = self.out / "config.json"
-        mine = self.cfg.model_dump(mode="json")
-        if path.is_file():
-            theirs = json.loads(path.read_text(encoding="utf-8"))
-            if theirs != mine:
-                differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-                raise RunError(f"{self.out} holds a Constitutional AI run with another configuration (differs in "
-                               f"{', '.join(differ)}); use another output_dir, or delete that folder to start over")
-        elif self.out.is_dir() and any(self.out.iterdir()):
+        conflict = claim_config_dir(self.out, self.cfg.model_dump(mode="json"))
+        if conflict == "foreign":
             raise RunError(f"{self.out} exists and is not a Constitutional AI run; use another output_dir")
-        else:
-            atomic_write_json(path, mine)
+        if conflict:
+            raise RunError(f"{self.out} holds a Constitutional AI run with another configuration (differs in "
+                           f"{', '.join(conflict)}); use another output_dir, or delete that folder to start over")
 
     def _shared_stages(self) -> dict[str, dict]:
         """With `reuse: RUN`, the finished stages of RUN up to the labels whose settings equal this run's (phase 1
