@@ -15,7 +15,8 @@ is trained once per seed and counted in both recipes' time):
 
 Matched budget: every training stage runs `steps` optimizer steps of `batch_size` examples. Each stage runs in its
 own process, so its peak memory is its own; a recipe's time is the sum of its stages' wall-clock seconds (model
-loading included), its peak memory the largest of theirs. Stages are resumable: a rerun skips finished ones.
+loading included), its peak memory the largest of theirs. Stages are resumable: a rerun skips finished ones, and a
+rerun with more recipes or seeds trains only what is new (the evaluation is redone for the new set of models).
 
 Output (`output_dir`): stages/<chain>/seed-<s>/ (each stage's run), eval/ (results.json, responses, report.html of
 every model), comparison.json, comparison.md (the table: mean and seed-to-seed standard deviation of attack success
@@ -188,8 +189,9 @@ class Comparison:
         return summary
 
     def _claim_output_dir(self) -> None:
-        """A folder holds one comparison: a rerun with the same settings resumes it, other settings are refused."""
-        conflict = claim_config_dir(self.out, self.cfg.model_dump(mode="json"))
+        """A folder holds one comparison: a rerun with the same settings resumes it, and may add or drop recipes and
+        seeds (each stage's run depends on neither); other settings are refused."""
+        conflict = claim_config_dir(self.out, self.cfg.model_dump(mode="json"), may_change=("recipes", "seeds"))
         if conflict == "foreign":
             raise CompareError(f"{self.out} is not empty and holds no comparison; use another output_dir")
         if conflict:

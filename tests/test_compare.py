@@ -70,6 +70,11 @@ def test_every_recipe_for_two_seeds_gives_the_table_and_plot(tiny_dir, tmp_path,
     assert "holds a comparison with other settings" in capsys.readouterr().err
     again = run_compare(tiny_compare(tiny_dir, out))
     assert again["runs"] == runs
+    # Fewer (or more) recipes and seeds in the same folder: nothing is trained again, only what is asked is shown.
+    fewer = run_compare(tiny_compare(tiny_dir, out, "recipes=[sft-dpo]", "seeds=[1]"))
+    assert fewer["runs"] == [r for r in runs if r["recipe"] == "sft-dpo" and r["seed"] == 1]
+    assert list(fewer["table"]) == ["sft-dpo"]
+    assert json.loads((out / "config.json").read_text())["recipes"] == ["sft-dpo"]
 
 
 def test_table_spread_by_hand():

@@ -89,16 +89,21 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         raise
 
 
-def claim_config_dir(folder: str | Path, config: dict) -> list[str] | str | None:
+def claim_config_dir(folder: str | Path, config: dict, may_change: tuple[str, ...] = ()) -> list[str] | str | None:
     """A folder holds one configuration's results (its `config.json`). Returns None when `config` may use the folder
     (recorded there now if new), the top-level keys that differ from the recorded one, or "foreign" when the folder
-    is not empty and records none. The caller words the error."""
+    is not empty and records none. Keys in `may_change` may differ (they choose what to run, not how: the record is
+    updated to `config`). The caller words the error."""
     folder = Path(folder)
     path = folder / "config.json"
     if path.is_file():
         recorded = json.loads(path.read_text(encoding="utf-8"))
         differ = sorted(k for k in set(recorded) | set(config) if recorded.get(k) != config.get(k))
-        return differ or None
+        if any(k not in may_change for k in differ):
+            return [k for k in differ if k not in may_change]
+        if differ:
+            atomic_write_json(path, config)
+        return None
     if folder.is_dir() and any(folder.iterdir()):
         return "foreign"
     folder.mkdir(parents=True, exist_ok=True)
