@@ -141,14 +141,20 @@ class Comparison:
     def run_recipe(self, recipe: str, seed: int) -> dict:
         model, seconds, peak, stages = self.cfg.model, 0.0, 0.0, []
         chain = RECIPES[recipe]
+        failed = None
         for i in range(len(chain)):
             record = self.run_stage(chain[: i + 1], seed, model)
             model = record["model"]
             seconds += record["seconds"]
             peak = max(peak, record["peak_rss_gb"])
             stages.append({"stage": chain[i], "seconds": record["seconds"], "peak_rss_gb": record["peak_rss_gb"]})
-        return {"recipe": recipe, "seed": seed, "model": model, "seconds": round(seconds, 1),
-                "peak_rss_gb": round(peak, 2), "stages": stages}
+            if record.get("failed"):
+                failed = f"{chain[i]}: {record['failed']}"
+                self.log(f"[compare] {recipe} seed {seed} stopped at its own gate ({failed})")
+                break
+        run = {"recipe": recipe, "seed": seed, "model": model, "seconds": round(seconds, 1),
+               "peak_rss_gb": round(peak, 2), "stages": stages}
+        return {**run, "failed": failed} if failed else run
 
     # ---------------------------------------------------------------- evaluation and table
     def evaluate(self, runs: list[dict]) -> dict:
@@ -158,7 +164,8 @@ class Comparison:
         folder = self.out / "eval"
         if (folder / "results.json").is_file():
             results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
-            if set(results["metrics"]) == {"start"} | {f"{r['recipe']}/seed-{r['seed']}" for r in runs}:
+            if set(results["metrics"]) == {"start"} | {f"{r['recipe']}/seed-{r['seed']}" for r in runs
+                                                       if not r.get("failed")}:
                 return results
         suite = load_suite(self.cfg.eval.suite, "heldout")
         parts = set(self.cfg.eval.parts)
@@ -169,7 +176,8 @@ class Comparison:
             verifiable=suite.verifiable if "verifiable" in parts else [],
             anthropomorphism=suite.anthropomorphism if "anthropomorphism" in parts else [],
             bias=suite.bias if "bias" in parts else [])
-        models = {"start": self.cfg.model, **{f"{r['recipe']}/seed-{r['seed']}": r["model"] for r in runs}}
+        models = {"start": self.cfg.model, **{f"{r['recipe']}/seed-{r['seed']}": r["model"] for r in runs
+                                              if not r.get("failed")}}
         settings = EvalSettings(max_new_tokens=self.cfg.eval.max_new_tokens, batch_size=self.cfg.eval.batch_size)
         results, rows = evaluate(models, suite, settings=settings, log=self.log)
         save_eval(folder, results, rows, overwrite=True)
@@ -215,7 +223,8 @@ def comparison_table(runs: list[dict], metrics: dict[str, dict], seeds: list[int
     table: dict[str, dict] = {}
     for recipe in dict.fromkeys(r["recipe"] for r in runs):
         mine = [r for r in runs if r["recipe"] == recipe]
-        row: dict[str, Any] = {"seeds": [r["seed"] for r in mine]}
+        row: dict[str, Any] = {"seeds": [r["seed"] for r in mine],
+                               "failed": {r["seed"]: r["failed"] for r in mine if r.get("failed")}}
         for key in COMPARED:
             mean, std = _mean_std([metrics.get(f"{recipe}/seed-{r['seed']}", {}).get(key) for r in mine])
             row[key] = {"mean": mean, "std": std}
@@ -240,9 +249,14 @@ def comparison_markdown(table: dict[str, dict], cfg: CompareConfig) -> str:
     for recipe, row in table.items():
         cells = [recipe] + [_cell(row[k]) for k in keys] + [_cell(row["seconds"], 0), _cell(row["peak_rss_gb"], 2)]
         lines.append("| " + " | ".join(cells) + " |")
+    failures = [f"- {recipe}, seed {seed}: {why}" for recipe, row in table.items()
+                for seed, why in row["failed"].items()]
+    notes = ("\n\nRuns stopped by their own gate (not evaluated; their recipe's metrics are over the other seeds, its "
+             "time and memory over all):\n" + "\n".join(failures)) if failures else ""
     return (f"Model {cfg.model}; {cfg.steps} optimizer steps x batch {cfg.batch_size} per training stage; seeds "
             f"{cfg.seeds}; mean ± standard deviation over seeds; evaluation suite {cfg.eval.suite} (held-out; parts "
-            f"{', '.join(cfg.eval.parts)}), greedy, {cfg.eval.max_new_tokens} new tokens.\n\n" + "\n".join(lines) + "\n")
+            f"{', '.join(cfg.eval.parts)}), greedy, {cfg.eval.max_new_tokens} new tokens.\n\n" + "\n".join(lines)
+            + notes + "\n")
 
 
 def _write_plot(table: dict[str, dict], start: dict, out: Path) -> None:
@@ -289,9 +303,15 @@ def _stage_main(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     folder = Path(spec_path).parent
     if spec["kind"] == "cai":
+        from alignkit.constitution.audit import FeedbackAuditError
         from alignkit.train.cai import run_cai
 
-        manifest = run_cai(CAIConfig.model_validate(spec["config"]))
+        try:
+            manifest = run_cai(CAIConfig.model_validate(spec["config"]))
+        except FeedbackAuditError as err:  # the recipe's own gate stopped it: an outcome of this seed, not a crash
+            atomic_write_json(folder / "result.json", {"kind": "cai", "model": None, "failed": f"feedback audit: {err}",
+                                                       "peak_rss_gb": round(_peak_rss_gb(), 2)})
+            return 0
         model = manifest["final"]
     else:
         result = TRAINERS[spec["kind"]](METHOD_CONFIGS[spec["kind"]].model_validate(spec["config"]))

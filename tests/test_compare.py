@@ -8,7 +8,7 @@ import json
 import pytest
 
 from alignkit.cli import main
-from alignkit.compare import RECIPES, CompareError, comparison_table, run_compare
+from alignkit.compare import RECIPES, CompareError, comparison_markdown, comparison_table, run_compare
 from alignkit.train.config import CompareConfig, ConfigError, load_config
 
 # The CAI recipe is the demo's settings with only step counts and lengths cut (a random tiny model cannot pass the
@@ -84,6 +84,31 @@ def test_table_spread_by_hand():
     assert row["asr"]["mean"] == pytest.approx(0.3) and row["asr"]["std"] == pytest.approx(0.1414213, rel=1e-5)
     assert row["helpful_accuracy"] == {"mean": 0.5, "std": None}  # one seed measured: no spread
     assert row["seconds"]["mean"] == 12.0 and row["seconds"]["std"] == pytest.approx(2.828427, rel=1e-5)
+
+
+def test_a_failed_seed_is_left_out_of_the_metrics_but_counted():
+    runs = [{"recipe": "cai", "seed": 0, "seconds": 10.0, "peak_rss_gb": 2.0},
+            {"recipe": "cai", "seed": 1, "seconds": 6.0, "peak_rss_gb": 1.0, "failed": "cai: feedback audit: low"}]
+    metrics = {"cai/seed-0": {"asr": 0.2}}
+    row = comparison_table(runs, metrics, [0, 1])["cai"]
+    assert row["asr"] == {"mean": 0.2, "std": None} and row["failed"] == {1: "cai: feedback audit: low"}
+    assert row["seconds"]["mean"] == 8.0  # its cost is still counted
+    text = comparison_markdown({"cai": row}, CompareConfig())
+    assert "- cai, seed 1: cai: feedback audit: low" in text
+
+
+def test_a_recipe_stopped_by_its_own_gate_is_reported_not_raised(tiny_dir, tmp_path):
+    """CAI's feedback audit refusing the feedback model is an outcome of that seed: the comparison goes on."""
+    out = tmp_path / "gated"
+    summary = run_compare(tiny_compare(tiny_dir, out, "recipes=[cai]", "seeds=[0]", "cai.feedback.override_audit=false",
+                                       "cai.feedback.min_accuracy=1.0"))
+    (run,) = summary["runs"]
+    assert run["failed"].startswith("cai: feedback audit: the feedback model's accuracy") and run["model"] is None
+    assert json.loads((out / "stages" / "cai" / "seed-0" / "done.json").read_text())["failed"]
+    assert set(json.loads((out / "eval" / "results.json").read_text())["metrics"]) == {"start"}
+    assert "Runs stopped by their own gate" in (out / "comparison.md").read_text()
+    assert run_compare(tiny_compare(tiny_dir, out, "recipes=[cai]", "seeds=[0]", "cai.feedback.override_audit=false",
+                                    "cai.feedback.min_accuracy=1.0"))["runs"] == [run]  # not retried
 
 
 def test_config_errors_name_the_problem():
