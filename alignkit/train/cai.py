@@ -199,7 +199,8 @@ class Pipeline:
 
     def _train(self, stage: str, cls, train, folder: Path, model: str, data: str, overrides: dict,
                **fixed) -> str:
-        cfg = cls.model_validate({**overrides, **fixed, "model": model, "data": {"train": data},
+        # The run's seed seeds every trainer (data order, sampling) unless the stage's own keys set one.
+        cfg = cls.model_validate({"seed": self.cfg.seed, **overrides, **fixed, "model": model, "data": {"train": data},
                                   "output_dir": str(folder / "run"), "progress": False})
         final = folder / "run" / "final"
         if final.is_dir():  # trained before the stage's done.json was written

@@ -336,7 +336,8 @@ class CAIConfig(Strict):
     model: str = Field(default="smollm2-135m", description="the policy to align")
     output_dir: str = "runs/cai"
     constitution: str = Field(default="default", description="a built-in constitution name or a YAML file")
-    seed: int = 0
+    seed: int = Field(default=0, description="seeds every stage: principle draws, sampling, data order and each "
+                                             "trainer (unless a stage's own keys set `seed`)")
     reuse: str | None = Field(
         default=None, description="a finished run whose identical phase-1 and label stages this run takes over "
                                   "(e.g. to try PPO after a DPO run)")

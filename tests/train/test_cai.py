@@ -6,6 +6,7 @@ import json
 import random
 
 import pytest
+import yaml
 
 from alignkit.constitution import FeedbackAuditError, load_constitution
 from alignkit.train.cai import STAGES, jailbreak_wrapped, read_jsonl, reply_text, run_cai
@@ -128,8 +129,12 @@ def test_dpo_variant_trains_on_hard_pairs_plus_helpful_preferences(chatty_dir, t
     out = tmp_path / "cai"
     manifest = run_cai(tiny_config(chatty_dir, out, method="dpo",
                                    extra=["feedback.train=false", "critique.check_revisions=true",
-                                          "sl.revision_repeats=2", "rl.phase1_pairs=true"]))
+                                          "sl.revision_repeats=2", "rl.phase1_pairs=true", "seed=5",
+                                          "rl.dpo.seed=7"]))
     assert "feedback" not in manifest["stages"] and "preference" not in manifest["stages"]
+    # The run's seed reaches each trainer, unless the stage sets its own.
+    assert yaml.safe_load((out / "4-sl" / "run" / "config.yaml").read_text())["seed"] == 5
+    assert yaml.safe_load((out / "7-rl" / "run" / "config.yaml").read_text())["seed"] == 7
     # The feedback model's check of its own revisions decides which are trained on; all stay on record.
     revisions = read_jsonl(out / "3-critique" / "revisions.jsonl")
     assert all(r["use"] == (r["revision_preferred"] > 0.5) for r in revisions) and len(revisions) == 6
