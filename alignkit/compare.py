@@ -162,10 +162,12 @@ class Comparison:
         from alignkit.eval.harness import EvalSettings, evaluate, save_eval
 
         folder = self.out / "eval"
+        # Runs stopped by their own gate have no model to evaluate.
+        models = {"start": self.cfg.model, **{f"{r['recipe']}/seed-{r['seed']}": r["model"] for r in runs
+                                              if not r.get("failed")}}
         if (folder / "results.json").is_file():
             results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
-            if set(results["metrics"]) == {"start"} | {f"{r['recipe']}/seed-{r['seed']}" for r in runs
-                                                       if not r.get("failed")}:
+            if set(results["metrics"]) == set(models):
                 return results
         suite = load_suite(self.cfg.eval.suite, "heldout")
         parts = set(self.cfg.eval.parts)
@@ -176,8 +178,6 @@ class Comparison:
             verifiable=suite.verifiable if "verifiable" in parts else [],
             anthropomorphism=suite.anthropomorphism if "anthropomorphism" in parts else [],
             bias=suite.bias if "bias" in parts else [])
-        models = {"start": self.cfg.model, **{f"{r['recipe']}/seed-{r['seed']}": r["model"] for r in runs
-                                              if not r.get("failed")}}
         settings = EvalSettings(max_new_tokens=self.cfg.eval.max_new_tokens, batch_size=self.cfg.eval.batch_size)
         results, rows = evaluate(models, suite, settings=settings, log=self.log)
         save_eval(folder, results, rows, overwrite=True)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit.train.config import CAIConfig, DataMix, DPOConfig, PPOConfig, RewardConfig, SFTConfig
-from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text
+from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text, claim_config_dir
 
 STAGES = ("feedback", "audit", "critique", "sl", "labels", "preference", "rl", "eval")
 
@@ -123,7 +123,6 @@ class Pipeline:
         """Finished stages are reused only by the same configuration: another one in this folder is refused, so a
         run never silently mixes with, or overwrites, another run's results."""
         from alignkit.train.loop import RunError
-        from alignkit.utils.io import claim_config_dir
 
         conflict = claim_config_dir(self.out, self.cfg.model_dump(mode="json"))
         if conflict == "foreign":

@@ -99,11 +99,10 @@ def claim_config_dir(folder: str | Path, config: dict, may_change: tuple[str, ..
     if path.is_file():
         recorded = json.loads(path.read_text(encoding="utf-8"))
         differ = sorted(k for k in set(recorded) | set(config) if recorded.get(k) != config.get(k))
-        if any(k not in may_change for k in differ):
-            return [k for k in differ if k not in may_change]
-        if differ:
+        refused = [k for k in differ if k not in may_change]
+        if not refused and differ:
             atomic_write_json(path, config)
-        return None
+        return refused or None
     if folder.is_dir() and any(folder.iterdir()):
         return "foreign"
     folder.mkdir(parents=True, exist_ok=True)
