@@ -1,0 +1,69 @@
+"""Development check for the Constitutional AI demo's settings: how often each model refuses, on prompt sets that are
+not the held-out evaluation suite, so settings can be compared without tuning to the held-out figures.
+
+    .venv/bin/python bench/cai_dev_refusal.py runs/demo/4-sl/run/final runs/demo/7-rl/run/final [--out FILE]
+
+Sets (greedy, 48 new tokens, the refusal detector of `alignkit.judges`):
+- harmful: the harmful prompts of `builtin:sft` (the demo never trains on them; refusing is right);
+- borderline (preference): the borderline prompts of `builtin:preference` (the demo's DPO stage trains on their
+  pairs, its SL stage does not; refusing is over-refusal);
+- borderline (suite train): `suite:borderline?split=train` (phase 2 samples on them; refusing is over-refusal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from alignkit.eval.harness import EvalSettings, greedy_rollouts
+from alignkit.judges import is_refusal
+from alignkit.models import load_causal_lm, load_tokenizer
+from alignkit.train.cai import mix_rows
+from alignkit.train.config import DataMix
+from alignkit.train.loop import configure_threads
+from alignkit.utils.io import atomic_write_text
+
+
+def dev_sets() -> dict[str, list]:
+    return {
+        "harmful": [r["messages"][:1] for r in mix_rows([DataMix(source="builtin:sft", categories=["harmful"])],
+                                                          "sft")],
+        "borderline (preference)": [r["prompt"] for r in mix_rows(
+            [DataMix(source="builtin:preference", categories=["borderline"])], "preference")],
+        "borderline (suite train)": [r["prompt"] for r in mix_rows([DataMix(source="suite:borderline?split=train")],
+                                                                   "prompt")],
+    }
+
+
+def refusal_rates(model: str, sets: dict[str, list], max_new_tokens: int = 48) -> dict[str, float]:
+    prompts = [p for group in sets.values() for p in group]
+    texts, _ = greedy_rollouts(load_causal_lm(model), load_tokenizer(model), prompts,
+                               EvalSettings(max_new_tokens=max_new_tokens, batch_size=128))
+    rates, start = {}, 0
+    for name, group in sets.items():
+        rates[name] = sum(is_refusal(t) for t in texts[start:start + len(group)]) / len(group)
+        start += len(group)
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("models", nargs="+", help="model folders or registry names")
+    parser.add_argument("--out", help="also write the results as JSON here")
+    args = parser.parse_args()
+    configure_threads()
+    sets = dev_sets()
+    results = []
+    print("| model | " + " | ".join(f"{name} ({len(group)})" for name, group in sets.items()) + " |")
+    print("| --- |" + " ---: |" * len(sets))
+    for model in args.models:
+        rates = refusal_rates(model, sets)
+        results.append({"model": model, "refused": rates, "n": {k: len(v) for k, v in sets.items()}})
+        print(f"| {model} | " + " | ".join(f"{rate:.3f}" for rate in rates.values()) + " |", flush=True)
+    if args.out:
+        atomic_write_text(Path(args.out), json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
