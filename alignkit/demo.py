@@ -3,9 +3,9 @@
 The 135M model cannot critique, revise or judge from a prompt alone (shared GUIDE), so the demo first teaches it those
 skills from the constitution's worked exemplars and the train gold comparisons (process supervision), audits it on
 the held-out gold comparisons, and only then lets it write revisions and labels. The reinforcement stage is DPO on
-the AI-labelled pairs rather than PPO against a preference model: on 2 CPU cores PPO's rollouts, preference model and
-critic would add more than the rest of the demo's stages together (docs/demo.md), and the demo already takes ~38
-minutes; `alignkit cai` runs PPO when `rl.method` is `ppo`, its default.
+the AI-labelled pairs rather than PPO against a preference model: on 2 CPU cores the preference model and 20 PPO
+steps took 1245 s against DPO's 252 s (docs/demo.md), which would take the ~39-minute demo past its 40-minute
+budget; `alignkit cai` runs PPO when `rl.method` is `ppo`, its default.
 
 Output (`runs/demo`): report.html (base, SL-CAI and RL-CAI on the held-out evaluation suite, the audit, and which data
 people wrote and which AI produced), final/ (the aligned model, HF format) and each stage's folder. Stages are
