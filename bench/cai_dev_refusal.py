@@ -50,16 +50,19 @@ def refusal_rates(model: str, sets: dict[str, list], max_new_tokens: int = 48) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+", help="model folders or registry names")
-    parser.add_argument("--out", help="also write the results as JSON here")
+    parser.add_argument("--out", help="also write the results as JSON here (a new file)")
     args = parser.parse_args()
+    if args.out and Path(args.out).exists():
+        parser.error(f"--out {args.out} exists; give a new path so earlier results are kept")
     configure_threads()
     sets = dev_sets()
     results = []
+    n = {name: len(group) for name, group in sets.items()}
     print("| model | " + " | ".join(f"{name} ({len(group)})" for name, group in sets.items()) + " |")
     print("| --- |" + " ---: |" * len(sets))
     for model in args.models:
         rates = refusal_rates(model, sets)
-        results.append({"model": model, "refused": rates, "n": {k: len(v) for k, v in sets.items()}})
+        results.append({"model": model, "refused": rates, "n": n})
         print(f"| {model} | " + " | ".join(f"{rate:.3f}" for rate in rates.values()) + " |", flush=True)
     if args.out:
         atomic_write_text(Path(args.out), json.dumps(results, indent=2) + "\n")
