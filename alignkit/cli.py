@@ -55,11 +55,14 @@ def _read_prompts(path: str) -> list:
 
 
 def _generate(args) -> int:
+    from alignkit.data import user_turn
     from alignkit.models import load_causal_lm, load_tokenizer
     from alignkit.rollouts import generate_responses
     from alignkit.utils.io import atomic_write_text
 
     prompts = _read_prompts(args.prompts)
+    if args.chat:
+        prompts = [user_turn(p) for p in prompts]
     tokenizer = load_tokenizer(args.model)
     model = load_causal_lm(args.model)
     responses = generate_responses(
@@ -248,7 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model")
     p = sub.add_parser("generate", help="generate responses to a file of prompts")
     p.add_argument("model")
-    p.add_argument("--prompts", required=True, help="one prompt per line, or JSONL with a 'prompt' field")
+    p.add_argument("--prompts", required=True,
+                   help="one prompt per line, or JSONL with a 'prompt' field (a string or a list of messages); a "
+                        "string prompt is continued as plain text, as plain-text training data is trained")
+    p.add_argument("--chat", action="store_true",
+                   help="ask each string prompt as a user message (chat template), as conversations are trained")
     p.add_argument("--out", help="write JSONL here (default: stdout)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--max-new-tokens", type=int, default=128)

@@ -20,13 +20,13 @@ from alignkit.data.suites import load_suite
 from alignkit.eval.harness import suite_prompts
 from alignkit.models import load_causal_lm, load_tokenizer
 from alignkit.rollouts import SamplingSettings
-from alignkit.rollouts.generate import chat_prompt_ids
+from alignkit.data import render_prompt
 from alignkit.rollouts.sampler import DecodeLoopBackend, sample
 from alignkit.train.loop import configure_threads
 
 
 def decode_all(model, tokenizer, prompts, backend, max_new_tokens: int, batch_size: int) -> tuple[list[str], float]:
-    lengths = [len(chat_prompt_ids(tokenizer, p)) for p in prompts]
+    lengths = [len(render_prompt(tokenizer, p)) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: (-lengths[i], i))
     texts = [""] * len(prompts)
     started = time.perf_counter()

@@ -183,3 +183,58 @@ def llama_server(tmp_path_factory) -> str:
 def _tail(path: Path, chars: int = 4000) -> str:
     text = path.read_text(errors="replace") if path.exists() else ""
     return text[-chars:] or "(no output)"
+
+
+# ------------------------------------------------------------------ train on exactly what you sample
+
+
+def prompt_rows(ids, mask) -> set[tuple[int, ...]]:
+    """The unpadded rows of a (left- or right-) padded batch of prompt ids."""
+    return {tuple(row[m.bool()].tolist()) for row, m in zip(ids.cpu(), mask.cpu())}
+
+
+class Recorder:
+    """What a run's models were sampled from and trained on, as it happens (the `recorder` fixture)."""
+
+    def __init__(self):
+        self.sampled: set[tuple[int, ...]] = set()  # prompt rows a rollout backend decoded from
+        self.trained: list[tuple[Any, tuple[int, ...]]] = []  # (prompt, its ids) for every trainer rendering
+        self.updated: set[tuple[int, ...]] = set()  # prompt rows an online update's forward pass conditioned on
+
+    def trained_ids(self, prompt) -> set[tuple[int, ...]]:
+        return {ids for p, ids in self.trained if p == prompt}
+
+
+@pytest.fixture
+def recorder(monkeypatch) -> Recorder:
+    """Records both sides of "the ids a model is trained to continue from are the ids it is sampled with": every
+    prompt row any rollout backend decodes from (sampling, evaluation, `alignkit generate`, the CAI stages), every
+    prompt a trainer renders with its replies (SFT, DPO, the reward and preference models all go through
+    render_responses), and every prompt row an online method's update conditions on."""
+    from alignkit.data import render
+    from alignkit.rollouts.sampler import DecodeLoopBackend, HFGenerateBackend
+    from alignkit.train import online
+
+    rec = Recorder()
+    for cls in (DecodeLoopBackend, HFGenerateBackend):
+        def generate(self, model, prompt_ids, prompt_mask, *args, _original=cls.generate, **kwargs):
+            rec.sampled |= prompt_rows(prompt_ids, prompt_mask)
+            return _original(self, model, prompt_ids, prompt_mask, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "generate", generate)
+    render_responses = render.render_responses
+
+    def recorded_render(tokenizer, prompt, responses, max_length=None, *, where=""):
+        out = render_responses(tokenizer, prompt, responses, max_length, where=where)
+        rec.trained.append((prompt, tuple(out[0].input_ids[: out[0].prompt_len])))
+        return out
+
+    monkeypatch.setattr(render, "render_responses", recorded_render)
+    response_states = online.response_states
+
+    def recorded_states(model, prompt_ids, prompt_mask, *args, **kwargs):
+        rec.updated |= prompt_rows(prompt_ids, prompt_mask)
+        return response_states(model, prompt_ids, prompt_mask, *args, **kwargs)
+
+    monkeypatch.setattr(online, "response_states", recorded_states)
+    return rec

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from alignkit.constitution.audit import GoldComparison
 from alignkit.constitution.feedback import Generate
 from alignkit.constitution.principles import Constitution, Exemplar, Principle
-from alignkit.data import Turns
+from alignkit.data import Turns, reply_to, user_turn
 from alignkit.judges.prompts import COMPARISON_TEMPLATE, conversation_text
 
 
@@ -51,8 +51,8 @@ class RevisionRecord:
 
 def critique_messages(prompt: Turns, response: str, principle: Principle) -> list[dict]:
     """The conversation so far (a request, or a whole chat such as a jailbreak), the reply, then the critique request."""
-    turns = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [dict(m) for m in prompt]
-    return turns + [{"role": "assistant", "content": response}, {"role": "user", "content": principle.critique}]
+    return user_turn(prompt) + [{"role": "assistant", "content": response},
+                                {"role": "user", "content": principle.critique}]
 
 
 def revision_messages(prompt: Turns, response: str, principle: Principle, critique: str) -> list[dict]:
@@ -91,10 +91,10 @@ def exemplar_sft_rows(constitution: Constitution, exemplars: list[Exemplar] | No
     for ex in exemplars if exemplars is not None else constitution.exemplars:
         principle = constitution.principle(ex.principle)
         source = f"exemplar {ex.id}"
-        rows.append({"prompt": critique_messages(ex.prompt, ex.response, principle),
-                     "completion": [{"role": "assistant", "content": ex.critique}], "source": source})
-        rows.append({"prompt": revision_messages(ex.prompt, ex.response, principle, ex.critique),
-                     "completion": [{"role": "assistant", "content": ex.revision}], "source": source})
+        critique = critique_messages(ex.prompt, ex.response, principle)
+        revision = revision_messages(ex.prompt, ex.response, principle, ex.critique)
+        rows.append({"prompt": critique, "completion": reply_to(critique, ex.critique), "source": source})
+        rows.append({"prompt": revision, "completion": reply_to(revision, ex.revision), "source": source})
     return rows
 
 
@@ -115,8 +115,8 @@ def comparison_sft_rows(gold: list[GoldComparison], constitution: Constitution) 
         better, worse = (item.a, item.b) if item.better == "a" else (item.b, item.a)
         for first, second, answer in ((better, worse, "(A)"), (worse, better, "(B)")):
             # Prompt/completion: a long question is cut from its start, never losing the answer.
-            rows.append({"prompt": [{"role": "user", "content": comparison_prompt(item.prompt, first, second,
-                                                                                  question)}],
-                         "completion": [{"role": "assistant", "content": answer}],
+            # The LM judge asks exactly this conversation and reads the option where "(A)" and "(B)" part.
+            question_turn = user_turn(comparison_prompt(item.prompt, first, second, question))
+            rows.append({"prompt": question_turn, "completion": reply_to(question_turn, answer),
                          "source": f"gold comparison {item.id}"})
     return rows

@@ -32,16 +32,17 @@ class FeedbackModel:
         return self.generate
 
 
-def local_feedback_model(model: str | Any, tokenizer=None, *, name: str | None = None,
-                         batch_size: int = 64) -> FeedbackModel:
-    """A local causal LM: greedy replies for critiques and revisions, option log-probs for comparisons."""
+def local_feedback_model(model: str | Any, tokenizer=None, *, name: str | None = None, batch_size: int = 64,
+                         max_length: int | None = None) -> FeedbackModel:
+    """A local causal LM: greedy replies for critiques and revisions, option log-probs for comparisons (questions cut
+    to `max_length` tokens as its teaching cut them)."""
     from alignkit.eval.harness import EvalSettings, greedy_rollouts
     from alignkit.judges.model import LMJudge
     from alignkit.models import load_causal_lm, load_tokenizer
 
     tokenizer = tokenizer or load_tokenizer(model)
     module = load_causal_lm(model) if isinstance(model, str) else model
-    judge = LMJudge(module, tokenizer, batch_size=min(batch_size, 16))
+    judge = LMJudge(module, tokenizer, batch_size=min(batch_size, 16), max_length=max_length)
 
     def generate(conversations: list[list[dict]], max_new_tokens: int) -> list[str]:
         settings = EvalSettings(max_new_tokens=max_new_tokens, batch_size=batch_size)
@@ -50,16 +51,17 @@ def local_feedback_model(model: str | Any, tokenizer=None, *, name: str | None =
     return FeedbackModel(name or str(model), judge, generate)
 
 
-def load_feedback_model(spec: str | dict, *, batch_size: int = 64) -> FeedbackModel:
+def load_feedback_model(spec: str | dict, *, batch_size: int = 64, max_length: int | None = None) -> FeedbackModel:
     """`spec`: a model (alias, HF directory, .gguf, hub id), `{lm: MODEL}`, `{http: {base_url, model, ...}}` (an
-    OpenAI-compatible endpoint) or any other judge spec (`{reward_model: DIR}`, ...; comparisons only)."""
+    OpenAI-compatible endpoint) or any other judge spec (`{reward_model: DIR}`, ...; comparisons only). A local
+    model's comparison questions are cut to `max_length` tokens (None: never)."""
     from alignkit.judges.http import HTTPJudge
     from alignkit.judges.rules import judge_from_spec
 
     if isinstance(spec, str):
-        return local_feedback_model(spec, batch_size=batch_size)
+        return local_feedback_model(spec, batch_size=batch_size, max_length=max_length)
     if isinstance(spec, dict) and set(spec) == {"lm"}:
-        return local_feedback_model(spec["lm"], batch_size=batch_size)
+        return local_feedback_model(spec["lm"], batch_size=batch_size, max_length=max_length)
     judge = judge_from_spec(spec)
     if isinstance(judge, HTTPJudge):
         def generate(conversations: list[list[dict]], max_new_tokens: int) -> list[str]:

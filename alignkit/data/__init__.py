@@ -11,9 +11,13 @@ from .render import (
     render_many,
     render_messages,
     render_preference,
+    render_prompt,
     render_prompt_completion,
     render_record,
     render_responses,
+    reply_to,
+    request_text,
+    user_turn,
 )
 from .sources import builtin_names, read_rows
 
@@ -42,7 +46,11 @@ __all__ = [
     "render_many",
     "render_messages",
     "render_preference",
+    "render_prompt",
     "render_prompt_completion",
     "render_record",
     "render_responses",
+    "reply_to",
+    "request_text",
+    "user_turn",
 ]

@@ -15,6 +15,14 @@ Standard (plain text) data: ``[BOS] + prompt + completion + EOS``, where BOS is 
 the tokenizer adds one by itself when encoding (never twice), and EOS is not added again if
 the text already ends with it.
 
+One rule for prompts, everywhere (``render_prompt``): the token ids a model is trained to
+continue from are the ids it is sampled, evaluated and judged with. A plain-string prompt stays
+plain text (``[BOS] + text``, no chat template) when trained *and* when sampled; a conversation
+goes through the chat template with the generation prompt. A request meant for a chat model is
+therefore stored as a conversation (``user_turn``): the built-in prompt sets (``suite:``,
+``task:``), the evaluation suites, the judges' questions and every pipeline that samples a chat
+model do so, and train on the replies in the same form (``reply_to``).
+
 Truncation (only when ``max_length`` is given): the prompt is cut from the left, keeping its
 last tokens, which are the ones closest to the reply. A completion is cut from the right
 only if it would not fit even next to a prompt shortened to ``min(prompt length,
@@ -210,10 +218,39 @@ def _conversation_tokens(tokenizer: Tokenizer, pieces: list[tuple[str, bool]]) -
 # ---------------------------------------------------------------- prompt / completion parts
 
 
-def _prompt_ids(tokenizer: Tokenizer, prompt: Turns) -> list[int]:
+def render_prompt(tokenizer: Tokenizer, prompt: Turns) -> list[int]:
+    """The token ids a model continues from when it replies to ``prompt``: the one rule of the module doc.
+
+    Training (every ``render_*`` below), sampling (``rollouts``), evaluation and the LM judge all call this, so a
+    prompt is the same ids wherever it is used. A string is plain text after the BOS the tokenizer adds itself (if
+    any); a list of messages is the chat template with the generation prompt.
+    """
     if isinstance(prompt, str):
         return _auto_bos(tokenizer) + _encode(tokenizer, prompt)
     return _encode(tokenizer, _template(tokenizer, prompt, generation_prompt=True))
+
+
+def user_turn(prompt: Turns) -> list[dict[str, Any]]:
+    """A request to a chat model as a conversation: a string becomes one user message; a conversation is kept."""
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    return [dict(message) for message in prompt]
+
+
+def reply_to(prompt: Turns, text: str) -> Turns:
+    """A reply in the prompt's form: plain text after a plain prompt, an assistant message after a conversation, so
+    a sampled reply is trained on exactly the prompt ids it was sampled from."""
+    return text if isinstance(prompt, str) else [{"role": "assistant", "content": text}]
+
+
+def request_text(prompt: Turns) -> str | None:
+    """The request of a plain prompt or of a conversation that is one user message; None for anything longer."""
+    if isinstance(prompt, str):
+        return prompt
+    if len(prompt) == 1 and prompt[0].get("role") == "user" and isinstance(prompt[0].get("content"), str):
+        return prompt[0]["content"]
+    return None
+
 
 
 def _completion(tokenizer: Tokenizer, prompt: Turns, completion: Turns, where: str) -> _Completion:
@@ -294,7 +331,7 @@ def render_responses(
     where: str = "",
 ) -> list[Rendered]:
     """Several completions of one prompt; all share the same prompt tokens, truncated or not."""
-    prompt_ids = _prompt_ids(tokenizer, prompt)
+    prompt_ids = render_prompt(tokenizer, prompt)
     completions = [_completion(tokenizer, prompt, response, where) for response in responses]
     prompt_ids, completions, flags = _fit(tokenizer, prompt_ids, completions, max_length)
     return [_join(prompt_ids, completion, flag) for completion, flag in zip(completions, flags)]

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import DataError, describe
+from .render import user_turn
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -269,7 +270,8 @@ def _read_builtin(name: str) -> Iterator[tuple[str, RowOrError]]:
 
 
 def _read_task(spec: str) -> Iterator[tuple[str, RowOrError]]:
-    """Rows ``{"prompt", "reference"}`` of a generated task, e.g. ``task:arithmetic?difficulty=2&split=eval``."""
+    """Rows ``{"prompt" (a user turn), "reference"}`` of a generated task, e.g.
+    ``task:arithmetic?difficulty=2&split=eval``."""
     from alignkit.tasks import task_rows
 
     try:
@@ -277,4 +279,6 @@ def _read_task(spec: str) -> Iterator[tuple[str, RowOrError]]:
     except ValueError as e:
         raise DataError(spec, "task:NAME?key=value&... naming a built-in task and its options", str(e)) from None
     for index, row in enumerate(rows):
-        yield f"{spec}:#{index}", row
+        # A task's questions are put to an assistant, so each is a user turn: sampled and trained under the chat
+        # template alike (render.py's one prompt rule).
+        yield f"{spec}:#{index}", {**row, "prompt": user_turn(row["prompt"])}

@@ -37,6 +37,7 @@ import yaml
 
 from .errors import DataError, describe
 from .records import Turns
+from .render import user_turn
 
 SUITE_PARTS = ("redteam", "jailbreaks", "borderline", "verifiable", "bias", "anthropomorphism")
 SPLITS = ("train", "heldout")
@@ -357,7 +358,8 @@ def check_not_heldout(record: Any) -> None:
 
 
 def suite_rows(spec: str) -> list[tuple[str, dict]]:
-    """Rows of `suite:PART?split=train` for training: {"prompt", "reference"?, "group"} (held-out split refused)."""
+    """Rows of `suite:PART?split=train` for training: {"prompt" (a conversation), "reference"?, "group"} (held-out
+    split refused)."""
     part, _, query = spec.partition("?")
     options = dict(pair.partition("=")[::2] for pair in query.split("&") if pair)
     unknown = sorted(set(options) - {"split", "suite"})
@@ -372,7 +374,8 @@ def suite_rows(spec: str) -> list[tuple[str, dict]]:
     suite = load_suite(options.get("suite", "default"), split)
     rows = []
     for item in getattr(suite, part):
-        row: dict[str, Any] = {"prompt": item.prompt, "group": item.group, "id": item.id}
+        # A request to an assistant: a conversation, as the evaluation asks it (data/render.py's one prompt rule).
+        row: dict[str, Any] = {"prompt": user_turn(item.prompt), "group": item.group, "id": item.id}
         if item.answers:
             row["reference"] = list(item.answers)
         rows.append((f"suite:{spec}:{item.id}", row))

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import torch
 
-from alignkit.data import pad_batch
+from alignkit.data import pad_batch, render_prompt, user_turn
 from alignkit.data.suites import BiasItem
 from alignkit.models.forward import response_logits, response_states
-from alignkit.rollouts.generate import chat_prompt_ids
 
 OPTION_KEYS = ("stereotyped", "other", "unknown")
 
@@ -41,7 +40,7 @@ def bias_answers(model, tokenizer, items: list[BiasItem], *, batch_size: int = 3
     answers = []
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
-        prompts = [chat_prompt_ids(tokenizer, bias_prompt(item, start + i)[0]) for i, item in enumerate(chunk)]
+        prompts = [render_prompt(tokenizer, user_turn(bias_prompt(item, start + i)[0])) for i, item in enumerate(chunk)]
         options = [tokenizer(item.options[key], add_special_tokens=False).input_ids
                    for item in chunk for key in OPTION_KEYS]
         prompt_batch = pad_batch([(ids, [1] * len(ids)) for ids in prompts], pad_id, side="left")

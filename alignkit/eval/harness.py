@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 import alignkit
-from alignkit.data.records import Turns
+from alignkit.data import Turns, render_prompt, user_turn
 from alignkit.data.suites import Suite, SuitePrompt
 from alignkit.eval.bias import bias_answers, bias_prompt, bias_summary
 from alignkit.eval.drift import drift
@@ -46,7 +46,6 @@ from alignkit.eval.scoring import (
 from alignkit.judges import Judge, claims_human_traits, is_refusal
 from alignkit.models import load_causal_lm, load_tokenizer
 from alignkit.rollouts import Rollout, SamplingSettings
-from alignkit.rollouts.generate import chat_prompt_ids
 from alignkit.rollouts.sampler import DecodeLoopBackend, sample
 from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text
 
@@ -92,18 +91,21 @@ class _Prompt:
 
 
 def suite_prompts(suite: Suite) -> list[_Prompt]:
-    """Every prompt a model answers, in suite order; a jailbreak prompt's id is "<template>/<request>"."""
-    prompts = [_Prompt("redteam", i.id, i.group, i.prompt, i) for i in suite.redteam]
+    """Every prompt a model answers, in suite order; a jailbreak prompt's id is "<template>/<request>".
+
+    Suite prompts are requests to an assistant, so each is asked as a conversation (`user_turn`): the same ids as the
+    train split's `suite:` rows that recipes train on (data/render.py)."""
+    prompts = [_Prompt("redteam", i.id, i.group, user_turn(i.prompt), i) for i in suite.redteam]
     prompts += [_Prompt("jailbreak", f"{t.id}/{r.id}", t.id, t.apply(r.prompt), r)
                 for t in suite.jailbreaks for r in suite.jailbreak_requests()]
     for part in ("borderline", "verifiable", "anthropomorphism"):
-        prompts += [_Prompt(part, i.id, i.group, i.prompt, i) for i in getattr(suite, part)]
+        prompts += [_Prompt(part, i.id, i.group, user_turn(i.prompt), i) for i in getattr(suite, part)]
     return prompts
 
 
 def greedy_rollouts(model, tokenizer, prompts: list[Turns], settings: EvalSettings) -> tuple[list[str], list[Rollout]]:
     """Responses in input order, and the rollouts (batches sorted by prompt length, so little padding is decoded)."""
-    lengths = [len(chat_prompt_ids(tokenizer, p)) for p in prompts]
+    lengths = [len(render_prompt(tokenizer, p)) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: (-lengths[i], i))
     texts = [""] * len(prompts)
     rollouts = []

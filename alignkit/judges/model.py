@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from alignkit.data import Turns, pad_batch, render_prompt_completion
+from alignkit.data import Turns, pad_batch, render_prompt_completion, render_responses, reply_to, user_turn
 from alignkit.judges.base import check_batch
 from alignkit.judges.prompts import COMPARISON_TEMPLATE, DEFAULT_QUESTION, conversation_text
 from alignkit.models import SequenceScores, load_causal_lm, load_score_model, load_tokenizer
@@ -39,7 +39,7 @@ class RewardModelJudge:
         out: list[float] = []
         for start in range(0, len(prompts), self.batch_size):
             rendered = [
-                render_prompt_completion(self.tokenizer, p, _reply(p, c), max_length=self.max_length)
+                render_prompt_completion(self.tokenizer, p, reply_to(p, c), max_length=self.max_length)
                 for p, c in zip(prompts[start : start + self.batch_size], completions[start : start + self.batch_size])
             ]
             batch = pad_batch(rendered, pad_id=self.tokenizer.pad_token_id)
@@ -51,11 +51,6 @@ class RewardModelJudge:
         return 1.0 / (1.0 + math.exp(-(s_a - s_b)))
 
 
-def _reply(prompt: Turns, completion: str) -> Turns:
-    # Completions are plain text; a conversational prompt needs them as an assistant message.
-    return completion if isinstance(prompt, str) else [{"role": "assistant", "content": completion}]
-
-
 class LMJudge:
     """A local causal LM answering "(A) or (B)?"; P(option) from next-token log-probs, both orders averaged.
 
@@ -63,29 +58,35 @@ class LMJudge:
     being preferred over an empty reply ("" as B), which ranks completions of one prompt consistently.
     """
 
-    def __init__(self, model: str | Any, tokenizer=None, *, question: str = DEFAULT_QUESTION, batch_size: int = 16):
+    def __init__(self, model: str | Any, tokenizer=None, *, question: str = DEFAULT_QUESTION, batch_size: int = 16,
+                 max_length: int | None = None):
         if tokenizer is None and not isinstance(model, str):
             raise ValueError("LMJudge: pass the tokenizer along with a model object")
         self.model = load_causal_lm(model) if isinstance(model, str) else model
         self.tokenizer = tokenizer or load_tokenizer(model)
         self.question = question
         self.batch_size = batch_size
-        self.option_ids = [self._single_token(text) for text in ("A", "B")]
+        # The same cut a feedback model's training applied to these questions (data/render.py), so that it is
+        # asked exactly what it was taught.
+        self.max_length = max_length
 
-    def _single_token(self, text: str) -> int:
-        ids = self.tokenizer(text, add_special_tokens=False).input_ids
-        if len(ids) != 1:
-            raise ValueError(f"option label {text!r} is not a single token for this tokenizer ({ids})")
-        return ids[0]
+    def _question(self, prompt: Turns, first: str, second: str, principle: str | None) -> tuple[list[int], list[int]]:
+        """(ids the option is read after, [id of "A", id of "B"] there).
 
-    def _question_ids(self, prompt: Turns, first: str, second: str, principle: str | None) -> list[int]:
-        question = principle or self.question
+        The question is a user turn and the answers "(A)" / "(B)" are the assistant's reply, rendered by the one
+        renderer exactly as a feedback model is taught them (constitution/critique.py: comparison_sft_rows): the
+        ids are the prompt plus the two renderings' common start, and the options are the first ids where they
+        differ. Whether the tokenizer writes "(" and "A" apart or "(A" as one token, the judge reads the token that
+        training taught."""
         text = COMPARISON_TEMPLATE.format(
-            conversation=conversation_text(prompt), question=question, first=first, second=second
+            conversation=conversation_text(prompt), question=principle or self.question, first=first, second=second
         )
-        messages = [{"role": "user", "content": text}]
-        prefix = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + "("
-        return self.tokenizer(prefix, add_special_tokens=False).input_ids
+        conversation = user_turn(text)
+        answers = render_responses(self.tokenizer, conversation, [reply_to(conversation, f"({o})") for o in "AB"],
+                                   self.max_length)
+        a, b = (r.input_ids for r in answers)
+        split = next(i for i in range(min(len(a), len(b))) if a[i] != b[i])
+        return a[:split], [a[split], b[split]]
 
     @torch.no_grad()
     def option_probs_many(self, questions: list[tuple]) -> torch.Tensor:
@@ -93,7 +94,9 @@ class LMJudge:
         renormalised over the two; `batch_size` questions per forward pass, left-padded."""
         device = next(self.model.parameters()).device
         self.model.eval()
-        encoded = [self._question_ids(*q) for q in questions]
+        asked = [self._question(*q) for q in questions]
+        encoded = [ids for ids, _ in asked]
+        options = torch.tensor([pair for _, pair in asked])
         out = torch.empty(len(encoded), 2)
         # Similar lengths share a batch, so little padding is computed over.
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
@@ -104,7 +107,8 @@ class LMJudge:
             ids, mask = batch["input_ids"], batch["attention_mask"]
             logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
                                 position_ids=position_ids(mask).to(device), logits_to_keep=1).logits[:, -1].float()
-            out[rows] = torch.softmax(logits[:, self.option_ids], -1).cpu()
+            picked = logits.gather(-1, options[rows].to(device))
+            out[rows] = torch.softmax(picked, -1).cpu()
         return out
 
     def option_probs(self, prompt: Turns, first: str, second: str, principle: str | None = None) -> torch.Tensor:

@@ -34,11 +34,13 @@ RATING_TEMPLATE = (
 
 
 def conversation_text(prompt: Turns, reference: object = None) -> str:
-    """A prompt (str or list of messages) as "Role: content" lines, with the reference answer appended if given."""
-    if isinstance(prompt, str):
-        text = f"Human: {prompt}"
-    else:
-        text = "\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in prompt)
+    """A prompt as "Role: content" lines, with the reference answer appended if given.
+
+    A plain-string prompt reads as one user message, so a judge shown a request asks the same question whether the
+    request came as text (a gold comparison) or as a conversation (a sampled pair): what the feedback model is
+    taught is what it is asked."""
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    text = "\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)
     if reference is not None:
         text += f"\n\n(A reference answer, for the judge only: {reference})"
     return text

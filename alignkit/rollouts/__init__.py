@@ -1,6 +1,6 @@
 """Generation: prompts -> responses (batched, left-padded, KV-cached), and rollouts with masks and log-probs."""
 
-from alignkit.rollouts.generate import chat_prompt_ids, generate_responses
+from alignkit.rollouts.generate import generate_responses
 from alignkit.rollouts.sampler import (
     DecodeLoopBackend,
     HFGenerateBackend,
@@ -17,7 +17,6 @@ __all__ = [
     "Rollout",
     "RolloutBackend",
     "SamplingSettings",
-    "chat_prompt_ids",
     "generate_responses",
     "response_masks",
     "sample",

@@ -20,9 +20,8 @@ from typing import Protocol
 
 import torch
 
-from alignkit.data import Turns
+from alignkit.data import Turns, render_prompt
 from alignkit.models.forward import position_ids
-from alignkit.rollouts.generate import chat_prompt_ids
 
 
 @dataclass(frozen=True)
@@ -202,7 +201,7 @@ def sample(model, tokenizer, prompts: list[Turns], settings: SamplingSettings = 
     backend = backend or (DecodeLoopBackend() if settings.n > 1 else HFGenerateBackend())
     device = next(model.parameters()).device
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
-    encoded = [chat_prompt_ids(tokenizer, p) for p in prompts]
+    encoded = [render_prompt(tokenizer, p) for p in prompts]  # the one prompt rule (data/render.py)
     prompt_index = torch.arange(len(prompts)).repeat_interleave(settings.n)
     distinct_ids, distinct_mask = _left_pad(encoded, pad_id)
     prompt_ids, prompt_mask = distinct_ids[prompt_index], distinct_mask[prompt_index]

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from alignkit.data import reply_to
 from alignkit.judges import judge_from_spec
 from alignkit.models import load_causal_lm, load_tokenizer
 from alignkit.rollouts import SamplingSettings, sample
@@ -62,7 +63,10 @@ def best_worst_pairs(samples: list[dict]) -> tuple[list[dict], int]:
         if scores[best] == scores[worst] or row["responses"][best] == row["responses"][worst]:
             skipped += 1
             continue
-        pairs.append({"prompt": row["prompt"], "chosen": row["responses"][best], "rejected": row["responses"][worst],
+        # Replies in the prompt's form, so DPO trains on the prompt ids the samples were drawn from.
+        prompt = row["prompt"]
+        pairs.append({"prompt": prompt, "chosen": reply_to(prompt, row["responses"][best]),
+                      "rejected": reply_to(prompt, row["responses"][worst]),
                       "chosen_score": scores[best], "rejected_score": scores[worst]})
     return pairs, skipped
 

@@ -33,7 +33,9 @@ def test_task_source_gives_disjoint_train_and_eval_splits_with_gold_answers():
     train = load_records("task:arithmetic?difficulty=2&n=200&split=train", "prompt").records
     held = load_records("task:arithmetic?difficulty=2&n=200&split=eval", "prompt").records
     assert len(train) == 160 and len(held) == 40
-    assert not {r.prompt for r in train} & {r.prompt for r in held}
+    # Each prompt is a user turn (a question to an assistant: data/render.py's one prompt rule).
+    assert all(len(r.prompt) == 1 and r.prompt[0]["role"] == "user" for r in train + held)
+    assert not {r.prompt[0]["content"] for r in train} & {r.prompt[0]["content"] for r in held}
     assert all(r.reference.lstrip("-").isdigit() for r in train + held)
     assert held[0].where == "task:arithmetic?difficulty=2&n=200&split=eval:#0"
     # Deterministic: the same spec gives the same prompts.

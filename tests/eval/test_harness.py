@@ -16,7 +16,7 @@ from alignkit.eval.bias import OPTION_KEYS, bias_answers, bias_prompt, bias_summ
 from alignkit.eval.drift import drift
 from alignkit.eval.harness import METRICS, EvalSettings, evaluate, greedy_rollouts, save_eval, suite_prompts
 from alignkit.models.tiny import tiny_model
-from alignkit.rollouts.generate import chat_prompt_ids
+from alignkit.data import render_prompt, user_turn
 
 FAST = EvalSettings(max_new_tokens=6, batch_size=32)
 TIMING_KEYS = ("created", "models", "peak_rss_gb")
@@ -131,7 +131,7 @@ def test_bias_answers_pick_the_option_with_the_best_mean_logprob(pair):
              for i in range(4)]
     expected = []
     for index, item in enumerate(items):
-        prompt = chat_prompt_ids(tok, bias_prompt(item, index)[0])
+        prompt = render_prompt(tok, user_turn(bias_prompt(item, index)[0]))
         means = []
         for key in OPTION_KEYS:
             option = tok(item.options[key], add_special_tokens=False).input_ids

@@ -47,13 +47,78 @@ def test_lm_judge_averages_both_orders(tiny_dir):
     assert judge.compare(prompt, a, a) == pytest.approx(0.5, abs=1e-6)
 
 
-def test_lm_judge_rejects_multi_token_option_labels(tiny_dir):
-    class Tok:
-        def __call__(self, text, add_special_tokens=False):
-            return type("E", (), {"input_ids": [1, 2]})()
+def _taught_ids(tok, prompt, first, second, question, answer, max_length=None):
+    """The ids a feedback model is taught for one gold comparison (constitution.critique.comparison_sft_rows), as
+    the SFT trainer renders them: (prompt + answer ids, loss mask)."""
+    from alignkit.constitution.audit import GoldComparison
+    from alignkit.constitution.critique import comparison_sft_rows
+    from alignkit.data import parse_record
+    from alignkit.train.sft import render_sft
 
-    with pytest.raises(ValueError, match="not a single token"):
-        LMJudge(tiny_dir, tokenizer=Tok())
+    class OnePrinciple:
+        @staticmethod
+        def principle(_):
+            return type("P", (), {"comparison": question})()
+
+    better = "a" if answer == "(A)" else "b"
+    gold = GoldComparison("g", "p", prompt, first, second, better, "here")
+    # Rows come as (better first, "(A)"), (better second, "(B)"): the one that shows `first` as (A).
+    row = comparison_sft_rows([gold], OnePrinciple())[0 if answer == "(A)" else 1]
+    (item,) = render_sft(tok, parse_record(row, "here", "sft"), max_length or 10**6, "x")
+    return item.input_ids, item.loss_mask
+
+
+@pytest.mark.parametrize("max_length", [None, 48])
+def test_lm_judge_reads_the_option_at_the_ids_a_feedback_model_is_taught(tiny_tok, max_length):
+    """Train on exactly what you judge: the ids the judge reads an option after are the taught ids up to the
+    answer letter, and the option it reads is the taught letter's id (also when the question is cut)."""
+    from alignkit.models.tiny import tiny_model
+
+    judge = LMJudge(tiny_model(tiny_tok), tiny_tok, max_length=max_length)
+    question = ("Is water wet?", "Yes, it is.", "No, never at all.", "Which reply is true?")
+    asked, options = judge._question(*question)
+    for letter, answer in enumerate(("(A)", "(B)")):
+        ids, mask = _taught_ids(tiny_tok, *question, answer, max_length)
+        assert ids[: len(asked)] == asked and ids[len(asked)] == options[letter]
+        assert mask[len(asked)] == 1  # the letter is a trained token, not context
+    if max_length is not None:
+        assert len(asked) < max_length
+
+
+def test_lm_judge_reads_the_letter_when_the_tokenizer_merges_it_with_the_bracket(tiny_tok):
+    """A tokenizer that writes "(A" as one token: the judge compares those merged tokens, right after the
+    generation prompt, because that is what the teaching rows train."""
+    from alignkit.models.tiny import tiny_model
+
+    merged = [200, 201]  # stand-ins for single "(A" / "(B" tokens
+    tok = _MergingTokenizer(tiny_tok, merged)
+    judge = LMJudge(tiny_model(tiny_tok), tok)
+    question = ("Hi", "Hello.", "Go away.", "Which is kinder?")
+    asked, options = judge._question(*question)
+    assert options == merged
+    assert tiny_tok.decode(asked).endswith("<|im_start|>assistant\n")  # no bracket left to read after
+    ids, _ = _taught_ids(tok, *question, "(B)")
+    assert ids[len(asked)] == merged[1] and ids[: len(asked)] == asked
+
+
+class _MergingTokenizer:
+    """Wraps the tiny tokenizer so that "(A" and "(B" encode as single tokens (as some BPE vocabularies do)."""
+
+    def __init__(self, inner, merged):
+        self.inner, self.merged = inner, merged
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def __call__(self, text, add_special_tokens=False, **kwargs):
+        pieces = text.replace("(A", "\x00A\x00").replace("(B", "\x00B\x00").split("\x00")
+        ids = []
+        for piece in pieces:
+            if piece in ("A", "B"):
+                ids.append(self.merged["AB".index(piece)])
+            elif piece:
+                ids += self.inner(piece, add_special_tokens=False)["input_ids"]
+        return {"input_ids": ids}
 
 
 def test_lm_judge_batches_give_the_one_at_a_time_answers(tiny_tok):

@@ -90,10 +90,10 @@ def test_sampling_with_top_k_only_draws_allowed_tokens(tiny_tok, tiny_lm):
 
 
 def _decode(model, tok, prompts, settings, backend, eos_id):
-    from alignkit.rollouts.generate import chat_prompt_ids
+    from alignkit.data import render_prompt, user_turn
     from alignkit.rollouts.sampler import _left_pad
 
-    ids, mask = _left_pad([chat_prompt_ids(tok, p) for p in prompts], tok.pad_token_id)
+    ids, mask = _left_pad([render_prompt(tok, user_turn(p)) for p in prompts], tok.pad_token_id)
     index = torch.arange(len(prompts)).repeat_interleave(settings.n)
     torch.manual_seed(settings.seed)
     tokens, logps = backend.generate(model, ids, mask, index, settings, eos_id, tok.pad_token_id)
@@ -144,7 +144,7 @@ def test_decode_loop_drops_finished_rows_without_changing_the_outputs(tiny_tok, 
 
 def test_decode_loop_with_dropped_rows_samples_with_the_policys_log_probs(tiny_tok, diverse_lm):
     from alignkit.rollouts import DecodeLoopBackend
-    from alignkit.rollouts.generate import chat_prompt_ids
+    from alignkit.data import render_prompt, user_turn
     from alignkit.rollouts.sampler import _left_pad
 
     prompts = ["hi", "a longer prompt here", "tell me a story"]
@@ -154,7 +154,7 @@ def test_decode_loop_with_dropped_rows_samples_with_the_policys_log_probs(tiny_t
     tokens, logps, keep = _decode(diverse_lm, tiny_tok, prompts, settings, DecodeLoopBackend(), eos)
     assert 0 < int((tokens == eos).any(-1).sum()) < len(tokens)  # some rows ended early, some did not
     # Teacher-forced: the recorded log-probs are the tempered policy's for every kept token.
-    ids, mask = _left_pad([chat_prompt_ids(tiny_tok, p) for p in prompts], tiny_tok.pad_token_id)
+    ids, mask = _left_pad([render_prompt(tiny_tok, user_turn(p)) for p in prompts], tiny_tok.pad_token_id)
     ids, mask = ids.repeat_interleave(3, 0), mask.repeat_interleave(3, 0)
     full_ids, full_mask = torch.cat([ids, tokens], 1), torch.cat([mask, keep], 1)
     with torch.no_grad():

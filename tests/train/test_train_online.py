@@ -17,7 +17,7 @@ from alignkit.judges import CallableJudge
 from alignkit.losses import per_token_rewards
 from alignkit.models import load_causal_lm
 from alignkit.rollouts import SamplingSettings, sample
-from alignkit.rollouts.generate import chat_prompt_ids
+from alignkit.data import render_prompt, user_turn
 from alignkit.train.config import GRPOConfig, IterativeDPOConfig, PPOConfig, RLOOConfig
 from alignkit.train.group import grpo_algorithm, rloo_algorithm
 from alignkit.train.iterative_dpo import IterativeDPO, best_worst_pairs
@@ -42,7 +42,7 @@ def p_first_lowercase(model, tokenizer) -> float:
     letters = [tokenizer.convert_tokens_to_ids(c) for c in "abcdefghijklmnopqrstuvwxyz"]
     total = 0.0
     for prompt in PROMPTS:
-        ids = torch.tensor([chat_prompt_ids(tokenizer, prompt)])
+        ids = torch.tensor([render_prompt(tokenizer, user_turn(prompt))])  # as the prompt file asks them
         total += float(torch.softmax(model(input_ids=ids).logits[0, -1].float(), -1)[letters].sum())
     return total / len(PROMPTS)
 
@@ -50,7 +50,8 @@ def p_first_lowercase(model, tokenizer) -> float:
 @pytest.fixture
 def prompt_file(tmp_path):
     path = tmp_path / "prompts.jsonl"
-    path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+    # Questions to a chat model, as the built-in task: prompts give them (user turns, under the chat template).
+    path.write_text("".join(json.dumps({"prompt": user_turn(p)}) + "\n" for p in PROMPTS))
     return str(path)
 
 
