@@ -14,7 +14,10 @@ principle's question and reports:
   accuracies show;
 - accuracy per principle.
 
-`check_audit` stops a pipeline below a minimum accuracy unless explicitly overridden.
+`check_audit` stops a pipeline below a minimum accuracy unless explicitly overridden, and records which principles
+the feedback model may label with: those whose own held-out accuracy reaches `min_principle_accuracy` (a principle
+without held-out gold comparisons is unaudited, so never allowed). A pipeline asks the feedback model to judge only
+under those, so one weak principle does not spoil every label that happens to draw it.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ class AuditReport:
     accuracy_by_principle: dict[str, float] = field(default_factory=dict)
     min_accuracy: float | None = None
     passed: bool | None = None
+    min_principle_accuracy: float | None = None
+    allowed_principles: list[str] | None = None  # those it may label with (check_audit), best first
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -122,11 +127,20 @@ def audit_feedback_model(judge: Judge, gold: list[GoldComparison], constitution:
     )
 
 
-def check_audit(report: AuditReport, min_accuracy: float, *, override: bool = False) -> AuditReport:
-    """Record the gate's outcome in `report`; raise FeedbackAuditError below `min_accuracy` unless `override`."""
+def check_audit(report: AuditReport, min_accuracy: float, *, override: bool = False,
+                min_principle_accuracy: float = 0.0) -> AuditReport:
+    """Record the gate's outcome in `report` and the principles whose own accuracy reaches `min_principle_accuracy`;
+    raise FeedbackAuditError below `min_accuracy` overall, or when no principle passes, unless `override`."""
     report.min_accuracy = min_accuracy
-    report.passed = report.accuracy >= min_accuracy
-    if not report.passed and not override:
+    report.min_principle_accuracy = min_principle_accuracy
+    ranked = sorted(report.accuracy_by_principle.items(), key=lambda kv: (-kv[1], kv[0]))
+    report.allowed_principles = [k for k, v in ranked if v >= min_principle_accuracy]
+    report.passed = report.accuracy >= min_accuracy and bool(report.allowed_principles)
+    if not report.allowed_principles and not override:
+        raise FeedbackAuditError(
+            f"no principle reaches the required per-principle accuracy {min_principle_accuracy:.2f} on the held-out "
+            f"gold comparisons ({', '.join(f'{k} {v:.2f}' for k, v in ranked)}); there is nothing it may label with")
+    if report.accuracy < min_accuracy and not override:
         raise FeedbackAuditError(
             f"the feedback model's accuracy on {report.n} held-out gold comparisons is {report.accuracy:.2f}, below "
             f"the required {min_accuracy:.2f} (position bias {report.position_bias}); its labels would not be "

@@ -592,12 +592,19 @@ def _pipeline_sections(results: dict, models: list[str]) -> list[tuple[str, str,
                  ("position bias (P(first shown) - 0.5)", _fmt(_number(audit.get("position_bias")))),
                  ("agreement across principles", _fmt(_number(audit.get("principle_agreement")))),
                  ("required accuracy", _fmt(_number(audit.get("min_accuracy")))),
-                 ("passed", "yes" if audit.get("passed") else "no" + (" (overridden)" if audit.get("overridden") else ""))]
-        by_principle = "".join(f"<tr><th>{_esc(k)}</th><td class=\"num\">{_fmt(_number(v))}</td></tr>"
-                               for k, v in sorted((audit.get("accuracy_by_principle") or {}).items()))
+                 ("passed", "yes" if audit.get("passed") else "no" + (" (overridden)" if audit.get("overridden") else "")),
+                 ("required per principle to label with", _fmt(_number(audit.get("min_principle_accuracy"))))]
+        labelling = audit.get("labelling_principles")
+        if labelling is not None:
+            facts.append(("principles it labels with", f"{len(labelling)} of {len(audit.get('accuracy_by_principle') or {})}"))
+        by_principle = "".join(
+            f"<tr><th>{_esc(k)}</th><td class=\"num\">{_fmt(_number(v))}</td>"
+            + ("" if labelling is None else f"<td>{'yes' if k in labelling else 'no (left out)'}</td>") + "</tr>"
+            for k, v in sorted((audit.get("accuracy_by_principle") or {}).items()))
         body = _dl(facts)
         if by_principle:
-            body += ('<table id="audit-by-principle"><thead><tr><th>principle</th><th>accuracy</th></tr></thead>'
+            used = "" if labelling is None else "<th>labels with it</th>"
+            body += (f'<table id="audit-by-principle"><thead><tr><th>principle</th><th>accuracy</th>{used}</tr></thead>'
                      f"<tbody>{by_principle}</tbody></table>")
         sections.append(("audit", "Feedback-model audit", body))
     if len(models) >= 2:

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from alignkit.data import render_prompt, reply_to, request_text
 from alignkit.train.config import CAIConfig, DataMix, DPOConfig, PPOConfig, RewardConfig, SFTConfig
 from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text, claim_config_dir
 
@@ -42,11 +43,6 @@ HUMAN = "human (written by the alignkit team)"
 
 def _jsonl(rows: list[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-
-
-def reply(prompt, text: str):
-    """A reply in the prompt's form: a string after a string prompt, an assistant message after a conversation."""
-    return text if isinstance(prompt, str) else [{"role": "assistant", "content": text}]
 
 
 def reply_text(value) -> str:
@@ -81,7 +77,7 @@ def mix_rows(mixes: list[DataMix], kind: str) -> list[dict]:
 
 
 def jailbreak_wrapped(rows: list[dict], suite: str | None, rng: random.Random, fraction: float = 1.0) -> list[dict]:
-    """Plain-text prompts again inside one train-split jailbreak template of `suite` each (templates taken in turn
+    """Single requests (plain or one user turn) again inside one train-split jailbreak template of `suite` each (templates taken in turn
     from a random start), so the stage also sees the attacks the evaluation measures (its held-out templates differ).
     `fraction` < 1 wraps only that share of them, drawn at random (in their original order)."""
     if suite is None or fraction == 0:
@@ -92,15 +88,29 @@ def jailbreak_wrapped(rows: list[dict], suite: str | None, rng: random.Random, f
     if not templates:
         return []
     start = rng.randrange(len(templates))
-    candidates = [r for r in rows if isinstance(r["prompt"], str)]
+    candidates = [r for r in rows if request_text(r["prompt"]) is not None]
     if fraction < 1:
         chosen = set(rng.sample(range(len(candidates)), round(fraction * len(candidates))))
         candidates = [r for i, r in enumerate(candidates) if i in chosen]
     wrapped = []
     for i, row in enumerate(candidates):
         template = templates[(start + i) % len(templates)]
-        wrapped.append({"prompt": template.apply(row["prompt"]), "source": f"{row['source']} in jailbreak {template.id}"})
+        wrapped.append({"prompt": template.apply(request_text(row["prompt"])),
+                        "source": f"{row['source']} in jailbreak {template.id}"})
     return wrapped
+
+
+# Settings that decide whether the run goes on past the audit, not what any stage computes: changing them keeps every
+# finished stage (the audit's report is kept, and the gate is applied to it again on each run).
+GATE_SETTINGS = {"feedback": ("min_accuracy", "override_audit")}
+
+
+def computed_settings(cfg: CAIConfig) -> dict:
+    """The run's settings less GATE_SETTINGS: what a folder's finished stages are tied to."""
+    settings = cfg.model_dump(mode="json")
+    for section, keys in GATE_SETTINGS.items():
+        settings[section] = {k: v for k, v in settings[section].items() if k not in keys}
+    return settings
 
 
 class Pipeline:
@@ -124,7 +134,7 @@ class Pipeline:
         run never silently mixes with, or overwrites, another run's results."""
         from alignkit.train.loop import RunError
 
-        conflict = claim_config_dir(self.out, self.cfg.model_dump(mode="json"))
+        conflict = claim_config_dir(self.out, computed_settings(self.cfg))
         if conflict == "foreign":
             raise RunError(f"{self.out} exists and is not a Constitutional AI run; use another output_dir")
         if conflict:
@@ -142,7 +152,9 @@ class Pipeline:
         path = other / "config.json"
         if not path.is_file():
             raise RunError(f"reuse: {other} is not a Constitutional AI run (no config.json)")
-        theirs, mine = json.loads(path.read_text(encoding="utf-8")), self.cfg.model_dump(mode="json")
+        theirs, mine = json.loads(path.read_text(encoding="utf-8")), computed_settings(self.cfg)
+        for section, keys in GATE_SETTINGS.items():  # a folder written before GATE_SETTINGS recorded them
+            theirs[section] = {k: v for k, v in theirs.get(section, {}).items() if k not in keys}
         rl_only = ("method", "min_confidence", "phase1_pairs", "helpful_preferences", "preference", "ppo", "dpo")
         same = {
             "phase 1": all(theirs.get(k) == mine.get(k) for k in ("model", "constitution", "seed", "feedback",
@@ -170,12 +182,14 @@ class Pipeline:
             if marker.is_file():
                 self.done[stage] = json.loads(marker.read_text(encoding="utf-8"))
                 self.log(f"== cai {stage}: finished earlier, reusing {folder}")
+                self._after(stage, folder)
                 continue
             if stage in shared:
                 self.done[stage] = {**shared[stage], "reused_from": str(self.cfg.reuse)}
                 folder.mkdir(parents=True, exist_ok=True)
                 atomic_write_json(marker, self.done[stage])
                 self.log(f"== cai {stage}: reusing the identical stage of {self.cfg.reuse}")
+                self._after(stage, folder)
                 continue
             self.log(f"== cai {stage}: running into {folder}")
             t0 = time.perf_counter()
@@ -188,6 +202,7 @@ class Pipeline:
             atomic_write_json(marker, summary)
             self.done[stage] = summary
             self.log(f"== cai {stage}: done in {summary['seconds']:.0f} s")
+            self._after(stage, folder)
         final = self._copy_final()
         manifest = {"config": self.cfg.model_dump(mode="json"), "stages": self.done, "final": str(final),
                     "seconds_this_run": round(time.perf_counter() - started, 1)}
@@ -195,6 +210,53 @@ class Pipeline:
         return manifest
 
     # ------------------------------------------------------------------ helpers
+
+    def _after(self, stage: str, folder: Path) -> None:
+        """The audit gate, applied to the audit's report whether it ran now or earlier: the gate settings decide,
+        they compute nothing (GATE_SETTINGS)."""
+        if stage != "audit":
+            return
+        from alignkit.constitution import AuditReport, check_audit
+
+        fb = self.cfg.feedback
+        audit = self.done["audit"]
+        report = AuditReport(**{k: audit[k] for k in AuditReport.__dataclass_fields__ if k in audit})
+        try:
+            check_audit(report, fb.min_accuracy, override=fb.override_audit,
+                        min_principle_accuracy=fb.min_principle_accuracy)
+        finally:
+            # Written either way, so a refused run still shows why.
+            audit.update(min_accuracy=report.min_accuracy, passed=report.passed, overridden=fb.override_audit,
+                         min_principle_accuracy=report.min_principle_accuracy,
+                         allowed_principles=report.allowed_principles,
+                         labelling_principles=self._labelling(report.allowed_principles))
+            atomic_write_json(folder / "audit.json", audit)
+        excluded = sorted(set(self.constitution_ids()) - set(audit["labelling_principles"]))
+        self.log(f"   audit: labels under {len(audit['labelling_principles'])} principles"
+                 + (f" (below {fb.min_principle_accuracy:.2f}, left out: {', '.join(excluded)})" if excluded else ""))
+
+    def constitution_ids(self) -> list[str]:
+        return [p.id for p in self.constitution.principles]
+
+    def _labelling(self, allowed: list[str] | None) -> list[str]:
+        """The principles the feedback model judges under: those its audit allows, in the constitution's order; all
+        of them when the audit is overridden (the user has chosen to trust the model as it is)."""
+        if self.cfg.feedback.override_audit:
+            return self.constitution_ids()
+        return [p for p in self.constitution_ids() if p in set(allowed or ())]
+
+    def judging_constitution(self, wanted: list[str] | None = None):
+        """The constitution restricted to the principles the audit allows (and to `wanted`, when given); a stage
+        whose principles all failed the audit is refused, naming them."""
+        from alignkit.train.loop import RunError
+
+        wanted = [p.id for p in self.constitution.subset(wanted or self.constitution_ids()).principles]  # known ids
+        allowed = self.done["audit"]["labelling_principles"] if "audit" in self.done else self.constitution_ids()
+        ids = [p for p in wanted if p in allowed]
+        if not ids:
+            raise RunError(f"none of the principles {wanted} passed the feedback model's audit (each needs "
+                           f"{self.cfg.feedback.min_principle_accuracy:.2f}); allowed: {allowed}")
+        return self.constitution.subset(ids)
 
     def _train(self, stage: str, cls, train, folder: Path, model: str, data: str, overrides: dict,
                **fixed) -> str:
@@ -216,7 +278,10 @@ class Pipeline:
             fb = self.cfg.feedback
             taught = self.done.get("feedback", {}).get("model")
             spec = taught or (self.cfg.model if fb.model is None else fb.model)
-            self._feedback = load_feedback_model(spec, batch_size=fb.batch_size)
+            # A taught model is asked its questions cut as its teaching cut them (the same ids: data/render.py).
+            max_length = fb.sft.get("max_length", SFTConfig.model_fields["max_length"].default)
+            self._feedback = load_feedback_model(spec, batch_size=fb.batch_size,
+                                                 max_length=max_length if taught else None)
         return self._feedback
 
     def _policy_rollouts(self, model: str, prompts: list, max_new_tokens: int, temperature: float, n: int,
@@ -224,11 +289,10 @@ class Pipeline:
         """n responses per prompt (prompt-major), in length-sorted batches."""
         from alignkit.models import load_causal_lm, load_tokenizer
         from alignkit.rollouts import SamplingSettings, sample
-        from alignkit.rollouts.generate import chat_prompt_ids
         from alignkit.rollouts.sampler import DecodeLoopBackend
 
         tokenizer, module = load_tokenizer(model), load_causal_lm(model)
-        order = sorted(range(len(prompts)), key=lambda i: -len(chat_prompt_ids(tokenizer, prompts[i])))
+        order = sorted(range(len(prompts)), key=lambda i: -len(render_prompt(tokenizer, prompts[i])))
         texts: list[str] = [""] * (len(prompts) * n)
         per_batch = max(1, batch_size // n)
         for start in range(0, len(order), per_batch):
@@ -266,23 +330,16 @@ class Pipeline:
                 "origin": HUMAN}
 
     def stage_audit(self, folder: Path) -> dict:
-        from alignkit.constitution import audit_feedback_model, check_audit, load_gold_comparisons
+        from alignkit.constitution import audit_feedback_model, load_gold_comparisons
 
         fb = self.cfg.feedback
         feedback = self.feedback()
         report = audit_feedback_model(feedback.judge, load_gold_comparisons(split="heldout"), self.constitution,
                                       extra_principles=fb.audit_extra_principles, seed=self.cfg.seed)
         folder.mkdir(parents=True, exist_ok=True)
-        audit = {"feedback_model": feedback.name, **report.as_dict()}
-        try:
-            check_audit(report, fb.min_accuracy, override=fb.override_audit)
-        finally:
-            # Written either way, so a refused run still shows why.
-            audit.update(min_accuracy=report.min_accuracy, passed=report.passed, overridden=fb.override_audit)
-            atomic_write_json(folder / "audit.json", audit)
         self.log(f"   audit: accuracy {report.accuracy:.2f} on {report.n} held-out gold comparisons, position bias "
                  f"{report.position_bias}, agreement {report.principle_agreement}")
-        return audit
+        return {"feedback_model": feedback.name, **report.as_dict()}
 
     def stage_critique(self, folder: Path) -> dict:
         from alignkit.constitution.critique import critique_and_revise
@@ -296,8 +353,10 @@ class Pipeline:
         initial = self._policy_rollouts(self.cfg.model, prompts, cfg.max_new_tokens, temperature=0.0, n=1,
                                         batch_size=self.cfg.feedback.batch_size)
         feedback = self.feedback()
-        records = critique_and_revise(prompts, initial, self.constitution, feedback.require_generate(), rng,
-                                      rounds=cfg.rounds, principles=cfg.principles,
+        # Critiques, revisions and their check are the feedback model's judgements: only under principles it passed.
+        pool = self.judging_constitution(cfg.principles)
+        records = critique_and_revise(prompts, initial, pool, feedback.require_generate(), rng,
+                                      rounds=cfg.rounds,
                                       critique_tokens=cfg.critique_tokens, revision_tokens=cfg.revision_tokens,
                                       policy=self.cfg.model, feedback_model=feedback.name)
         out = [{"source": row["source"], **record.as_dict()} for row, record in zip(rows, records)]
@@ -322,7 +381,7 @@ class Pipeline:
 
         revisions = read_jsonl(Path(self.done["critique"]["revisions"]))
         helpful = mix_rows(self.cfg.sl.helpful, "sft")
-        kept = [{"prompt": r["prompt"], "completion": reply(r["prompt"], r["final"]), "origin": "AI revision",
+        kept = [{"prompt": r["prompt"], "completion": reply_to(r["prompt"], r["final"]), "origin": "AI revision",
                  "source": r["source"]}
                 for r in revisions if r["final"].strip() and r.get("use", True)]
         rows = kept * self.cfg.sl.revision_repeats + [{**r, "origin": "human demonstration"} for r in helpful]
@@ -350,16 +409,19 @@ class Pipeline:
         # Two identical samples carry no preference; empty ones are not answers.
         keep = [i for i, (a, b) in enumerate(pairs) if a.strip() and b.strip() and a.strip() != b.strip()]
         feedback = self.feedback()
-        out = rlaif_rows([prompts[i] for i in keep], [pairs[i] for i in keep], feedback.judge, self.constitution,
-                         rng, k=cfg.principles_per_label, cot=cfg.cot, feedback_model=feedback.name)
+        judging = self.judging_constitution()  # the principles the audit allows
+        out = rlaif_rows([prompts[i] for i in keep], [pairs[i] for i in keep], feedback.judge, judging,
+                         rng, k=min(cfg.principles_per_label, len(judging.principles)), cot=cfg.cot,
+                         feedback_model=feedback.name)
         for i, row in zip(keep, out):  # replies in the prompt's form, plus where the prompt came from
-            row.update(chosen=reply(row["prompt"], row["chosen"]), rejected=reply(row["prompt"], row["rejected"]),
+            row.update(chosen=reply_to(row["prompt"], row["chosen"]), rejected=reply_to(row["prompt"], row["rejected"]),
                        source=rows[i]["source"], policy=policy)
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / "labels.jsonl", _jsonl(out))
         confident = sum(abs(r["probability"] - 0.5) >= cfg.min_confidence for r in out)
         mean_confidence = sum(abs(r["probability"] - 0.5) for r in out) / max(len(out), 1)
         return {"labels": str(folder / "labels.jsonl"), "prompts": len(prompts), "pairs": len(out),
+                "labelling_principles": [p.id for p in judging.principles],
                 "dropped_identical_or_empty": len(prompts) - len(out), "principles_per_label": cfg.principles_per_label,
                 "cot_clamp": cfg.cot, "mean_abs_label_minus_half": round(mean_confidence, 4),
                 f"labels_at_least_{cfg.min_confidence}_from_half": confident,
@@ -371,8 +433,8 @@ class Pipeline:
         labels = read_jsonl(Path(self.done["labels"]["labels"]))
         if not self.cfg.rl.phase1_pairs:
             return labels, 0
-        phase1 = [{"prompt": r["prompt"], "chosen": reply(r["prompt"], r["final"]),
-                   "rejected": reply(r["prompt"], r["initial"]), "probability": r["revision_preferred"],
+        phase1 = [{"prompt": r["prompt"], "chosen": reply_to(r["prompt"], r["final"]),
+                   "rejected": reply_to(r["prompt"], r["initial"]), "probability": r["revision_preferred"],
                    "principles": [r["steps"][-1]["principle"]], "source": r["source"], "policy": r["policy"],
                    "feedback_model": r["feedback_model"], "phase": 1}
                   for r in read_jsonl(Path(self.done["critique"]["revisions"]))

@@ -249,7 +249,11 @@ class CAIFeedbackConfig(Strict):
     comparison_repeats: int = Field(default=1, ge=1, description="copies of each gold comparison (both orders) in it")
     sft: dict[str, Any] = Field(default_factory=dict, description="SFT keys for that teaching step (epochs, lr, ...)")
     min_accuracy: float = Field(default=0.7, ge=0, le=1, description="audit gate on the held-out gold comparisons")
-    override_audit: bool = Field(default=False, description="proceed even if the audit is below min_accuracy")
+    min_principle_accuracy: float = Field(
+        default=0.7, ge=0, le=1, description="the feedback model labels, checks and critiques only under principles "
+                                             "whose own held-out accuracy reaches this")
+    override_audit: bool = Field(default=False, description="proceed even if the audit is below min_accuracy, and "
+                                                            "judge under every principle")
     audit_extra_principles: int = Field(default=1, ge=0, description="other principles asked per gold item (agreement)")
     batch_size: int = Field(default=128, ge=1, description="conversations the feedback model or the policy "
                                                         "generates at once (decoding on a CPU costs per step, not per row)")

@@ -82,9 +82,28 @@ def test_the_gate_refuses_a_weak_judge_unless_overridden():
     assert check_audit(report, 0.5).passed is True
 
 
+def test_the_gate_records_which_principles_pass_on_their_own():
+    from alignkit.constitution import AuditReport
+
+    report = AuditReport(n=10, accuracy=0.8, position_bias=0.0, principle_agreement=None,
+                         accuracy_by_principle={"a": 1.0, "b": 0.75, "c": 0.5, "d": 0.7})
+    check_audit(report, 0.7, min_principle_accuracy=0.7)
+    assert report.passed is True and report.allowed_principles == ["a", "b", "d"]  # best first; 0.70 passes
+    check_audit(report, 0.7, min_principle_accuracy=0.8)
+    assert report.allowed_principles == ["a"]
+    with pytest.raises(FeedbackAuditError, match="no principle reaches the required per-principle accuracy"):
+        check_audit(report, 0.7, min_principle_accuracy=1.001)
+    assert report.passed is False and check_audit(report, 0.7, override=True, min_principle_accuracy=1.5).passed is False
+
+
 def test_built_in_gold_comparisons_and_bad_rows(tmp_path):
     heldout, train = load_gold_comparisons(), load_gold_comparisons(split="train")
-    assert len(heldout) == 60 and len(train) == 60
+    # The train split teaches every principle from at least 16 comparisons; the held-out split stays as it was.
+    assert len(heldout) == 60 and len(train) >= 16 * 16
+    counts = {}
+    for item in train:
+        counts[item.principle] = counts.get(item.principle, 0) + 1
+    assert len(counts) == 16 and min(counts.values()) >= 16
     assert {g.better for g in heldout} == {"a", "b"}
     assert not {g.prompt for g in heldout} & {g.prompt for g in train}
     c = load_constitution()

@@ -61,3 +61,23 @@ def rating_file(tmp_path) -> str:
     rows = [{"prompt": f"say {i}", "completion": word, "rating": score}
             for i in range(6) for word, score in (("no!!", 0.0), ("ok", 1.0), ("sure, gladly", 2.0))]
     return _jsonl(tmp_path / "rating.jsonl", rows)
+
+
+@pytest.fixture(scope="session")
+def chatty_dir(tmp_path_factory) -> str:
+    """The tiny model with the embeddings of whitespace, control and special tokens zeroed: a random tiny model's
+    greedy reply is otherwise all whitespace, which strips to an empty answer (and an empty revision is skipped)."""
+    import torch
+
+    from alignkit.models.tiny import tiny_model, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    model = tiny_model(tokenizer, seed=0)
+    blank = [i for i in range(len(tokenizer)) if not tokenizer.decode([i]).strip()
+             or not tokenizer.decode([i]).isprintable()]
+    with torch.no_grad():
+        model.get_input_embeddings().weight[blank] = 0
+    path = tmp_path_factory.mktemp("chatty-tiny")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)

@@ -8,31 +8,11 @@ import random
 import pytest
 import yaml
 
-from alignkit.constitution import FeedbackAuditError, load_constitution
+from alignkit.constitution import FeedbackAuditError, load_constitution, load_gold_comparisons
 from alignkit.train.cai import STAGES, jailbreak_wrapped, read_jsonl, reply_text, run_cai
 from alignkit.train.config import CAIConfig, ConfigError, load_config
 from alignkit.train.loop import RunError
 
-
-
-@pytest.fixture(scope="module")
-def chatty_dir(tmp_path_factory) -> str:
-    """The tiny model with the embeddings of whitespace, control and special tokens zeroed: a random tiny model's
-    greedy reply is otherwise all whitespace, which strips to an empty answer (and an empty revision is skipped)."""
-    import torch
-
-    from alignkit.models.tiny import tiny_model, tiny_tokenizer
-
-    tokenizer = tiny_tokenizer()
-    model = tiny_model(tokenizer, seed=0)
-    blank = [i for i in range(len(tokenizer)) if not tokenizer.decode([i]).strip()
-             or not tokenizer.decode([i]).isprintable()]
-    with torch.no_grad():
-        model.get_input_embeddings().weight[blank] = 0
-    path = tmp_path_factory.mktemp("chatty-tiny")
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
 
 
 def tiny_config(model: str, out, *, method: str = "ppo", extra: list[str] = ()) -> CAIConfig:
@@ -68,15 +48,19 @@ def test_whole_chain_with_ppo_keeps_provenance_and_resumes(chatty_dir, tmp_path,
     # The feedback model was taught from the team's exemplars and train gold comparisons, then audited.
     fb = manifest["stages"]["feedback"]
     taught = read_jsonl(out / "1-feedback" / "data.jsonl")
-    assert len(taught) == 52 + 120 and fb["model"].endswith("final")
+    gold = load_gold_comparisons(split="train")
+    assert len(taught) == 2 * len(load_constitution().exemplars) + 2 * len(gold) and fb["model"].endswith("final")
     audit = json.loads((out / "2-audit" / "audit.json").read_text())
     assert audit["n"] == 60 and 0 <= audit["accuracy"] <= 1 and audit["feedback_model"] == fb["model"]
 
     # Provenance of phase 1: every prompt's answer, principle, critique and revision, and who made them.
     constitution = load_constitution()
     revisions = read_jsonl(out / "3-critique" / "revisions.jsonl")
-    assert len(revisions) == 6  # 3 plain + the same 3 inside train jailbreak templates
-    assert sum(isinstance(r["prompt"], list) for r in revisions) == 3
+    assert len(revisions) == 6  # 3 requests + the same 3 inside train jailbreak templates
+    # Every prompt is a conversation, as the policy was sampled with it: 3 single user turns, 3 wrapped.
+    assert all(isinstance(r["prompt"], list) for r in revisions)
+    plain = [r for r in revisions if " in jailbreak " not in r["source"]]
+    assert len(plain) == 3 and all(len(r["prompt"]) == 1 and r["prompt"][0]["role"] == "user" for r in plain)
     for r in revisions:
         assert {"prompt", "initial", "steps", "final", "policy", "feedback_model", "source"} <= r.keys()
         assert r["policy"] == chatty_dir and r["feedback_model"] == fb["model"] and r["source"].startswith("suite:")
@@ -184,15 +168,53 @@ def test_phase1_pairs_need_the_revision_check():
     assert load_config(CAIConfig, None, ["rl.phase1_pairs=true", "critique.check_revisions=true"]).rl.phase1_pairs
 
 
-def test_audit_gate_stops_the_chain_and_says_why(chatty_dir, tmp_path):
+def test_audit_gate_stops_the_chain_and_overriding_it_keeps_the_finished_stages(chatty_dir, tmp_path, capsys):
     out = tmp_path / "cai"
-    cfg = tiny_config(chatty_dir, out, extra=["feedback.train=false", "feedback.override_audit=false",
-                                            "feedback.min_accuracy=1.0"])
+    gate = ["feedback.override_audit=false", "feedback.min_accuracy=1.0", "eval=null"]
     with pytest.raises(FeedbackAuditError, match="below the required 1.00"):
-        run_cai(cfg)
+        run_cai(tiny_config(chatty_dir, out, extra=gate))
     audit = json.loads((out / "2-audit" / "audit.json").read_text())
-    assert audit["passed"] is False and audit["min_accuracy"] == 1.0
-    assert not (out / "2-audit" / "done.json").exists() and not (out / "3-critique").exists()
+    assert audit["passed"] is False and audit["min_accuracy"] == 1.0 and not (out / "3-critique").exists()
+    # The gate decides, it computes nothing: overriding it (or moving it) keeps the taught feedback model and its
+    # audit, where the whole configuration check used to refuse the folder.
+    weights = (out / "1-feedback" / "run" / "final" / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    manifest = run_cai(tiny_config(chatty_dir, out, extra=gate[1:] + ["feedback.override_audit=true"]))
+    printed = capsys.readouterr().out
+    assert "cai feedback: finished earlier" in printed and "cai audit: finished earlier" in printed
+    assert (out / "1-feedback" / "run" / "final" / "model.safetensors").read_bytes() == weights
+    audit = json.loads((out / "2-audit" / "audit.json").read_text())
+    assert audit["overridden"] is True and audit["passed"] is False
+    assert audit["labelling_principles"] == [p.id for p in load_constitution().principles]  # overridden: all
+    assert manifest["stages"]["rl"]["model"]
+    # A setting that changes what a stage computes still may not reuse the folder.
+    with pytest.raises(RunError, match="another configuration.*feedback"):
+        run_cai(tiny_config(chatty_dir, out, extra=gate[1:] + ["feedback.exemplar_repeats=2"]))
+
+
+def test_the_feedback_model_judges_only_under_principles_that_passed_its_audit(chatty_dir, tmp_path):
+    """Per-principle gating: labels, critiques and the revision check draw only principles whose own held-out
+    accuracy reaches feedback.min_principle_accuracy; the others are left out and the report says which."""
+    out = tmp_path / "cai"
+    critique = ["harmless-ethical", "no-dangerous-assistance", "wellbeing-support", "privacy-respect",
+                "human-rights-dignity", "refuse-with-alternative"]
+    manifest = run_cai(tiny_config(chatty_dir, out, extra=[
+        "feedback.override_audit=false", "feedback.min_accuracy=0", "feedback.min_principle_accuracy=0.5",
+        f"critique.principles=[{', '.join(critique)}]", "rl.principles_per_label=3", "eval=null"]))
+    audit = manifest["stages"]["audit"]
+    allowed = [p for p, accuracy in audit["accuracy_by_principle"].items() if accuracy >= 0.5]
+    assert 0 < len(allowed) < 16 and set(critique) & set(allowed) and set(critique) - set(allowed)  # both kinds
+    assert set(audit["labelling_principles"]) == set(allowed) == set(audit["allowed_principles"])
+    for row in read_jsonl(out / "5-labels" / "labels.jsonl"):
+        assert set(row["principles"]) <= set(allowed) and len(row["principles"]) == min(3, len(allowed))
+    for row in read_jsonl(out / "3-critique" / "revisions.jsonl"):
+        assert row["steps"][-1]["principle"] in set(critique) & set(allowed)
+    assert manifest["stages"]["labels"]["labelling_principles"] == [p for p in audit["labelling_principles"]]
+    # With none of a stage's principles passing, the stage is refused and names them.
+    with pytest.raises(RunError, match="none of the principles .* passed the feedback model's audit"):
+        run_cai(tiny_config(chatty_dir, tmp_path / "none", extra=[
+            "feedback.override_audit=false", "feedback.min_accuracy=0", "feedback.min_principle_accuracy=0.5",
+            f"critique.principles=[{', '.join(sorted(set(critique) - set(allowed)))}]", "eval=null"]))
 
 
 def test_config_rejects_unknown_stage_keys_and_non_runs(tmp_path):
@@ -243,3 +265,48 @@ def test_http_feedback_model_against_a_real_llama_cpp_server(chatty_dir, llama_s
     # from its text, 0 or 1).
     orders = [p for r in labels for p in r["orders"][0]]
     assert all(0 <= p <= 1 for p in orders) and sum(0 < p < 1 for p in orders) >= len(orders) // 2
+
+
+@pytest.mark.parametrize("method", ["dpo", "ppo"])
+def test_every_stage_trains_on_the_prompt_ids_the_policy_was_sampled_with(method, chatty_dir, tmp_path, recorder):
+    """Train on exactly what you sample (data/render.py): SL-CAI's revisions, the labelled pairs and the RL stage
+    (DPO's pairs, or the preference model's rows and PPO's updates) are trained on, id for id, the prompt ids the
+    policy answered; and the evaluation asks a train-split request with those same ids."""
+    from alignkit.data import render_prompt
+    from alignkit.data.suites import load_suite
+    from alignkit.eval.harness import EvalSettings, greedy_rollouts, suite_prompts
+    from alignkit.models import load_causal_lm, load_tokenizer
+
+    out = tmp_path / "cai"
+    # Budgets that cut no prompt (a cut prompt is trained from its last tokens, by design: data/render.py).
+    uncut = ["sl.sft={max_steps: 2, batch_size: 4, max_length: 4096}",
+             "rl.dpo={max_steps: 2, batch_size: 4, max_length: 4096}",
+             "rl.preference={max_steps: 2, batch_size: 4, max_length: 4096}"]
+    run_cai(tiny_config(chatty_dir, out, method=method, extra=uncut))
+    tok = load_tokenizer(chatty_dir)
+
+    def trained_as_sampled(rows):
+        assert rows
+        for row in rows:
+            ids = tuple(render_prompt(tok, row["prompt"]))
+            assert recorder.trained_ids(row["prompt"]) == {ids} and ids in recorder.sampled, row["source"]
+
+    # Phase 1: revisions are trained as replies in a conversation, on the ids the policy first answered with.
+    sl_rows = [r for r in read_jsonl(out / "4-sl" / "data.jsonl") if r["origin"] == "AI revision"]
+    assert all(isinstance(r["prompt"], list) and isinstance(r["completion"], list) for r in sl_rows)
+    trained_as_sampled(sl_rows)
+    # The evaluation asks those train-split requests with the same ids: decoding them samples nothing new.
+    asked = {p.id: p.prompt for p in suite_prompts(load_suite("default", "train")) if p.part == "redteam"}
+    requests = [asked[r["source"].rsplit(":", 1)[1]] for r in sl_rows if " in jailbreak " not in r["source"]]
+    before = set(recorder.sampled)
+    greedy_rollouts(load_causal_lm(chatty_dir), tok, requests, EvalSettings(max_new_tokens=4, batch_size=4))
+    assert requests and recorder.sampled == before
+
+    # Phase 2: each labelled pair was sampled from those ids, and the RL stage trains on them.
+    labels = read_jsonl(out / "5-labels" / "labels.jsonl")
+    assert labels and all(tuple(render_prompt(tok, r["prompt"])) in recorder.sampled for r in labels)
+    stage = "7-rl" if method == "dpo" else "6-preference"
+    trained_as_sampled([r for r in read_jsonl(out / stage / "data.jsonl") if r["origin"] == "AI label"])
+    if method == "ppo":  # PPO's update conditions on the rows it sampled from the labels' prompts
+        ppo_prompts = {tuple(render_prompt(tok, r["prompt"])) for r in read_jsonl(out / "7-rl" / "data.jsonl")}
+        assert recorder.updated and recorder.updated <= recorder.sampled & ppo_prompts
