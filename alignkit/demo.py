@@ -33,13 +33,18 @@ def demo_config(out: str, model: str, overrides: list[str] | None = None) -> CAI
         "model": model,
         "output_dir": out,
         "feedback": {
-            # Exemplars are few (26) and short; comparisons are many and long: each gets enough passes in one epoch.
-            # Batches in random order, not length-grouped: this is the setting whose audit was measured (0.70).
+            # The writer learns critique and revision from the 71 worked exemplars (each twice); the judge, a copy of
+            # its own, comparison from the 313 train gold comparisons (both orders, once: at least 16 for every
+            # principle). The judge alone, 1 epoch: 0.87 on the held-out gold comparisons, where the same data mixed
+            # with the exemplars in one model gave 0.62 (bf16; docs/constitution.md).
             "exemplar_repeats": 2,
-            "comparison_repeats": 3,
+            "comparison_repeats": 1,
             "sft": {"epochs": 1, "batch_size": 8, "lr": 5e-5, "warmup_ratio": 0.05, "max_length": 512,
-                    "save_every": 10},
+                    "save_every": 10, "group_by_length": True},
+            "judge_sft": {"epochs": 1, "batch_size": 8, "lr": 5e-5, "warmup_ratio": 0.05, "max_length": 512,
+                          "save_every": 10, "group_by_length": True},
             "min_accuracy": 0.7,
+            "min_principle_accuracy": 0.7,
             "audit_extra_principles": 1,
         },
         # Red-team critiques under the harm-avoidance principles (the paper's critique principles are all about
@@ -52,7 +57,7 @@ def demo_config(out: str, model: str, overrides: list[str] | None = None) -> CAI
         # check (the 38 harmful prompts of builtin:sft, which the demo never trains on, and 55 borderline ones of
         # builtin:preference), with the first demo's revisions: its setting (2 epochs, lr 5e-5) refused 5% / 0%
         # of them, this one 32% / 5%, revisions x3 55% / 25% (over-refusing). Not tuned on the held-out suites.
-        "sl": {"revision_repeats": 2,
+        "sl": {"revision_repeats": 1,
                "sft": {"epochs": 1, "batch_size": 8, "lr": 1e-4, "max_length": 384, "save_every": 10,
                        "group_by_length": True}},
         "rl": {

@@ -33,22 +33,24 @@ class FeedbackModel:
 
 
 def local_feedback_model(model: str | Any, tokenizer=None, *, name: str | None = None, batch_size: int = 64,
-                         max_length: int | None = None) -> FeedbackModel:
+                         max_length: int | None = None, judge_model: str | None = None) -> FeedbackModel:
     """A local causal LM: greedy replies for critiques and revisions, option log-probs for comparisons (questions cut
-    to `max_length` tokens as its teaching cut them)."""
+    to `max_length` tokens as its teaching cut them). `judge_model` (a path) compares instead, when each skill was
+    taught to its own copy."""
     from alignkit.eval.harness import EvalSettings, greedy_rollouts
     from alignkit.judges.model import LMJudge
     from alignkit.models import load_causal_lm, load_tokenizer
 
     tokenizer = tokenizer or load_tokenizer(model)
     module = load_causal_lm(model) if isinstance(model, str) else model
-    judge = LMJudge(module, tokenizer, batch_size=min(batch_size, 16), max_length=max_length)
+    comparer = module if judge_model is None else load_causal_lm(judge_model)
+    judge = LMJudge(comparer, tokenizer, batch_size=min(batch_size, 16), max_length=max_length)
 
     def generate(conversations: list[list[dict]], max_new_tokens: int) -> list[str]:
         settings = EvalSettings(max_new_tokens=max_new_tokens, batch_size=batch_size)
         return greedy_rollouts(module, tokenizer, conversations, settings)[0]
 
-    return FeedbackModel(name or str(model), judge, generate)
+    return FeedbackModel(name or (str(model) if judge_model is None else f"{model} + {judge_model}"), judge, generate)
 
 
 def load_feedback_model(spec: str | dict, *, batch_size: int = 64, max_length: int | None = None) -> FeedbackModel:

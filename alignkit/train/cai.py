@@ -3,8 +3,9 @@
 Stages, each in its own folder under `output_dir` and each finished by an atomic `done.json`; a rerun reuses every
 finished stage, and a training stage interrupted half-way resumes from its checkpoints:
 
-  1-feedback    teach the feedback model critique/revision (the constitution's worked exemplars) and comparison (the
-                train gold comparisons) by SFT, when it is a local model and `feedback.train` is on
+  1-feedback    teach the feedback model critique/revision (the constitution's worked exemplars: writer/) and,
+                separately, comparison (the train gold comparisons: judge/) by SFT, when it is a local model and
+                `feedback.train` is on
   2-audit       audit it on the held-out gold comparisons (accuracy, position bias, agreement across principles);
                 below `feedback.min_accuracy` the pipeline stops unless `feedback.override_audit`
   3-critique    the policy answers red-team prompts (plain and wrapped in train-split jailbreak templates); for
@@ -258,12 +259,12 @@ class Pipeline:
                            f"{self.cfg.feedback.min_principle_accuracy:.2f}); allowed: {allowed}")
         return self.constitution.subset(ids)
 
-    def _train(self, stage: str, cls, train, folder: Path, model: str, data: str, overrides: dict,
-               **fixed) -> str:
+    def _train(self, stage: str, cls, train, folder: Path, model: str, data: str, overrides: dict, *,
+               run: str = "run", **fixed) -> str:
         # The run's seed seeds every trainer (data order, sampling) unless the stage's own keys set one.
         cfg = cls.model_validate({"seed": self.cfg.seed, **overrides, **fixed, "model": model, "data": {"train": data},
-                                  "output_dir": str(folder / "run"), "progress": False})
-        final = folder / "run" / "final"
+                                  "output_dir": str(folder / run), "progress": False})
+        final = folder / run / "final"
         if final.is_dir():  # trained before the stage's done.json was written
             return str(final)
         result = train(cfg)
@@ -276,12 +277,17 @@ class Pipeline:
             from alignkit.constitution.feedback import load_feedback_model
 
             fb = self.cfg.feedback
-            taught = self.done.get("feedback", {}).get("model")
-            spec = taught or (self.cfg.model if fb.model is None else fb.model)
-            # A taught model is asked its questions cut as its teaching cut them (the same ids: data/render.py).
-            max_length = fb.sft.get("max_length", SFTConfig.model_fields["max_length"].default)
-            self._feedback = load_feedback_model(spec, batch_size=fb.batch_size,
-                                                 max_length=max_length if taught else None)
+            taught = self.done.get("feedback", {})
+            if "model" in taught:
+                from alignkit.constitution.feedback import local_feedback_model
+
+                # A taught judge is asked its questions cut as its teaching cut them (the same ids: data/render.py).
+                max_length = fb.judge_sft.get("max_length", SFTConfig.model_fields["max_length"].default)
+                self._feedback = local_feedback_model(taught["model"], judge_model=taught["judge_model"],
+                                                      batch_size=fb.batch_size, max_length=max_length)
+            else:
+                self._feedback = load_feedback_model(self.cfg.model if fb.model is None else fb.model,
+                                                     batch_size=fb.batch_size)
         return self._feedback
 
     def _policy_rollouts(self, model: str, prompts: list, max_new_tokens: int, temperature: float, n: int,
@@ -317,13 +323,20 @@ class Pipeline:
             return None
         start = self.cfg.model if fb.model is None else fb.model
         gold = load_gold_comparisons(split="train")
-        rows = (exemplar_sft_rows(self.constitution) * fb.exemplar_repeats
-                + comparison_sft_rows(gold, self.constitution) * fb.comparison_repeats)
-        data = folder / "data.jsonl"
+        # Each skill is taught to its own copy of the model. A comparison row trains four answer tokens ("(A)" and
+        # the end of turn) after a long question, a critique row dozens: mixed in one run, the per-token loss drowns
+        # the answers (held-out audit 0.60-0.65 mixed, against 0.80 and now 0.87 taught alone; docs/constitution.md).
+        writing = folder / "critique_data.jsonl"
+        comparing = folder / "comparison_data.jsonl"
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(data, _jsonl(rows))
-        model = self._train("feedback", SFTConfig, train_sft, folder, start, str(data), fb.sft)
-        return {"model": model, "started_from": start, "data": str(data),
+        atomic_write_text(writing, _jsonl(exemplar_sft_rows(self.constitution) * fb.exemplar_repeats))
+        atomic_write_text(comparing, _jsonl(comparison_sft_rows(gold, self.constitution) * fb.comparison_repeats))
+        model = self._train("feedback (critique and revision)", SFTConfig, train_sft, folder, start, str(writing),
+                            fb.sft, run="writer")
+        judge = self._train("feedback (comparison)", SFTConfig, train_sft, folder, start, str(comparing),
+                            fb.judge_sft, run="judge")
+        return {"model": model, "judge_model": judge, "started_from": start,
+                "data": {"critique and revision": str(writing), "comparison": str(comparing)},
                 "rows": {"exemplars (critique -> revision)": len(self.constitution.exemplars),
                          "gold comparisons, both orders": 2 * len(gold),
                          "repeats (exemplars, comparisons)": f"{fb.exemplar_repeats}, {fb.comparison_repeats}"},

@@ -247,7 +247,10 @@ class CAIFeedbackConfig(Strict):
                                                   "comparison (the train gold comparisons) by SFT")
     exemplar_repeats: int = Field(default=1, ge=1, description="copies of each worked exemplar in the teaching data")
     comparison_repeats: int = Field(default=1, ge=1, description="copies of each gold comparison (both orders) in it")
-    sft: dict[str, Any] = Field(default_factory=dict, description="SFT keys for that teaching step (epochs, lr, ...)")
+    sft: dict[str, Any] = Field(default_factory=dict, description="SFT keys for teaching critique and revision "
+                                                                  "(epochs, lr, ...)")
+    judge_sft: dict[str, Any] = Field(default_factory=dict, description="SFT keys for teaching comparison (a copy of "
+                                                                        "the model of its own)")
     min_accuracy: float = Field(default=0.7, ge=0, le=1, description="audit gate on the held-out gold comparisons")
     min_principle_accuracy: float = Field(
         default=0.7, ge=0, le=1, description="the feedback model labels, checks and critiques only under principles "
@@ -261,6 +264,7 @@ class CAIFeedbackConfig(Strict):
     @model_validator(mode="after")
     def _check_sft(self):
         _check_stage_keys("feedback.sft", self.sft, SFTConfig)
+        _check_stage_keys("feedback.judge_sft", self.judge_sft, SFTConfig)
         return self
 
 

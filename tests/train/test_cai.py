@@ -18,7 +18,8 @@ from alignkit.train.loop import RunError
 def tiny_config(model: str, out, *, method: str = "ppo", extra: list[str] = ()) -> CAIConfig:
     overrides = [
         f"model={model}", f"output_dir={out}",
-        "feedback.sft={max_steps: 2, batch_size: 4, max_length: 256}", "feedback.override_audit=true",
+        "feedback.sft={max_steps: 2, batch_size: 4, max_length: 256}",
+        "feedback.judge_sft={max_steps: 2, batch_size: 4, max_length: 256}", "feedback.override_audit=true",
         "feedback.audit_extra_principles=1", "feedback.batch_size=16",
         "critique.prompts=[{source: 'suite:redteam?split=train', limit: 3}]",
         "critique.max_new_tokens=8", "critique.critique_tokens=8", "critique.revision_tokens=8",
@@ -47,11 +48,18 @@ def test_whole_chain_with_ppo_keeps_provenance_and_resumes(chatty_dir, tmp_path,
 
     # The feedback model was taught from the team's exemplars and train gold comparisons, then audited.
     fb = manifest["stages"]["feedback"]
-    taught = read_jsonl(out / "1-feedback" / "data.jsonl")
-    gold = load_gold_comparisons(split="train")
-    assert len(taught) == 2 * len(load_constitution().exemplars) + 2 * len(gold) and fb["model"].endswith("final")
+    # Each skill to its own copy: critique and revision (the exemplars) to the writer, comparison to the judge.
+    writing = read_jsonl(out / "1-feedback" / "critique_data.jsonl")
+    comparing = read_jsonl(out / "1-feedback" / "comparison_data.jsonl")
+    assert len(writing) == 2 * len(load_constitution().exemplars)
+    assert len(comparing) == 2 * len(load_gold_comparisons(split="train"))
+    assert all(r["source"].startswith("exemplar") for r in writing)
+    assert all(r["source"].startswith("gold comparison") for r in comparing)
+    assert fb["model"] == str(out / "1-feedback" / "writer" / "final")
+    assert fb["judge_model"] == str(out / "1-feedback" / "judge" / "final")
     audit = json.loads((out / "2-audit" / "audit.json").read_text())
-    assert audit["n"] == 60 and 0 <= audit["accuracy"] <= 1 and audit["feedback_model"] == fb["model"]
+    feedback_name = f"{fb['model']} + {fb['judge_model']}"
+    assert audit["n"] == 60 and 0 <= audit["accuracy"] <= 1 and audit["feedback_model"] == feedback_name
 
     # Provenance of phase 1: every prompt's answer, principle, critique and revision, and who made them.
     constitution = load_constitution()
@@ -63,7 +71,7 @@ def test_whole_chain_with_ppo_keeps_provenance_and_resumes(chatty_dir, tmp_path,
     assert len(plain) == 3 and all(len(r["prompt"]) == 1 and r["prompt"][0]["role"] == "user" for r in plain)
     for r in revisions:
         assert {"prompt", "initial", "steps", "final", "policy", "feedback_model", "source"} <= r.keys()
-        assert r["policy"] == chatty_dir and r["feedback_model"] == fb["model"] and r["source"].startswith("suite:")
+        assert r["policy"] == chatty_dir and r["feedback_model"] == feedback_name and r["source"].startswith("suite:")
         (step,) = r["steps"]
         assert step["principle"] in ("harmless-ethical", "no-dangerous-assistance")
         constitution.principle(step["principle"])
@@ -177,12 +185,12 @@ def test_audit_gate_stops_the_chain_and_overriding_it_keeps_the_finished_stages(
     assert audit["passed"] is False and audit["min_accuracy"] == 1.0 and not (out / "3-critique").exists()
     # The gate decides, it computes nothing: overriding it (or moving it) keeps the taught feedback model and its
     # audit, where the whole configuration check used to refuse the folder.
-    weights = (out / "1-feedback" / "run" / "final" / "model.safetensors").read_bytes()
+    weights = (out / "1-feedback" / "judge" / "final" / "model.safetensors").read_bytes()
     capsys.readouterr()
     manifest = run_cai(tiny_config(chatty_dir, out, extra=gate[1:] + ["feedback.override_audit=true"]))
     printed = capsys.readouterr().out
     assert "cai feedback: finished earlier" in printed and "cai audit: finished earlier" in printed
-    assert (out / "1-feedback" / "run" / "final" / "model.safetensors").read_bytes() == weights
+    assert (out / "1-feedback" / "judge" / "final" / "model.safetensors").read_bytes() == weights
     audit = json.loads((out / "2-audit" / "audit.json").read_text())
     assert audit["overridden"] is True and audit["passed"] is False
     assert audit["labelling_principles"] == [p.id for p in load_constitution().principles]  # overridden: all
