@@ -1,11 +1,12 @@
 """`make demo`: Constitutional AI end to end on the embedded model, offline, on a laptop CPU.
 
-The 135M model cannot critique, revise or judge from a prompt alone (shared GUIDE), so the demo first teaches it those
-skills from the constitution's worked exemplars and the train gold comparisons (process supervision), audits it on
-the held-out gold comparisons, and only then lets it write revisions and labels. The reinforcement stage is DPO on
+The 135M model cannot critique, revise or judge from a prompt alone (shared GUIDE), so the demo first teaches one
+copy to critique and revise (the constitution's worked exemplars) and another to compare (the train gold comparisons:
+process supervision), audits the judge on the held-out gold comparisons, and only then lets them write revisions and
+labels, under the principles the judge passed. The reinforcement stage is DPO on
 the AI-labelled pairs rather than PPO against a preference model: on 2 CPU cores the preference model and 20 PPO
-steps took 1245 s against DPO's 252 s (docs/demo.md), which would take the ~39-minute demo past its 40-minute
-budget; `alignkit cai` runs PPO when `rl.method` is `ppo`, its default.
+steps took 1245 s against DPO's 252 s (docs/demo.md), which would take the ~40-minute demo further past its
+30-minute target; `alignkit cai` runs PPO when `rl.method` is `ppo`, its default.
 
 Output (`runs/demo`): report.html (base, SL-CAI and RL-CAI on the held-out evaluation suite, the audit, and which data
 people wrote and which AI produced), final/ (the aligned model, HF format) and each stage's folder. Stages are
@@ -39,7 +40,9 @@ def demo_config(out: str, model: str, overrides: list[str] | None = None) -> CAI
             # with the exemplars in one model gave 0.62 (bf16; docs/constitution.md).
             "exemplar_repeats": 2,
             "comparison_repeats": 1,
-            "sft": {"epochs": 1, "batch_size": 8, "lr": 5e-5, "warmup_ratio": 0.05, "max_length": 512,
+            # lr 2e-4 for the writer: at 5e-5 its loss stayed near 2.4 and its revisions of red-team answers were
+            # 16 refusals in 108, copies of the first answer or of the critique; at 2e-4, 30 of 36 (on the first 36).
+            "sft": {"epochs": 1, "batch_size": 8, "lr": 2e-4, "warmup_ratio": 0.05, "max_length": 512,
                     "save_every": 10, "group_by_length": True},
             "judge_sft": {"epochs": 1, "batch_size": 8, "lr": 5e-5, "warmup_ratio": 0.05, "max_length": 512,
                           "save_every": 10, "group_by_length": True},
@@ -53,11 +56,12 @@ def demo_config(out: str, model: str, overrides: list[str] | None = None) -> CAI
         # revisions were then refusals inside templates while plain harmful requests stayed answered.
         "critique": {"rounds": 1, "principles": HARM_PRINCIPLES, "jailbreak_fraction": 0.5, "max_new_tokens": 96,
                      "critique_tokens": 48, "revision_tokens": 96, "check_revisions": True},
-        # Each kept revision twice against the demonstrations once, one epoch at lr 1e-4. Chosen on a development
-        # check (the 38 harmful prompts of builtin:sft, which the demo never trains on, and 55 borderline ones of
-        # builtin:preference), with the first demo's revisions: its setting (2 epochs, lr 5e-5) refused 5% / 0%
-        # of them, this one 32% / 5%, revisions x3 55% / 25% (over-refusing). Not tuned on the held-out suites.
+        # Each kept revision once against the demonstrations, one epoch at lr 1e-4 (lr and epochs chosen on a
+        # development check, docs/demo.md; revisions were weighed twice while they were trained as plain text, a
+        # format the model was never asked in). The starting policy's own answers to the train-split borderline prompts join the SL data as they are
+        # (helpfulness samples): the revisions teach refusing, these where refusing stops.
         "sl": {"revision_repeats": 1,
+               "policy_answers": [{"source": "suite:borderline?split=train"}],
                "sft": {"epochs": 1, "batch_size": 8, "lr": 1e-4, "max_length": 384, "save_every": 10,
                        "group_by_length": True}},
         "rl": {

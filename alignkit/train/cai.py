@@ -397,15 +397,24 @@ class Pipeline:
         kept = [{"prompt": r["prompt"], "completion": reply_to(r["prompt"], r["final"]), "origin": "AI revision",
                  "source": r["source"]}
                 for r in revisions if r["final"].strip() and r.get("use", True)]
-        rows = kept * self.cfg.sl.revision_repeats + [{**r, "origin": "human demonstration"} for r in helpful]
+        # The starting policy's own answers to benign prompts (sl.policy_answers), kept as they are: SL-CAI learns
+        # to refuse from the revisions, and these show it where refusing stops.
+        asked = mix_rows(self.cfg.sl.policy_answers, "prompt")
+        answers = self._policy_rollouts(self.cfg.model, [r["prompt"] for r in asked], self.cfg.critique.max_new_tokens,
+                                        temperature=0.0, n=1, batch_size=self.cfg.feedback.batch_size) if asked else []
+        own = [{"prompt": r["prompt"], "completion": reply_to(r["prompt"], text), "origin": "AI answer (the policy)",
+                "source": r["source"]} for r, text in zip(asked, answers) if text.strip()]
+        rows = (kept * self.cfg.sl.revision_repeats + own
+                + [{**r, "origin": "human demonstration"} for r in helpful])
         random.Random(self.cfg.seed).shuffle(rows)
         folder.mkdir(parents=True, exist_ok=True)
         data = folder / "data.jsonl"
         atomic_write_text(data, _jsonl(rows))
         model = self._train("sl", SFTConfig, train_sft, folder, self.cfg.model, str(data), self.cfg.sl.sft)
         return {"model": model, "data": str(data), "revisions": len(kept),
-                "revision_repeats": self.cfg.sl.revision_repeats, "helpful_demonstrations": len(helpful),
-                "origin": f"revisions: AI (feedback model); demonstrations: {HUMAN}"}
+                "revision_repeats": self.cfg.sl.revision_repeats, "policy_answers": len(own),
+                "helpful_demonstrations": len(helpful),
+                "origin": f"revisions: AI (feedback model); policy answers: AI (the policy); demonstrations: {HUMAN}"}
 
     def stage_labels(self, folder: Path) -> dict:
         from alignkit.constitution.labels import rlaif_rows

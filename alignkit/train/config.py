@@ -291,6 +291,9 @@ class CAISLConfig(Strict):
         description="helpfulness demonstrations mixed with the revisions so the model keeps its helpfulness")
     revision_repeats: int = Field(default=1, ge=1, description="copies of each kept revision in the SFT data (weighs "
                                                                "harmlessness against the demonstrations)")
+    policy_answers: list[DataMix] = Field(
+        default_factory=list, description="prompts the starting policy answers (greedily); its own answers join the "
+                                          "SFT data as helpfulness samples, as the paper mixes in the helpful model's")
     sft: dict[str, Any] = Field(default_factory=dict, description="SFT keys (epochs, lr, batch_size, ...)")
 
     @model_validator(mode="after")

@@ -10,7 +10,8 @@ from alignkit.cli import main
 from alignkit.demo import demo_config
 from alignkit.train.cai import STAGES
 
-TINY = ["feedback.override_audit=true", "feedback.sft.max_steps=3", "sl.sft.max_steps=3", "rl.dpo.max_steps=2",
+TINY = ["feedback.override_audit=true", "feedback.sft.max_steps=3", "feedback.judge_sft.max_steps=3",
+        "sl.sft.max_steps=3", "rl.dpo.max_steps=2",
         "critique.critique_tokens=8", "critique.revision_tokens=16", "critique.max_new_tokens=16",
         "rl.max_new_tokens=16", "eval.max_new_tokens=16"]
 
@@ -22,6 +23,8 @@ def test_demo_settings_are_the_dpo_variant_of_the_recipe():
     # Overrides merge into the demo's stage settings rather than replacing them.
     tiny = demo_config("x", "m", ["feedback.sft.max_steps=3"])
     assert tiny.feedback.sft["max_steps"] == 3 and tiny.feedback.sft["lr"] == cfg.feedback.sft["lr"]
+    # The judge is taught on its own and gated per principle.
+    assert cfg.feedback.judge_sft and cfg.feedback.min_principle_accuracy == 0.7
 
 
 def test_demo_runs_every_stage_writes_the_report_and_the_final_model(tiny_dir, tmp_path, capsys):
@@ -35,7 +38,7 @@ def test_demo_runs_every_stage_writes_the_report_and_the_final_model(tiny_dir, t
     assert results["pipeline"]["rl_method"] == "dpo" and "audit" in results["pipeline"]["stages"]
     html = (out / "report.html").read_text(encoding="utf-8")
     for needle in ('id="stages-table"', 'id="effects-table"', "Feedback-model audit", "Written by people",
-                   "Produced by AI during this run", 'data-stage="critique"'):
+                   "Produced by AI during this run", 'data-stage="critique"', "labels with it"):
         assert needle in html, needle
     printed = capsys.readouterr().out
     assert "Feedback model audit: accuracy" in printed and "rl-cai" in printed

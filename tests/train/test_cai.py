@@ -25,6 +25,7 @@ def tiny_config(model: str, out, *, method: str = "ppo", extra: list[str] = ()) 
         "critique.max_new_tokens=8", "critique.critique_tokens=8", "critique.revision_tokens=8",
         "critique.principles=[harmless-ethical, no-dangerous-assistance]",
         "sl.helpful=[{source: 'builtin:sft', categories: [benign], limit: 3}]",
+        "sl.policy_answers=[{source: 'suite:borderline?split=train', limit: 2}]",
         "sl.sft={max_steps: 2, batch_size: 4, max_length: 256}",
         "rl.prompts=[{source: 'suite:redteam?split=train', limit: 2}, {source: 'suite:borderline?split=train', limit: 2}]",
         f"rl.method={method}", "rl.max_new_tokens=8", "rl.min_confidence=0.0",
@@ -79,6 +80,10 @@ def test_whole_chain_with_ppo_keeps_provenance_and_resumes(chatty_dir, tmp_path,
     sl_rows = read_jsonl(out / "4-sl" / "data.jsonl")
     assert sorted(r["origin"] for r in sl_rows).count("human demonstration") == 3
     assert sum(r["origin"] == "AI revision" for r in sl_rows) == sum(bool(r["final"].strip()) for r in revisions)
+    # The starting policy's own answers to two borderline prompts, as they are (helpfulness samples).
+    own = [r for r in sl_rows if r["origin"] == "AI answer (the policy)"]
+    assert len(own) == manifest["stages"]["sl"]["policy_answers"] == 2
+    assert all(r["source"].startswith("suite:borderline") and r["completion"][0]["content"] for r in own)
 
     # Phase 2: soft labels with the principles asked and both orders, then a preference model and PPO.
     labels = read_jsonl(out / "5-labels" / "labels.jsonl")
@@ -300,12 +305,13 @@ def test_every_stage_trains_on_the_prompt_ids_the_policy_was_sampled_with(method
             assert recorder.trained_ids(row["prompt"]) == {ids} and ids in recorder.sampled, row["source"]
 
     # Phase 1: revisions are trained as replies in a conversation, on the ids the policy first answered with.
-    sl_rows = [r for r in read_jsonl(out / "4-sl" / "data.jsonl") if r["origin"] == "AI revision"]
+    sl_rows = [r for r in read_jsonl(out / "4-sl" / "data.jsonl") if r["origin"].startswith("AI")]
     assert all(isinstance(r["prompt"], list) and isinstance(r["completion"], list) for r in sl_rows)
     trained_as_sampled(sl_rows)
     # The evaluation asks those train-split requests with the same ids: decoding them samples nothing new.
     asked = {p.id: p.prompt for p in suite_prompts(load_suite("default", "train")) if p.part == "redteam"}
-    requests = [asked[r["source"].rsplit(":", 1)[1]] for r in sl_rows if " in jailbreak " not in r["source"]]
+    requests = [asked[r["source"].rsplit(":", 1)[1]] for r in sl_rows
+                if r["source"].startswith("suite:redteam") and " in jailbreak " not in r["source"]]
     before = set(recorder.sampled)
     greedy_rollouts(load_causal_lm(chatty_dir), tok, requests, EvalSettings(max_new_tokens=4, batch_size=4))
     assert requests and recorder.sampled == before
