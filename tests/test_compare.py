@@ -13,8 +13,9 @@ from alignkit.train.config import CompareConfig, ConfigError, load_config
 
 # The CAI recipe is the demo's settings with only step counts and lengths cut (a random tiny model cannot pass the
 # feedback audit, so it is overridden).
-CAI_TINY = ["cai.feedback.override_audit=true", "cai.feedback.sft.max_steps=2", "cai.critique.critique_tokens=8",
-            "cai.critique.revision_tokens=8", "cai.critique.max_new_tokens=8", "cai.rl.max_new_tokens=8"]
+CAI_TINY = ["cai.feedback.override_audit=true", "cai.feedback.sft.max_steps=2", "cai.feedback.judge_sft.max_steps=2",
+            "cai.critique.critique_tokens=8", "cai.critique.revision_tokens=8", "cai.critique.max_new_tokens=8",
+            "cai.rl.max_new_tokens=8"]
 
 
 def tiny_compare(model: str, out, *extra: str) -> CompareConfig:
