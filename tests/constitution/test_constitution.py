@@ -117,7 +117,7 @@ def test_cli_lint_and_show(tmp_path, capsys):
     assert "duplicate id 'a'" in capsys.readouterr().out
     assert main(["constitution", "show"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("alignkit-default (version 1): 16 principles, 26 exemplars")
+    assert out.startswith("alignkit-default (version 1): 16 principles, 71 exemplars")
     assert "[no-human-identity]" in out
 
 
