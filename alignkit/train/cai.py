@@ -106,11 +106,12 @@ def jailbreak_wrapped(rows: list[dict], suite: str | None, rng: random.Random, f
 GATE_SETTINGS = {"feedback": ("min_accuracy", "override_audit")}
 
 
-def computed_settings(cfg: CAIConfig) -> dict:
-    """The run's settings less GATE_SETTINGS: what a folder's finished stages are tied to."""
-    settings = cfg.model_dump(mode="json")
+def computed_settings(settings: CAIConfig | dict) -> dict:
+    """A run's settings (a config, or a recorded config.json) less GATE_SETTINGS: what its finished stages are tied
+    to."""
+    settings = settings.model_dump(mode="json") if isinstance(settings, CAIConfig) else dict(settings)
     for section, keys in GATE_SETTINGS.items():
-        settings[section] = {k: v for k, v in settings[section].items() if k not in keys}
+        settings[section] = {k: v for k, v in settings.get(section, {}).items() if k not in keys}
     return settings
 
 
@@ -153,9 +154,9 @@ class Pipeline:
         path = other / "config.json"
         if not path.is_file():
             raise RunError(f"reuse: {other} is not a Constitutional AI run (no config.json)")
-        theirs, mine = json.loads(path.read_text(encoding="utf-8")), computed_settings(self.cfg)
-        for section, keys in GATE_SETTINGS.items():  # a folder written before GATE_SETTINGS recorded them
-            theirs[section] = {k: v for k, v in theirs.get(section, {}).items() if k not in keys}
+        # (A folder written before GATE_SETTINGS existed recorded them too.)
+        theirs = computed_settings(json.loads(path.read_text(encoding="utf-8")))
+        mine = computed_settings(self.cfg)
         rl_only = ("method", "min_confidence", "phase1_pairs", "helpful_preferences", "preference", "ppo", "dpo")
         same = {
             "phase 1": all(theirs.get(k) == mine.get(k) for k in ("model", "constitution", "seed", "feedback",
