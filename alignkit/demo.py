@@ -72,7 +72,15 @@ def demo_config(out: str, model: str, overrides: list[str] | None = None) -> CAI
             # Phase 1's checked revisions are AI comparisons too (revision vs first answer): the SL-CAI policy's
             # own two samples rarely differ in harmlessness, so they alone gave DPO few confident pairs.
             "phase1_pairs": True,
-            "dpo": {"epochs": 1, "batch_size": 8, "lr": 5e-6, "beta": 0.1, "max_length": 384, "save_every": 10,
+            # On-policy contrast pairs: the SL-CAI policy's greedy answer and 4 samples on the train-split red-team
+            # and borderline prompts, its own right response preferred to its own wrong one (a refusal of a benign
+            # request, an answer to a harmful one). At temperature 1 it refused 13% of borderline samples but 33%
+            # greedily, the way it is evaluated; its own failures are what DPO needs to see (docs/demo.md).
+            "contrast": {"refuse": [{"source": "suite:redteam?split=train"}],
+                         "answer": [{"source": "suite:borderline?split=train"}], "samples": 4, "max_new_tokens": 64},
+            # lr 2e-5: at 5e-6 the added pairs changed no greedy answer on the development check; at 4e-5 the
+            # over-refusal went but a third of the train red-team requests were answered again (docs/demo.md).
+            "dpo": {"epochs": 1, "batch_size": 8, "lr": 2e-5, "beta": 0.1, "max_length": 384, "save_every": 10,
                     "group_by_length": True},
         },
         "eval": {"max_new_tokens": 64, "batch_size": 128},

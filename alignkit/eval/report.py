@@ -556,7 +556,8 @@ STAGE_TEXT = {
     "audit": "Feedback model audited on held-out gold comparisons before its output is used",
     "critique": "Policy answers red-team prompts; feedback model critiques and revises under random principles",
     "sl": "SL-CAI: SFT of the policy on the revisions, mixed with helpfulness demonstrations",
-    "labels": "SL-CAI policy samples two responses per prompt; feedback model labels them (soft, both orders)",
+    "labels": "SL-CAI policy samples two responses per prompt; feedback model labels them (soft, both orders); "
+              "with rl.contrast, also the policy's own right response against its own wrong one",
     "preference": "Preference model trained on the soft AI labels plus human helpfulness preferences",
     "rl": "RL-CAI: the SL-CAI policy trained against the AI preferences",
 }

@@ -101,6 +101,32 @@ def jailbreak_wrapped(rows: list[dict], suite: str | None, rng: random.Random, f
     return wrapped
 
 
+def contrast_pairs(prompts: list, refuse: list[bool], greedy: list[str], samples: list[list[str]],
+                   sampled_failures: tuple[str, ...] = ("refuse", "answer")) -> list[dict]:
+    """On-policy contrast pairs. For each prompt, whether refusing is right (`refuse`, decided by the people who
+    wrote the prompt), the policy's greedy answer and its sampled ones: where the greedy answer is wrong (a refusal
+    of a benign request, or an answer to a harmful one) the first right sample is preferred to it; where it is right,
+    it is preferred to the first wrong sample, on the kinds of prompt ("refuse", "answer") in `sampled_failures`.
+    Prompts on which the policy is always right or always wrong give no pair. Each pair keeps its prompt's `index`. Right and wrong are told by the refusal detector (`alignkit.judges.is_refusal`)."""
+    from alignkit.judges import is_refusal
+
+    out = []
+    for i, (prompt, should_refuse, first, drawn) in enumerate(zip(prompts, refuse, greedy, samples, strict=True)):
+        if not first.strip():
+            continue
+        right = [is_refusal(t) == should_refuse for t in drawn]
+        first_right = is_refusal(first) == should_refuse
+        if first_right and ("refuse" if should_refuse else "answer") not in sampled_failures:
+            continue
+        other = next((t for t, ok in zip(drawn, right) if ok != first_right and t.strip()), None)
+        if other is None:
+            continue
+        chosen, rejected = (first, other) if first_right else (other, first)
+        out.append({"index": i, "prompt": prompt, "chosen": chosen, "rejected": rejected, "probability": 1.0,
+                    "should_refuse": should_refuse, "greedy_was_right": first_right})
+    return out
+
+
 # Settings that decide whether the run goes on past the audit, not what any stage computes: changing them keeps every
 # finished stage (the audit's report is kept, and the gate is applied to it again on each run).
 GATE_SETTINGS = {"feedback": ("min_accuracy", "override_audit")}
@@ -441,14 +467,45 @@ class Pipeline:
                        source=rows[i]["source"], policy=policy)
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / "labels.jsonl", _jsonl(out))
+        contrast = self._contrast(policy, folder) if cfg.contrast is not None else {}
         confident = sum(abs(r["probability"] - 0.5) >= cfg.min_confidence for r in out)
         mean_confidence = sum(abs(r["probability"] - 0.5) for r in out) / max(len(out), 1)
         return {"labels": str(folder / "labels.jsonl"), "prompts": len(prompts), "pairs": len(out),
                 "labelling_principles": [p.id for p in judging.principles],
                 "dropped_identical_or_empty": len(prompts) - len(out), "principles_per_label": cfg.principles_per_label,
                 "cot_clamp": cfg.cot, "mean_abs_label_minus_half": round(mean_confidence, 4),
-                f"labels_at_least_{cfg.min_confidence}_from_half": confident,
-                "origin": f"prompts: {HUMAN}; responses: AI (the SL-CAI policy); labels: AI ({feedback.name})"}
+                f"labels_at_least_{cfg.min_confidence}_from_half": confident, **contrast,
+                "origin": f"prompts: {HUMAN}; responses: AI (the SL-CAI policy); labels: AI ({feedback.name})"
+                          + ("; contrast pairs: the refusal detector on prompts people marked harmful or benign"
+                             if contrast else "")}
+
+    def _contrast(self, policy: str, folder: Path) -> dict:
+        """rl.contrast: the SL-CAI policy's greedy answer and n samples on prompts whose right behaviour people
+        decided; pairs where it does right against where it does wrong (`contrast_pairs`), in contrast.jsonl."""
+        c = self.cfg.rl.contrast
+        rows = ([(r, True) for r in mix_rows(c.refuse, "prompt")]
+                + [(r, False) for r in mix_rows(c.answer, "prompt")])
+        prompts = [r["prompt"] for r, _ in rows]
+        batch = self.cfg.feedback.batch_size
+        greedy = self._policy_rollouts(policy, prompts, c.max_new_tokens, 0.0, 1, batch)
+        drawn = self._policy_rollouts(policy, prompts, c.max_new_tokens, c.temperature, c.samples, batch)
+        pairs = contrast_pairs(prompts, [refuse for _, refuse in rows], greedy,
+                               [drawn[i * c.samples:(i + 1) * c.samples] for i in range(len(prompts))],
+                               tuple(c.sampled_failures))
+        for pair in pairs:
+            pair.update(chosen=reply_to(pair["prompt"], pair["chosen"]),
+                        rejected=reply_to(pair["prompt"], pair["rejected"]),
+                        source=rows[pair.pop("index")][0]["source"], policy=policy)
+        atomic_write_text(folder / "contrast.jsonl", _jsonl(pairs))
+        return {"contrast": str(folder / "contrast.jsonl"), "contrast_prompts": len(prompts),
+                "contrast_pairs_refuse": sum(p["should_refuse"] for p in pairs),
+                "contrast_pairs_answer": sum(not p["should_refuse"] for p in pairs),
+                "contrast_greedy_wrong": sum(not p["greedy_was_right"] for p in pairs)}
+
+    def _contrast_rows(self) -> list[dict]:
+        path = self.done["labels"].get("contrast")
+        return [] if path is None else [{**r, "origin": "contrast pair (refusal detector)"}
+                                        for r in read_jsonl(Path(path))]
 
     def _ai_labels(self) -> tuple[list[dict], int]:
         """Phase 2's soft labels, plus (rl.phase1_pairs) phase 1's revision-vs-first-answer comparisons; and how many
@@ -475,7 +532,8 @@ class Pipeline:
         ai, phase1 = self._ai_labels()
         labels = [{**r, "origin": "AI label"} for r in ai]
         helpful = self._helpful_preferences()
-        rows = labels + helpful
+        contrast = self._contrast_rows()
+        rows = labels + contrast + helpful
         random.Random(self.cfg.seed).shuffle(rows)
         folder.mkdir(parents=True, exist_ok=True)
         data = folder / "data.jsonl"
@@ -483,7 +541,7 @@ class Pipeline:
         model = self._train("preference", RewardConfig, train_reward, folder, self.done["sl"]["model"], str(data),
                             self.cfg.rl.preference)
         return {"model": model, "data": str(data), "ai_soft_labels": len(labels), "of_them_phase1": phase1,
-                "human_preferences": len(helpful),
+                "contrast_pairs": len(contrast), "human_preferences": len(helpful),
                 "origin": f"soft labels: AI (feedback model); preferences: {HUMAN}"}
 
     def stage_rl(self, folder: Path) -> dict:
@@ -506,13 +564,15 @@ class Pipeline:
         labels, _ = self._ai_labels()
         pairs = [{**r, "origin": "AI label"} for r in hard_pairs(labels, min_confidence=cfg.min_confidence)]
         helpful = self._helpful_preferences()
-        rows = pairs + helpful
+        contrast = self._contrast_rows()
+        rows = pairs + contrast + helpful
         random.Random(self.cfg.seed).shuffle(rows)
         atomic_write_text(data, _jsonl(rows))
         model = self._train("rl", DPOConfig, train_dpo, folder, policy, str(data), cfg.dpo)
         return {"model": model, "method": "dpo", "data": str(data), "ai_pairs": len(pairs),
                 "of_them_phase1": sum(r.get("phase") == 1 for r in pairs),
-                "ai_pairs_dropped_as_unsure": len(labels) - len(pairs), "human_preferences": len(helpful),
+                "ai_pairs_dropped_as_unsure": len(labels) - len(pairs), "contrast_pairs": len(contrast),
+                "human_preferences": len(helpful),
                 "reference": policy, "origin": f"pairs: AI (feedback-model labels); preferences: {HUMAN}"}
 
     def stage_eval(self, folder: Path) -> dict | None:
@@ -554,4 +614,4 @@ def run_cai(cfg: CAIConfig, log: Callable[[str], None] = print) -> dict[str, Any
     return Pipeline(cfg, log).run()
 
 
-__all__ = ["Pipeline", "STAGES", "jailbreak_wrapped", "mix_rows", "run_cai"]
+__all__ = ["Pipeline", "STAGES", "contrast_pairs", "jailbreak_wrapped", "mix_rows", "run_cai"]

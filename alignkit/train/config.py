@@ -302,6 +302,24 @@ class CAISLConfig(Strict):
         return self
 
 
+class CAIContrastConfig(Strict):
+    """On-policy contrast pairs: on prompts whose right behaviour people decided, the SL-CAI policy's own right
+    answer preferred to its own wrong one (the refusal detector tells which is which)."""
+
+    refuse: list[DataMix] = Field(default_factory=lambda: [DataMix(source="suite:redteam?split=train")],
+                                  description="harmful prompts (written as such by people): a refusal is right")
+    answer: list[DataMix] = Field(default_factory=lambda: [DataMix(source="suite:borderline?split=train")],
+                                  description="benign prompts with alarming words: a refusal is over-refusal")
+    samples: int = Field(default=4, ge=1, description="responses sampled per prompt beside the greedy one")
+    sampled_failures: list[Literal["refuse", "answer"]] = Field(
+        default_factory=lambda: ["refuse"],
+        description="kinds of prompt on which a wrong sample is rejected even where the greedy answer is right "
+                    "(elsewhere only wrong greedy answers are: on benign prompts, rejecting sampled refusals also "
+                    "unlearnt refusing harmful requests; docs/demo.md)")
+    temperature: float = Field(default=1.0, gt=0, description="their sampling temperature")
+    max_new_tokens: int = Field(default=64, ge=1)
+
+
 class CAIRLConfig(Strict):
     method: Literal["ppo", "dpo"] = Field(
         default="ppo", description="ppo: preference model on the soft labels, then PPO against it; dpo: DPO on the hard pairs")
@@ -322,6 +340,10 @@ class CAIRLConfig(Strict):
     phase1_pairs: bool = Field(
         default=False, description="also learn from phase 1's AI comparisons: each revision against the first answer, "
                                    "labelled by the feedback model's check (needs critique.check_revisions)")
+    contrast: CAIContrastConfig | None = Field(
+        default=None, description="also learn from on-policy contrast pairs (null: off): where the greedy answer "
+                                  "or one of n samples refuses wrongly, or answers a harmful request, the policy's "
+                                  "own right response is preferred to it")
     preference: dict[str, Any] = Field(default_factory=dict, description="reward-model keys for the preference model")
     ppo: dict[str, Any] = Field(default_factory=dict, description="PPO keys")
     dpo: dict[str, Any] = Field(default_factory=dict, description="DPO keys")

@@ -13,7 +13,7 @@ from alignkit.train.cai import STAGES
 TINY = ["feedback.override_audit=true", "feedback.sft.max_steps=3", "feedback.judge_sft.max_steps=3",
         "sl.sft.max_steps=3", "rl.dpo.max_steps=2",
         "critique.critique_tokens=8", "critique.revision_tokens=16", "critique.max_new_tokens=16",
-        "rl.max_new_tokens=16", "eval.max_new_tokens=16"]
+        "rl.max_new_tokens=16", "rl.contrast.max_new_tokens=16", "eval.max_new_tokens=16"]
 
 
 def test_demo_settings_are_the_dpo_variant_of_the_recipe():
@@ -25,6 +25,8 @@ def test_demo_settings_are_the_dpo_variant_of_the_recipe():
     assert tiny.feedback.sft["max_steps"] == 3 and tiny.feedback.sft["lr"] == cfg.feedback.sft["lr"]
     # The judge is taught on its own and gated per principle.
     assert cfg.feedback.judge_sft and cfg.feedback.min_principle_accuracy == 0.7
+    # Phase 2 also learns from the policy's own failures on prompts people marked harmful or benign.
+    assert cfg.rl.contrast is not None and cfg.rl.contrast.sampled_failures == ["refuse"]
 
 
 def test_demo_runs_every_stage_writes_the_report_and_the_final_model(tiny_dir, tmp_path, capsys):

@@ -281,7 +281,8 @@ def test_http_feedback_model_against_a_real_llama_cpp_server(chatty_dir, llama_s
 
 
 @pytest.mark.parametrize("method", ["dpo", "ppo"])
-def test_every_stage_trains_on_the_prompt_ids_the_policy_was_sampled_with(method, chatty_dir, tmp_path, recorder):
+def test_every_stage_trains_on_the_prompt_ids_the_policy_was_sampled_with(method, chatty_dir, tmp_path, recorder,
+                                                                          monkeypatch):
     """Train on exactly what you sample (data/render.py): SL-CAI's revisions, the labelled pairs and the RL stage
     (DPO's pairs, or the preference model's rows and PPO's updates) are trained on, id for id, the prompt ids the
     policy answered; and the evaluation asks a train-split request with those same ids."""
@@ -295,7 +296,13 @@ def test_every_stage_trains_on_the_prompt_ids_the_policy_was_sampled_with(method
     uncut = ["sl.sft={max_steps: 2, batch_size: 4, max_length: 4096}",
              "rl.dpo={max_steps: 2, batch_size: 4, max_length: 4096}",
              "rl.preference={max_steps: 2, batch_size: 4, max_length: 4096}"]
-    run_cai(tiny_config(chatty_dir, out, method=method, extra=uncut))
+    # The tiny model never writes a refusal; a stand-in detector (about half of its answers "refuse") gives the
+    # contrast pairs something to pair.
+    monkeypatch.setattr("alignkit.judges.is_refusal", lambda text: len(text) % 2 == 0)
+    contrast = ["rl.contrast={refuse: [{source: 'suite:redteam?split=train', limit: 3}], "
+                "answer: [{source: 'suite:borderline?split=train', limit: 3}], samples: 3, max_new_tokens: 8, "
+                "sampled_failures: [refuse, answer]}"]
+    manifest = run_cai(tiny_config(chatty_dir, out, method=method, extra=uncut + contrast))
     tok = load_tokenizer(chatty_dir)
 
     def trained_as_sampled(rows):
@@ -321,6 +328,33 @@ def test_every_stage_trains_on_the_prompt_ids_the_policy_was_sampled_with(method
     assert labels and all(tuple(render_prompt(tok, r["prompt"])) in recorder.sampled for r in labels)
     stage = "7-rl" if method == "dpo" else "6-preference"
     trained_as_sampled([r for r in read_jsonl(out / stage / "data.jsonl") if r["origin"] == "AI label"])
+    # The contrast pairs too: the greedy answer and the samples were drawn from the ids they are trained on.
+    contrast_rows = [r for r in read_jsonl(out / stage / "data.jsonl") if r["origin"].startswith("contrast")]
+    assert len(contrast_rows) == len(read_jsonl(out / "5-labels" / "contrast.jsonl")) == (
+        manifest["stages"]["labels"]["contrast_pairs_refuse"] + manifest["stages"]["labels"]["contrast_pairs_answer"])
+    trained_as_sampled(contrast_rows)
     if method == "ppo":  # PPO's update conditions on the rows it sampled from the labels' prompts
         ppo_prompts = {tuple(render_prompt(tok, r["prompt"])) for r in read_jsonl(out / "7-rl" / "data.jsonl")}
         assert recorder.updated and recorder.updated <= recorder.sampled & ppo_prompts
+
+
+def test_contrast_pairs_prefer_the_policys_own_right_response():
+    from alignkit.train.cai import contrast_pairs
+
+    no, yes = "I can't help with that.", "Sure: here is how it works."
+    prompts = ["harm-1", "harm-2", "harm-3", "benign-1", "benign-2", "benign-3", "benign-4"]
+    refuse = [True, True, True, False, False, False, False]
+    greedy = [yes, no, no, no, yes, yes, ""]
+    samples = [[yes, no, "I won't do that."], [yes, "Step one: ..."], [no, no], [no, "", yes], [no], [yes], [yes, no]]
+    pairs = contrast_pairs(prompts, refuse, greedy, samples)
+    got = {p["prompt"]: (p["chosen"], p["rejected"], p["greedy_was_right"], p["index"]) for p in pairs}
+    assert got == {
+        "harm-1": (no, yes, False, 0),             # greedy answered a harmful request: the first refusal beats it
+        "harm-2": (no, yes, True, 1),              # greedy refused: it beats the first sample that answered
+        "benign-1": (yes, no, False, 3),           # over-refusal: the first answer (not the empty one) beats it
+        "benign-2": (yes, no, True, 4),
+    }  # harm-3 and benign-3: always right; benign-4: empty greedy answer — no pair
+    assert all(p["probability"] == 1.0 for p in pairs)
+    # Sampled failures rejected only on harmful prompts: a benign prompt gives a pair only where greedy refused.
+    only = contrast_pairs(prompts, refuse, greedy, samples, sampled_failures=("refuse",))
+    assert [p["prompt"] for p in only] == ["harm-1", "harm-2", "benign-1"]
