@@ -5,7 +5,7 @@ copy to critique and revise (the constitution's worked exemplars) and another to
 process supervision), audits the judge on the held-out gold comparisons, and only then lets them write revisions and
 labels, under the principles the judge passed. The reinforcement stage is DPO on
 the AI-labelled pairs rather than PPO against a preference model: on 2 CPU cores the preference model and 20 PPO
-steps took 1245 s against DPO's 252 s (docs/demo.md), which would take the ~40-minute demo further past its
+steps took 1245 s against DPO's 252 s (docs/demo.md), which would take the ~50-minute demo further past its
 30-minute target; `alignkit cai` runs PPO when `rl.method` is `ppo`, its default.
 
 Output (`runs/demo`): report.html (base, SL-CAI and RL-CAI on the held-out evaluation suite, the audit, and which data
