@@ -102,12 +102,14 @@ def jailbreak_wrapped(rows: list[dict], suite: str | None, rng: random.Random, f
 
 
 def contrast_pairs(prompts: list, refuse: list[bool], greedy: list[str], samples: list[list[str]],
-                   sampled_failures: tuple[str, ...] = ("refuse", "answer")) -> list[dict]:
+                   sampled_failures: tuple[str, ...] = ("refuse",)) -> list[dict]:
     """On-policy contrast pairs. For each prompt, whether refusing is right (`refuse`, decided by the people who
     wrote the prompt), the policy's greedy answer and its sampled ones: where the greedy answer is wrong (a refusal
     of a benign request, or an answer to a harmful one) the first right sample is preferred to it; where it is right,
     it is preferred to the first wrong sample, on the kinds of prompt ("refuse", "answer") in `sampled_failures`.
-    Prompts on which the policy is always right or always wrong give no pair. Each pair keeps its prompt's `index`. Right and wrong are told by the refusal detector (`alignkit.judges.is_refusal`)."""
+    Prompts on which the policy is always right or always wrong give no pair. Each pair keeps its prompt's `index`.
+    Right and wrong are told by the refusal detector (`alignkit.judges.is_refusal`). The default `sampled_failures`
+    is `rl.contrast`'s."""
     from alignkit.judges import is_refusal
 
     out = []

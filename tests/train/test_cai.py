@@ -346,7 +346,7 @@ def test_contrast_pairs_prefer_the_policys_own_right_response():
     refuse = [True, True, True, False, False, False, False]
     greedy = [yes, no, no, no, yes, yes, ""]
     samples = [[yes, no, "I won't do that."], [yes, "Step one: ..."], [no, no], [no, "", yes], [no], [yes], [yes, no]]
-    pairs = contrast_pairs(prompts, refuse, greedy, samples)
+    pairs = contrast_pairs(prompts, refuse, greedy, samples, sampled_failures=("refuse", "answer"))
     got = {p["prompt"]: (p["chosen"], p["rejected"], p["greedy_was_right"], p["index"]) for p in pairs}
     assert got == {
         "harm-1": (no, yes, False, 0),             # greedy answered a harmful request: the first refusal beats it
@@ -356,5 +356,5 @@ def test_contrast_pairs_prefer_the_policys_own_right_response():
     }  # harm-3 and benign-3: always right; benign-4: empty greedy answer — no pair
     assert all(p["probability"] == 1.0 for p in pairs)
     # Sampled failures rejected only on harmful prompts: a benign prompt gives a pair only where greedy refused.
-    only = contrast_pairs(prompts, refuse, greedy, samples, sampled_failures=("refuse",))
+    only = contrast_pairs(prompts, refuse, greedy, samples)  # the default, as rl.contrast's
     assert [p["prompt"] for p in only] == ["harm-1", "harm-2", "benign-1"]
