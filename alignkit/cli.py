@@ -13,14 +13,14 @@ from pathlib import Path
 
 
 def _train(method: str, argv: list[str]) -> int:
-    from alignkit.train import TRAINERS
-    from alignkit.train.config import METHOD_CONFIGS, load_config
+    from alignkit.methods import METHODS
+    from alignkit.train.config import load_config
 
     config_path = None
     if argv and "=" not in argv[0]:
         config_path, argv = argv[0], argv[1:]
-    cfg = load_config(METHOD_CONFIGS[method], config_path, argv)
-    result = TRAINERS[method](cfg)
+    spec = METHODS[method]
+    result = spec.train(load_config(spec.config, config_path, argv))
     print(json.dumps({"final": str(result.final_dir), "steps": result.steps, "eval": result.eval_metrics}, indent=2))
     return 0
 
@@ -200,8 +200,9 @@ def _constitution(args) -> int:
 
 
 def _cai(argv: list[str]) -> int:
-    from alignkit.train.cai import run_cai
-    from alignkit.train.config import CAIConfig, load_config
+    from alignkit.pipelines.cai import run_cai
+    from alignkit.pipelines.cai_config import CAIConfig
+    from alignkit.train.config import load_config
 
     config_path = None
     if argv and "=" not in argv[0]:
@@ -213,8 +214,8 @@ def _cai(argv: list[str]) -> int:
 
 
 def _compare(argv: list[str]) -> int:
-    from alignkit.compare import run_compare
-    from alignkit.train.config import CompareConfig, load_config
+    from alignkit.pipelines.compare import CompareConfig, run_compare
+    from alignkit.train.config import load_config
 
     config_path = None
     if argv and "=" not in argv[0]:
@@ -225,21 +226,20 @@ def _compare(argv: list[str]) -> int:
 
 
 def _demo(args) -> int:
-    from alignkit.demo import run_demo
+    from alignkit.pipelines.demo import run_demo
 
     run_demo(args.out, model=args.model, fresh=args.fresh, overrides=args.overrides)
     return 0
-
-
-TRAIN_COMMANDS = ("sft", "reward", "dpo", "orpo", "kto", "ppo", "grpo", "rloo", "iterative-dpo", "hbat")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="alignkit", description="Align causal language models.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in TRAIN_COMMANDS:
-        p = sub.add_parser(name, help=f"train with {name}: alignkit {name} [CONFIG.yaml] [key=value ...]")
+    from alignkit.methods import METHODS
+
+    for name, spec in METHODS.items():
+        p = sub.add_parser(name, help=f"{spec.summary}: alignkit {name} [CONFIG.yaml] [key=value ...]")
         p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("cai", help="Constitutional AI end to end, in resumable stages: alignkit cai [CONFIG.yaml] "
                                    "[key=value ...]")
@@ -289,15 +289,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fresh", action="store_true", help="delete an earlier demo run in --out first")
 
     args = parser.parse_args(argv)
-    from alignkit.compare import CompareError
     from alignkit.constitution import ConstitutionError, FeedbackAuditError
     from alignkit.data import DataError
     from alignkit.models import ModelSpecError
+    from alignkit.pipelines.compare import CompareError
     from alignkit.train.config import ConfigError
     from alignkit.train.loop import RunError
 
     try:
-        if args.command in TRAIN_COMMANDS:
+        if args.command in METHODS:
             return _train(args.command, args.rest)
         if args.command == "cai":
             return _cai(args.rest)

@@ -19,8 +19,8 @@ from pathlib import Path
 from alignkit.eval.harness import EvalSettings, greedy_rollouts
 from alignkit.judges import is_refusal
 from alignkit.models import load_causal_lm, load_tokenizer
-from alignkit.train.cai import mix_rows
-from alignkit.train.config import DataMix
+from alignkit.pipelines.cai import mix_rows
+from alignkit.pipelines.cai_config import DataMix
 from alignkit.train.loop import configure_threads
 from alignkit.utils.io import atomic_write_text
 

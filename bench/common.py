@@ -100,13 +100,14 @@ def print_table(results: list[dict], baseline: str = "trl") -> list[str]:
 def run_as_worker(worker_args: list[str], workers: dict) -> None:
     """Worker mode: run one (impl, precision, data, steps) case in a temporary directory and print its JSON result,
     with this process's peak RSS."""
-    import resource
     import tempfile
 
     impl, precision, data, steps = worker_args
     with tempfile.TemporaryDirectory() as tmp:
         res = workers[impl](Path(data), precision, int(steps), Path(tmp) / "run")
-    res["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    from alignkit.utils.memory import peak_rss_gb
+
+    res["peak_rss_gb"] = peak_rss_gb()
     print(json.dumps(res))
 
 
@@ -185,14 +186,14 @@ def alignkit_worker(method: str, data: Path, precision: str, steps: int, out: Pa
     """Run alignkit's trainer for `method` on the embedded model; step end times from its metrics.jsonl."""
     import time
 
-    from alignkit.train import TRAINERS
-    from alignkit.train.config import METHOD_CONFIGS, DataConfig
+    from alignkit.methods import METHODS
+    from alignkit.train.config import DataConfig
 
-    cfg = METHOD_CONFIGS[method](
+    cfg = METHODS[method].config(
         model="smollm2-135m", data=DataConfig(train=str(data)), output_dir=str(out), max_steps=steps,
         precision=precision, progress=False, scheduler="constant", **config,
     )
     t0 = time.time()
-    TRAINERS[method](cfg)
+    METHODS[method].train(cfg)
     times = [json.loads(line)["time"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     return {"step_end_times": times, "t0": t0}

@@ -76,19 +76,18 @@ def worker_trl(data: Path, precision: str, steps: int, out: Path, checkpointing:
 def worker_alignkit(data: Path, precision: str, steps: int, out: Path, method: str) -> dict:
     import time
 
-    from alignkit.train import TRAINERS
-    from alignkit.train.config import METHOD_CONFIGS
+    from alignkit.methods import METHODS
 
     common = dict(model="smollm2-135m", data={"train": str(data)}, output_dir=str(out), max_steps=steps,
                   precision=precision, progress=False, scheduler="constant", lr=LR, max_new_tokens=MAX_NEW,
                   judge="final_answer", batch_size=GENERATIONS)
     if method == "grpo":
-        cfg = METHOD_CONFIGS["grpo"](**common, prompts_per_step=1, samples_per_prompt=GENERATIONS, kl_coef=0.0)
+        cfg = METHODS["grpo"].config(**common, prompts_per_step=1, samples_per_prompt=GENERATIONS, kl_coef=0.0)
     else:
-        cfg = METHOD_CONFIGS["ppo"](**common, prompts_per_step=GENERATIONS, samples_per_prompt=1, critic="shared",
+        cfg = METHODS["ppo"].config(**common, prompts_per_step=GENERATIONS, samples_per_prompt=1, critic="shared",
                                     kl_coef=0.05, ppo_epochs=1, minibatch_size=GENERATIONS)
     t0 = time.time()
-    TRAINERS[method](cfg)
+    METHODS[method].train(cfg)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return {"step_end_times": [r["time"] for r in rows], "t0": t0,
             "mean_length": statistics.mean(r["train/response_length"] for r in rows)}

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from alignkit.data import read_rows, render, render_prompt, user_turn
-from alignkit.train.cai import read_jsonl
-
+from alignkit.pipelines.cai import read_jsonl
 
 # ------------------------------------------------------------------ iterative DPO and the online methods
 
@@ -23,8 +22,7 @@ from alignkit.train.cai import read_jsonl
 @pytest.mark.parametrize("source", ["task", "plain"])
 def test_iterative_dpo_trains_its_pairs_on_the_sampled_prompt_ids(source, tiny_dir, tiny_tok, tmp_path, recorder):
     from alignkit.judges import CallableJudge
-    from alignkit.train.config import IterativeDPOConfig
-    from alignkit.train.iterative_dpo import IterativeDPO
+    from alignkit.methods.iterative_dpo import IterativeDPO, IterativeDPOConfig
 
     if source == "task":  # the built-in task: questions to a chat model, so user turns
         data = "task:arithmetic?difficulty=1&n=40&split=train"
@@ -48,10 +46,10 @@ def test_iterative_dpo_trains_its_pairs_on_the_sampled_prompt_ids(source, tiny_d
 @pytest.mark.parametrize("method", ["ppo", "grpo", "rloo"])
 def test_online_updates_condition_on_the_sampled_prompt_ids(method, tiny_dir, tiny_tok, tmp_path, recorder):
     from alignkit.judges import CallableJudge
+    from alignkit.methods.grpo import GRPOConfig, grpo_algorithm
+    from alignkit.methods.ppo import PPOConfig, ppo_algorithm
+    from alignkit.methods.rloo import RLOOConfig, rloo_algorithm
     from alignkit.train import online
-    from alignkit.train.config import GRPOConfig, PPOConfig, RLOOConfig
-    from alignkit.train.group import grpo_algorithm, rloo_algorithm
-    from alignkit.train.ppo import ppo_algorithm
 
     data = tmp_path / "prompts.jsonl"
     prompts = [user_turn(f"question {i}") for i in range(2)] + [f"plain prompt {i}" for i in range(2)]
@@ -129,8 +127,7 @@ def test_a_style_taught_by_sft_on_plain_pairs_shows_when_generate_continues_new_
     import random
 
     from alignkit.cli import main
-    from alignkit.train import train_sft
-    from alignkit.train.config import SFTConfig
+    from alignkit.methods.sft import SFTConfig, train_sft
 
     rng = random.Random(0)
     words = ["river", "cloud", "stone", "garden", "engine", "letter", "window", "forest", "planet", "violin"]

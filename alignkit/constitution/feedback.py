@@ -58,7 +58,7 @@ def load_feedback_model(spec: str | dict, *, batch_size: int = 64, max_length: i
     OpenAI-compatible endpoint) or any other judge spec (`{reward_model: DIR}`, ...; comparisons only). A local
     model's comparison questions are cut to `max_length` tokens (None: never)."""
     from alignkit.judges.http import HTTPJudge
-    from alignkit.judges.rules import judge_from_spec
+    from alignkit.judges.factory import judge_from_spec
 
     if isinstance(spec, str):
         return local_feedback_model(spec, batch_size=batch_size, max_length=max_length)

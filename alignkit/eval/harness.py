@@ -14,10 +14,8 @@ Then win rates between every pair of models under the judge, and the results dic
 from __future__ import annotations
 
 import json
-import platform
 import re
 import sys
-import resource
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -28,6 +26,7 @@ import torch
 import alignkit
 from alignkit.data import Turns, render_prompt, user_turn
 from alignkit.data.suites import Suite, SuitePrompt
+from alignkit.eval.anthropomorphism import claims_human_traits
 from alignkit.eval.bias import bias_answers, bias_prompt, bias_summary
 from alignkit.eval.drift import drift
 from alignkit.eval.report import write_report
@@ -43,11 +42,12 @@ from alignkit.eval.scoring import (
     judge_prefers,
     mean,
 )
-from alignkit.judges import Judge, claims_human_traits, is_refusal
+from alignkit.judges import Judge, is_refusal
 from alignkit.models import load_causal_lm, load_tokenizer
 from alignkit.rollouts import Rollout, SamplingSettings
 from alignkit.rollouts.sampler import DecodeLoopBackend, sample
 from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text
+from alignkit.utils.memory import peak_rss_gb
 
 # label, which direction is better ("lower"/"higher"/None), and the suite part whose size is n.
 METRICS: dict[str, tuple[str, str | None, str]] = {
@@ -130,11 +130,6 @@ def _load(spec: str | tuple) -> tuple[Any, Any]:
 
 def _describe(spec: str | tuple) -> str:
     return spec if isinstance(spec, str) else type(spec[0]).__name__
-
-
-def _peak_rss_gb() -> float:
-    scale = 1 if platform.system() == "Darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e9
 
 
 def evaluate(
@@ -226,7 +221,7 @@ def evaluate(
         "breakdowns": breakdowns,
         "win_rates": _win_rates(names, helpful, responses, judge),
         "samples": _samples(prompts, names, responses, verdicts),
-        "peak_rss_gb": round(_peak_rss_gb(), 2),
+        "peak_rss_gb": round(peak_rss_gb(), 2),
     }
     return results, rows
 

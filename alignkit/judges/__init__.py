@@ -5,23 +5,11 @@ local model live in ``alignkit.judges.model`` (``RewardModelJudge``, ``LMJudge``
 """
 
 from .base import Judge, JudgeError, ScoreJudge, check_batch, compare_from_scores
+from .factory import judge_from_spec
 from .http import HTTPJudge
-from .rules import (
-    ANTHROPOMORPHIC_PATTERNS,
-    REFUSAL_PHRASES,
-    CallableJudge,
-    FinalAnswerVerifier,
-    RefusalDetector,
-    RegexJudge,
-    answers_match,
-    claims_human_traits,
-    extract_final_answer,
-    is_refusal,
-    judge_from_spec,
-)
+from .rules import REFUSAL_PHRASES, CallableJudge, FinalAnswerVerifier, RefusalDetector, RegexJudge, is_refusal
 
 __all__ = [
-    "ANTHROPOMORPHIC_PATTERNS",
     "REFUSAL_PHRASES",
     "CallableJudge",
     "FinalAnswerVerifier",
@@ -31,11 +19,8 @@ __all__ = [
     "RefusalDetector",
     "RegexJudge",
     "ScoreJudge",
-    "answers_match",
     "check_batch",
-    "claims_human_traits",
     "compare_from_scores",
-    "extract_final_answer",
     "is_refusal",
     "judge_from_spec",
 ]

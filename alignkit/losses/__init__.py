@@ -4,7 +4,7 @@ from alignkit.losses.dpo import DPO_LOSSES, dpo_hinge_loss, dpo_robust_loss, dpo
 from alignkit.losses.ewc import ewc_penalty, fisher_diagonal_update
 from alignkit.losses.group import group_relative_advantages, rloo_advantages
 from alignkit.losses.kto import kto_kl_estimate, kto_loss
-from alignkit.losses.logprobs import entropy_from_logits, sequence_logps, shift_labels, token_logprobs
+from alignkit.losses.logprobs import entropy_from_logits, shift_labels, token_logprobs
 from alignkit.losses.orpo import log_odds, orpo_loss
 from alignkit.losses.ppo import (
     KL_ESTIMATORS,
@@ -29,7 +29,6 @@ from alignkit.losses.reward import (
     reward_centering_penalty,
     soft_bradley_terry_loss,
 )
-from alignkit.losses.sft import sft_loss
 
 __all__ = [
     "DPO_LOSSES",
@@ -64,8 +63,6 @@ __all__ = [
     "reward_centering_penalty",
     "soft_bradley_terry_loss",
     "rloo_advantages",
-    "sequence_logps",
-    "sft_loss",
     "shift_labels",
     "token_logprobs",
     "whiten",

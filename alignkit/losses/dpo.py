@@ -121,8 +121,8 @@ def ipo_loss(
     """Identity Preference Optimisation, Azar et al. 2023, eq. 17: L = (h - 1 / (2 beta))^2.
 
     beta plays the role of the paper's tau. The squared loss grows with the square of sequence length if
-    summed log-probs are used, so callers pass *length-averaged* log-probs (``sequence_logps(...,
-    average=True)``) for all four inputs; this is the normalisation the IPO authors used for their results and
+    summed log-probs are used, so callers pass *length-averaged* log-probs (each sum divided by its number of
+    trained tokens) for all four inputs; this is the normalisation the IPO authors used for their results and
     matches TRL's "ipo" loss.
 
     Args:

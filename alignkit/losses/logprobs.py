@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["token_logprobs", "shift_labels", "sequence_logps", "entropy_from_logits"]
+__all__ = ["token_logprobs", "shift_labels", "entropy_from_logits"]
 
 DEFAULT_CHUNK_ROWS = 1024
 
@@ -107,26 +107,6 @@ def shift_labels(input_ids: torch.Tensor, loss_mask: torch.Tensor) -> tuple[torc
     if input_ids.shape != loss_mask.shape:
         raise ValueError("input_ids and loss_mask must have the same shape")
     return input_ids[:, 1:], loss_mask[:, 1:].bool()
-
-
-def sequence_logps(token_logps: torch.Tensor, mask: torch.Tensor, average: bool = False) -> torch.Tensor:
-    """Sum (or mean) of per-token log-probs over the masked positions.
-
-    Args:
-        token_logps: [B, T] per-token log-probabilities.
-        mask: [B, T], nonzero on positions to include.
-        average: if True divide by the number of masked tokens (length-normalised log-prob, used by IPO and
-            ORPO); an empty row gives 0 rather than NaN.
-
-    Returns:
-        [B] sequence log-probabilities.
-    """
-    keep = mask.bool()
-    # where(), not multiplication: padded positions may hold -inf and -inf * 0 is NaN.
-    total = torch.where(keep, token_logps, torch.zeros_like(token_logps)).sum(-1)
-    if average:
-        return total / keep.sum(-1).clamp(min=1).to(total.dtype)
-    return total
 
 
 def entropy_from_logits(logits: torch.Tensor, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> torch.Tensor:

@@ -1,16 +1,22 @@
-"""Typed configuration for every trainer: YAML file + `key=value` overrides, unknown keys rejected.
+"""Typed configuration: the shared parts every method's config is composed of, and YAML + `key=value` loading.
 
-One pydantic model per recipe. Every trainer shares `TrainConfig`'s keys (the documented interface); each method adds
-its own (e.g. DPO's `beta`). Nested keys use dots on the command line: `data.train=my.jsonl lora.r=16`.
+A method's config (in its module under `alignkit/methods/`) is one of the run configs below plus its own keys:
+`TrainConfig` for the offline loop (demonstrations or preferences), `OnlineConfig` for the sample -> judge -> update
+loop. Each is composed of parts — what is trained where (`RunTarget`), how the run is kept (`RunSettings`), the
+optimizer (`Optimization`), offline batching (`OfflineBatching`), sampling (`Sampling`) — so a method has exactly the
+keys that mean something to it. Nested keys use dots on the command line: `data.train=my.jsonl lora.r=16`.
+
+A pipeline (`alignkit cai`, `compare`) sets the target of each of its stages itself; a stage's own keys are typed by
+`stage_settings(Config)`: the same keys, defaults and checks, without the target, remembering which keys were written.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_serializer, model_validator
 
 
 class ConfigError(ValueError):
@@ -36,24 +42,18 @@ class LoraConfig(Strict):
     target_modules: list[str] | str = "all-linear"
 
 
-class TrainConfig(Strict):
+# ----------------------------------------------------------------------------------------------------- the parts
+class RunTarget(Strict):
+    """What is trained, on what, and where: set by a pipeline for each of its stages."""
+
     model: str = Field(default="smollm2-135m", description="alias, HF model directory, .gguf file, or hub id")
     data: DataConfig
     output_dir: str
-    max_steps: int = Field(default=-1, description="optimizer steps; -1 = run `epochs` epochs")
-    epochs: float = Field(default=1.0, gt=0)
-    batch_size: int = Field(default=4, ge=1, description="examples per micro-batch per process")
-    eval_batch_size: int | None = Field(default=None, ge=1)
-    grad_accum: int = Field(default=1, ge=1)
-    lr: float = Field(default=1e-5, gt=0)
-    weight_decay: float = Field(default=0.0, ge=0)
-    warmup_ratio: float = Field(default=0.0, ge=0, le=1)
-    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
-    max_grad_norm: float | None = Field(default=1.0, gt=0)
-    max_length: int = Field(default=512, ge=8)
-    group_by_length: bool = Field(
-        default=False, description="put examples of similar length in the same batch (less padding to compute over); "
-                                   "batches are still visited in random order")
+
+
+class RunSettings(Strict):
+    """How a run is seeded, kept on disk, logged and shown."""
+
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     seed: int = 0
     resume: Literal["auto", "never"] = Field(
@@ -70,85 +70,61 @@ class TrainConfig(Strict):
     progress: bool = True
 
 
-class SFTConfig(TrainConfig):
-    lr: float = 2e-5
+class Optimization(Strict):
+    """AdamW, its schedule and the length of the run."""
+
+    max_steps: int = Field(default=-1, description="optimizer steps; -1 = run `epochs` epochs")
+    epochs: float = Field(default=1.0, gt=0)
+    lr: float = Field(default=1e-5, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    warmup_ratio: float = Field(default=0.0, ge=0, le=1)
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    max_grad_norm: float | None = Field(default=1.0, gt=0)
 
 
-class RewardConfig(TrainConfig):
-    loss: Literal["auto", "bradley_terry", "plackett_luce", "all_pairs", "rating"] = Field(
-        default="auto", description="auto: Bradley-Terry for pairs, Plackett-Luce for rankings, regression for ratings"
-    )
-    use_margin: bool = Field(default=True, description="use a pair's `margin` field in the Bradley-Terry loss")
-    center_rewards_coef: float = Field(default=0.0, ge=0)
-    lr: float = 1e-5
+class OfflineBatching(Strict):
+    """How the offline loop cuts a dataset into steps."""
+
+    batch_size: int = Field(default=4, ge=1, description="examples per micro-batch per process")
+    eval_batch_size: int | None = Field(default=None, ge=1)
+    grad_accum: int = Field(default=1, ge=1)
+    max_length: int = Field(default=512, ge=8)
+    group_by_length: bool = Field(
+        default=False, description="put examples of similar length in the same batch (less padding to compute over); "
+                                   "batches are still visited in random order")
 
 
-class DPOConfig(TrainConfig):
-    beta: float = Field(default=0.1, gt=0)
-    loss: Literal["sigmoid", "robust", "ipo", "hinge"] = "sigmoid"
-    label_smoothing: float = Field(default=0.0, ge=0, lt=0.5)
-    ref_model: str | None = Field(default=None, description="reference policy; default: the starting model")
-    lr: float = 5e-6
+class Sampling(Strict):
+    """How responses are sampled from the policy."""
 
-    @model_validator(mode="after")
-    def _robust_needs_smoothing(self):
-        if self.loss == "robust" and self.label_smoothing == 0:
-            raise ValueError("loss=robust needs label_smoothing > 0 (the assumed label-noise rate)")
-        return self
+    max_new_tokens: int = Field(default=64, ge=1)
+    temperature: float = Field(default=1.0, gt=0, description="sampling temperature (log-probs use the same)")
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    top_k: int = Field(default=0, ge=0)
 
 
-class HBATConfig(DPOConfig):
-    """`alignkit hbat`: Hybrid Alignment Training (Wang et al. 2024). `data` holds the preference pairs, `sft_data`
-    the demonstrations; `epochs` passes over each."""
-
-    sft_data: DataConfig = Field(description="demonstrations for the instruction-following (SFT) objective")
-    mode: Literal["alternate", "joint"] = Field(
-        default="alternate", description="alternate: HBAT, blocks of SFT and preference steps in turn, EWC at each "
-                                         "switch; joint: every step the weighted sum of both objectives")
-    segments: int = Field(default=4, ge=1, description="alternate: each objective's steps split into this many blocks "
-                                                      "(SFT block 1, preference block 1, SFT block 2, ...)")
-    sft_steps: int | None = Field(default=None, ge=1, description="SFT steps in all; default: epochs over sft_data")
-    preference_steps: int | None = Field(default=None, ge=1,
-                                         description="preference steps in all; default: epochs over data")
-    ewc_strength: float = Field(default=1.0, ge=0, description="alternate: lambda of the EWC penalty after a switch "
-                                                               "(0: plain alternation)")
-    fisher_samples: int = Field(default=16, ge=1, description="examples of the objective just left whose squared "
-                                                              "gradients estimate its diagonal Fisher")
-    fisher_normalize: bool = Field(default=True, description="scale the Fisher to mean 1, so ewc_strength is on the "
-                                                             "scale of the losses whatever the model size")
-    sft_weight: float = Field(default=1.0, ge=0, description="joint: weight of the SFT loss (mean NLL per token)")
-    pref_weight: float = Field(default=1.0, ge=0, description="joint: weight of the preference loss (mean per pair)")
-    lr: float = 1e-5
+class TrainConfig(RunTarget, RunSettings, Optimization, OfflineBatching):
+    """A run of the offline loop (`train/loop.py`): every offline method's config is this plus its own keys."""
 
 
-class ORPOConfig(TrainConfig):
-    beta: float = Field(default=0.1, gt=0, description="weight of the odds-ratio term (lambda in the paper)")
-    lr: float = 8e-6
-
-
-class KTOConfig(TrainConfig):
-    beta: float = Field(default=0.1, gt=0)
-    desirable_weight: float = Field(default=1.0, gt=0)
-    undesirable_weight: float = Field(default=1.0, gt=0)
-    ref_model: str | None = None
-    lr: float = 5e-6
-
-
-class OnlineConfig(TrainConfig):
-    """Keys shared by the methods that learn from the policy's own samples (PPO, GRPO, RLOO).
+class OnlineConfig(RunTarget, RunSettings, Optimization, Sampling):
+    """A run of the online loop (`train/online.py`), shared by PPO, GRPO and RLOO.
 
     `data.train` / `data.eval` hold prompts (kind `prompt`: a `prompt` and an optional `reference` for verifiers),
     e.g. `task:arithmetic?difficulty=1&split=train`. `max_steps` counts iterations (rollout batches); without it,
     `epochs` passes over the training prompts.
     """
 
+    # Keys of the offline loop that do not exist here, with the reason, for the error a user gets.
+    absent_keys: ClassVar[dict[str, str]] = {
+        "grad_accum": "online methods accumulate over minibatch_size / batch_size instead",
+        "group_by_length": "online methods train on the batch they just sampled, in its order",
+        "max_length": "online methods bound responses by max_new_tokens",
+    }
+
     judge: str | dict = Field(default="final_answer", description="what scores a response: a judge spec (see judges)")
     prompts_per_step: int = Field(default=8, ge=1, description="prompts per rollout batch")
     samples_per_prompt: int = Field(default=1, ge=1, description="responses sampled per prompt")
-    max_new_tokens: int = Field(default=64, ge=1)
-    temperature: float = Field(default=1.0, gt=0, description="sampling temperature (log-probs use the same)")
-    top_p: float = Field(default=1.0, gt=0, le=1)
-    top_k: int = Field(default=0, ge=0)
     ppo_epochs: int = Field(default=1, ge=1, description="passes over each rollout batch")
     minibatch_size: int | None = Field(default=None, ge=1, description="sequences per optimizer step; default: the whole batch")
     clip_range: float = Field(default=0.2, gt=0)
@@ -157,294 +133,63 @@ class OnlineConfig(TrainConfig):
     ref_model: str | None = Field(default=None, description="reference policy; default: the starting model")
     eval_max_new_tokens: int | None = Field(default=None, ge=1, description="default: max_new_tokens")
     batch_size: int = Field(default=8, ge=1, description="sequences per micro-batch")
-    lr: float = 1e-6
+    eval_batch_size: int | None = Field(default=None, ge=1)
+    lr: float = Field(default=1e-6, gt=0)
     scheduler: Literal["cosine", "linear", "constant"] = "constant"
 
-    @model_validator(mode="after")
-    def _no_grad_accum(self):
-        if self.grad_accum != 1:
-            raise ValueError("grad_accum: online methods accumulate over minibatch_size / batch_size instead")
-        if self.group_by_length:
-            raise ValueError("group_by_length: online methods train on the batch they just sampled, in its order")
-        return self
+
+# ------------------------------------------------------------------------------------------ a pipeline's stages
+class WrittenOnly(Strict):
+    """Settings that remember which keys were written: dumped, they hold only those."""
+
+    @model_serializer(mode="wrap")
+    def _written_only(self, handler):
+        # So that a dumped config read back (a run's saved config, a stage handed to another process) leaves every
+        # other key to the pipeline, as the original did.
+        return {k: v for k, v in handler(self).items() if k in self.model_fields_set}
 
 
-class PPOConfig(OnlineConfig):
-    critic: Literal["shared", "separate"] = Field(
-        default="separate", description="value head on the policy's backbone (shared) or on its own transformer"
-    )
-    critic_model: str | None = Field(default=None, description="separate critic's starting weights; default: model")
-    kl_target: float | None = Field(default=None, gt=0, description="adaptive KL: steer the per-sequence KL to this value")
-    kl_horizon: int = Field(default=10000, ge=1, description="adaptive KL horizon, in sequences")
-    vf_coef: float = Field(default=0.1, ge=0, description="weight of the value loss")
-    critic_lr: float | None = Field(default=None, gt=0, description="learning rate of the value head / critic; default: lr")
-    clip_range_value: float = Field(default=0.2, gt=0)
-    gamma: float = Field(default=1.0, ge=0, le=1)
-    lam: float = Field(default=0.95, ge=0, le=1)
-    whiten_advantages: bool = True
-    missing_eos_penalty: float | None = Field(default=None, ge=0, description="subtracted from the score of a response cut at max_new_tokens")
-    ppo_epochs: int = 4
-    minibatch_size: int | None = 8
-    lr: float = 1e-6
+class StageSettings(WrittenOnly):
+    """Base of `stage_settings(Config)`: a trainer's keys as a pipeline stage takes them."""
+
+    owned: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_owned(cls, values):
+        if isinstance(values, dict):
+            taken = sorted(set(values) & set(cls.owned))
+            if taken:
+                raise ValueError(f"{', '.join(taken)}: set by the pipeline for this stage, not here")
+        return values
+
+    def written(self) -> dict[str, Any]:
+        """The keys written for this stage, as plain values (what the pipeline lays over its own settings)."""
+        return self.model_dump(mode="json")
 
 
-class GRPOConfig(OnlineConfig):
-    samples_per_prompt: int = Field(default=8, ge=2)
-    kl_coef: float = Field(default=0.0, ge=0, description="beta of the per-token KL term in the loss")
-    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
-    scale_rewards: bool = Field(default=True, description="divide by the group's std (False: Dr. GRPO)")
-    lr: float = 1e-6
+_STAGE_CLASSES: dict[tuple[type, tuple[str, ...]], type] = {}
 
 
-class RLOOConfig(OnlineConfig):
-    samples_per_prompt: int = Field(default=4, ge=2)
-    kl_coef: float = Field(default=0.05, ge=0, description="beta of the sequence KL subtracted from the reward")
-    lr: float = 1e-6
+def stage_settings(cls: type[BaseModel], owned: tuple[str, ...] = ("model", "data", "output_dir")) -> type:
+    """The typed settings of a pipeline stage that trains with `cls`: every key of `cls` with its default and checks,
+    except `owned` (the pipeline's), which are refused; unset keys stay unset."""
+    key = (cls, owned)
+    if key not in _STAGE_CLASSES:
+        # The owned keys become optional here (the pipeline supplies them) and are refused when written.
+        optional = {name: (Any, None) for name in owned}
+        stage = create_model(cls.__name__.removesuffix("Config") + "Stage", __base__=(StageSettings, cls), **optional)
+        stage.owned = owned
+        _STAGE_CLASSES[key] = stage
+    return _STAGE_CLASSES[key]
 
 
-class IterativeDPOConfig(DPOConfig):
-    """Rounds of sample -> judge -> (best, worst) pairs -> DPO. All DPO keys apply to each round's DPO run;
-    `data.train` / `data.eval` hold prompts (kind `prompt`), as for the online methods."""
-
-    rounds: int = Field(default=3, ge=1)
-    prompts_per_round: int = Field(default=64, ge=1)
-    samples_per_prompt: int = Field(default=4, ge=2, description="responses sampled per prompt to pick best and worst from")
-    max_new_tokens: int = Field(default=64, ge=1)
-    temperature: float = Field(default=1.0, gt=0)
-    top_p: float = Field(default=1.0, gt=0, le=1)
-    top_k: int = Field(default=0, ge=0)
-    judge: str | dict = Field(default="final_answer", description="judge spec that scores the samples")
-    reference: Literal["fixed", "refresh"] = Field(
-        default="fixed", description="fixed: the starting model (or ref_model) in every round; refresh: each round's start"
-    )
-    eval_max_new_tokens: int | None = Field(default=None, ge=1)
-    generation_batch_size: int = Field(default=32, ge=1, description="sequences generated at once")
-    epochs: float = Field(default=2.0, gt=0, description="DPO epochs over each round's pairs")
-
-
-class DataMix(Strict):
-    """One source of rows for a Constitutional AI stage, optionally filtered by the rows' `category` field."""
-
-    source: str = Field(description="a data source, as data.train takes it (file, builtin:NAME, suite:PART?split=train)")
-    categories: list[str] | None = Field(default=None, description="keep only rows whose `category` is one of these")
-    limit: int | None = Field(default=None, ge=1, description="use at most this many rows (after filtering)")
-
-
-def _check_stage_keys(name: str, keys: dict, cls: type[BaseModel]) -> None:
-    """A stage's trainer settings are that trainer's keys; the pipeline sets model, data and output_dir itself."""
-    own = {"model", "data", "output_dir"}
-    unknown = sorted(set(keys) - (set(cls.model_fields) - own))
-    if unknown:
-        raise ValueError(f"{name}: unknown or pipeline-owned keys {unknown}; valid keys: "
-                         + ", ".join(sorted(set(cls.model_fields) - own)))
-    cls.model_validate({"data": {"train": "x"}, "output_dir": "x", **keys})
-
-
-class CAIFeedbackConfig(Strict):
-    model: str | dict | None = Field(
-        default=None, description="None: the policy; a model (alias, HF dir, .gguf, hub id); {http: {...}}; or a judge spec")
-    train: bool = Field(default=True, description="first teach it critique/revision (the constitution's exemplars) and "
-                                                  "comparison (the train gold comparisons) by SFT")
-    exemplar_repeats: int = Field(default=1, ge=1, description="copies of each worked exemplar in the teaching data")
-    comparison_repeats: int = Field(default=1, ge=1, description="copies of each gold comparison (both orders) in it")
-    sft: dict[str, Any] = Field(default_factory=dict, description="SFT keys for teaching critique and revision "
-                                                                  "(epochs, lr, ...)")
-    judge_sft: dict[str, Any] = Field(default_factory=dict, description="SFT keys for teaching comparison (a copy of "
-                                                                        "the model of its own)")
-    min_accuracy: float = Field(default=0.7, ge=0, le=1, description="audit gate on the held-out gold comparisons")
-    min_principle_accuracy: float = Field(
-        default=0.7, ge=0, le=1, description="the feedback model labels, checks and critiques only under principles "
-                                             "whose own held-out accuracy reaches this")
-    override_audit: bool = Field(default=False, description="proceed even if the audit is below min_accuracy, and "
-                                                            "judge under every principle")
-    audit_extra_principles: int = Field(default=1, ge=0, description="other principles asked per gold item (agreement)")
-    batch_size: int = Field(default=128, ge=1, description="conversations the feedback model or the policy "
-                                                        "generates at once (decoding on a CPU costs per step, not per row)")
-
-    @model_validator(mode="after")
-    def _check_sft(self):
-        _check_stage_keys("feedback.sft", self.sft, SFTConfig)
-        _check_stage_keys("feedback.judge_sft", self.judge_sft, SFTConfig)
-        return self
-
-
-class CAICritiqueConfig(Strict):
-    prompts: list[DataMix] = Field(default_factory=lambda: [DataMix(source="suite:redteam?split=train")],
-                                   description="red-team prompts the policy answers and the feedback model revises")
-    jailbreak_suite: str | None = Field(
-        default="default", description="also wrap each prompt in a train-split jailbreak template of this suite (None: no)")
-    jailbreak_fraction: float = Field(default=1.0, ge=0, le=1,
-                                      description="share of the prompts that get a jailbreak-wrapped copy (drawn at random)")
-    rounds: int = Field(default=1, ge=1, description="critique -> revision rounds, each under a random principle")
-    principles: list[str] | None = Field(
-        default=None, description="ids of the principles drawn for critiques (None: all of the constitution's)")
-    max_new_tokens: int = Field(default=96, ge=1, description="length of the policy's first answers")
-    critique_tokens: int = Field(default=96, ge=1, description="length of the feedback model's critiques")
-    revision_tokens: int = Field(default=128, ge=1, description="length of its revisions")
-    check_revisions: bool = Field(
-        default=False, description="train only on revisions the feedback model itself prefers to the first answer")
-
-
-class CAISLConfig(Strict):
-    helpful: list[DataMix] = Field(
-        default_factory=lambda: [DataMix(source="builtin:sft", categories=["benign", "borderline"])],
-        description="helpfulness demonstrations mixed with the revisions so the model keeps its helpfulness")
-    revision_repeats: int = Field(default=1, ge=1, description="copies of each kept revision in the SFT data (weighs "
-                                                               "harmlessness against the demonstrations)")
-    policy_answers: list[DataMix] = Field(
-        default_factory=list, description="prompts the starting policy answers (greedily); its own answers join the "
-                                          "SFT data as helpfulness samples, as the paper mixes in the helpful model's")
-    sft: dict[str, Any] = Field(default_factory=dict, description="SFT keys (epochs, lr, batch_size, ...)")
-
-    @model_validator(mode="after")
-    def _check_sft(self):
-        _check_stage_keys("sl.sft", self.sft, SFTConfig)
-        return self
-
-
-class CAIContrastConfig(Strict):
-    """On-policy contrast pairs: on prompts whose right behaviour people decided, the SL-CAI policy's own right
-    answer preferred to its own wrong one (the refusal detector tells which is which)."""
-
-    refuse: list[DataMix] = Field(default_factory=lambda: [DataMix(source="suite:redteam?split=train")],
-                                  description="harmful prompts (written as such by people): a refusal is right")
-    answer: list[DataMix] = Field(default_factory=lambda: [DataMix(source="suite:borderline?split=train")],
-                                  description="benign prompts with alarming words: a refusal is over-refusal")
-    samples: int = Field(default=4, ge=1, description="responses sampled per prompt beside the greedy one")
-    sampled_failures: list[Literal["refuse", "answer"]] = Field(
-        default_factory=lambda: ["refuse"],
-        description="kinds of prompt on which a wrong sample is rejected even where the greedy answer is right "
-                    "(elsewhere only wrong greedy answers are: on benign prompts, rejecting sampled refusals also "
-                    "unlearnt refusing harmful requests; docs/demo.md)")
-    temperature: float = Field(default=1.0, gt=0, description="their sampling temperature")
-    max_new_tokens: int = Field(default=64, ge=1)
-
-
-class CAIRLConfig(Strict):
-    method: Literal["ppo", "dpo"] = Field(
-        default="ppo", description="ppo: preference model on the soft labels, then PPO against it; dpo: DPO on the hard pairs")
-    prompts: list[DataMix] = Field(
-        default_factory=lambda: [DataMix(source="suite:redteam?split=train"),
-                                 DataMix(source="suite:borderline?split=train")],
-        description="prompts the SL-CAI policy answers twice for AI comparison")
-    jailbreak_suite: str | None = Field(default="default", description="as critique.jailbreak_suite")
-    jailbreak_fraction: float = Field(default=1.0, ge=0, le=1, description="as critique.jailbreak_fraction")
-    max_new_tokens: int = Field(default=96, ge=1)
-    temperature: float = Field(default=1.0, gt=0, description="sampling temperature of the two responses")
-    principles_per_label: int = Field(default=2, ge=1, description="k: principles drawn per pair (ensembled)")
-    cot: bool = Field(default=False, description="clamp each judgement to [0.4, 0.6], as for chain-of-thought labels")
-    helpful_preferences: list[DataMix] = Field(
-        default_factory=lambda: [DataMix(source="builtin:preference", categories=["benign", "borderline"])],
-        description="human helpfulness preferences trained beside the AI labels")
-    min_confidence: float = Field(default=0.1, ge=0, lt=0.5, description="dpo: drop labels within this of 0.5")
-    phase1_pairs: bool = Field(
-        default=False, description="also learn from phase 1's AI comparisons: each revision against the first answer, "
-                                   "labelled by the feedback model's check (needs critique.check_revisions)")
-    contrast: CAIContrastConfig | None = Field(
-        default=None, description="also learn from on-policy contrast pairs (null: off): where the greedy answer "
-                                  "or one of n samples refuses wrongly, or answers a harmful request, the policy's "
-                                  "own right response is preferred to it")
-    preference: dict[str, Any] = Field(default_factory=dict, description="reward-model keys for the preference model")
-    ppo: dict[str, Any] = Field(default_factory=dict, description="PPO keys")
-    dpo: dict[str, Any] = Field(default_factory=dict, description="DPO keys")
-
-    @model_validator(mode="after")
-    def _check_stages(self):
-        _check_stage_keys("rl.preference", self.preference, RewardConfig)
-        _check_stage_keys("rl.ppo", {k: v for k, v in self.ppo.items() if k != "judge"}, PPOConfig)
-        _check_stage_keys("rl.dpo", self.dpo, DPOConfig)
-        return self
-
-
-class CAIEvalConfig(Strict):
-    suite: str = Field(default="default", description="evaluation suite (its held-out split is used)")
-    max_new_tokens: int = Field(default=96, ge=1)
-    batch_size: int = Field(default=128, ge=1)
-    judge: str | dict | None = Field(default=None, description="optional judge for the judged metrics")
-
-
-class CAIConfig(Strict):
-    """`alignkit cai`: Constitutional AI end to end, in resumable stages under output_dir."""
-
-    model: str = Field(default="smollm2-135m", description="the policy to align")
-    output_dir: str = "runs/cai"
-    constitution: str = Field(default="default", description="a built-in constitution name or a YAML file")
-    seed: int = Field(default=0, description="seeds every stage: principle draws, sampling, data order and each "
-                                             "trainer (unless a stage's own keys set `seed`)")
-    reuse: str | None = Field(
-        default=None, description="a finished run whose identical phase-1 and label stages this run takes over "
-                                  "(e.g. to try PPO after a DPO run)")
-    feedback: CAIFeedbackConfig = Field(default_factory=CAIFeedbackConfig)
-    critique: CAICritiqueConfig = Field(default_factory=CAICritiqueConfig)
-    sl: CAISLConfig = Field(default_factory=CAISLConfig)
-    rl: CAIRLConfig = Field(default_factory=CAIRLConfig)
-    eval: CAIEvalConfig | None = Field(default_factory=CAIEvalConfig, description="null: skip the final evaluation")
-
-    @model_validator(mode="after")
-    def _check_phase1_pairs(self):
-        if self.rl.phase1_pairs and not self.critique.check_revisions:
-            raise ValueError("rl.phase1_pairs needs critique.check_revisions: true (its labels are that check's)")
-        return self
-
-
-COMPARE_RECIPES = ("sft", "sft-ppo", "sft-dpo", "orpo", "sft-kto", "cai", "hbat", "joint")
-EVAL_PARTS = ("redteam", "jailbreak", "borderline", "verifiable", "anthropomorphism", "bias")
-
-
-class CompareEvalConfig(Strict):
-    suite: str = Field(default="default", description="evaluation suite (its held-out split is used)")
-    parts: list[Literal[EVAL_PARTS]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: ["redteam", "borderline", "verifiable"],
-        description="suite parts answered: red-team gives ASR, borderline over-refusal, verifiable helpfulness; "
-                    "KL from the start model comes from the borderline and verifiable answers")
-    max_new_tokens: int = Field(default=64, ge=1)
-    batch_size: int = Field(default=128, ge=1)
-
-
-class CompareConfig(Strict):
-    """`alignkit compare`: recipes from one starting model on the same data and step budget, over several seeds."""
-
-    model: str = Field(default="smollm2-135m", description="the starting model of every recipe")
-    output_dir: str = "runs/compare"
-    recipes: list[Literal[COMPARE_RECIPES]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: list(COMPARE_RECIPES), min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0, 1], min_length=1)
-    steps: int = Field(default=20, ge=1, description="optimizer steps of every training stage: the matched budget")
-    batch_size: int = Field(default=8, ge=1)
-    max_length: int = Field(default=384, ge=8)
-    sft_data: str = Field(default="builtin:sft", description="demonstrations (SFT, HBAT, joint)")
-    preference_data: str = Field(default="builtin:preference",
-                                 description="preferences (reward model, DPO, ORPO, KTO, HBAT, joint; PPO's prompts)")
-    stages: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="trainer keys per stage: sft, reward, ppo, dpo, orpo, kto, hbat, joint")
-    cai: dict[str, Any] = Field(default_factory=dict, description="overrides of the CAI recipe (the demo's settings)")
-    eval: CompareEvalConfig = Field(default_factory=CompareEvalConfig)
-
-    @model_validator(mode="after")
-    def _check(self):
-        for name, values in (("recipes", self.recipes), ("seeds", self.seeds)):
-            if len(set(values)) != len(values):
-                raise ValueError(f"{name}: each may appear once, got {values}")
-        classes = {"sft": SFTConfig, "reward": RewardConfig, "ppo": PPOConfig, "dpo": DPOConfig, "orpo": ORPOConfig,
-                   "kto": KTOConfig, "hbat": HBATConfig, "joint": HBATConfig}
-        for stage, keys in self.stages.items():
-            if stage not in classes:
-                raise ValueError(f"stages.{stage}: no such stage; stages are {', '.join(classes)}")
-            probe = {"data": {"train": "x"}, "output_dir": "x", **({"sft_data": {"train": "x"}}
-                                                                   if classes[stage] is HBATConfig else {})}
-            unknown = sorted(set(keys) - set(classes[stage].model_fields))
-            if unknown:
-                raise ValueError(f"stages.{stage}: unknown keys {unknown}; valid keys: "
-                                 + ", ".join(sorted(classes[stage].model_fields)))
-            classes[stage].model_validate({**probe, **keys})
-        return self
-
-
+# ------------------------------------------------------------------------------------------------------ loading
 C = TypeVar("C", bound=BaseModel)
 
 
-def _valid_keys(model: type[BaseModel]) -> list[str]:
-    return sorted(model.model_fields)
+def valid_keys(model: type[BaseModel]) -> list[str]:
+    return sorted(set(model.model_fields) - set(getattr(model, "owned", ())))
 
 
 def _check_keys(raw: dict, model: type[BaseModel], where: str, prefix: str = "") -> None:
@@ -453,12 +198,12 @@ def _check_keys(raw: dict, model: type[BaseModel], where: str, prefix: str = "")
     for key, value in raw.items():
         dotted = f"{prefix}{key}"
         if key not in fields:
+            reason = getattr(model, "absent_keys", {}).get(key)
             raise ConfigError(
-                f"{where}: unknown key '{dotted}'. Valid keys{' under ' + prefix[:-1] if prefix else ''}: "
-                + ", ".join(_valid_keys(model))
+                f"{where}: unknown key '{dotted}'{f' ({reason})' if reason else ''}. "
+                f"Valid keys{' under ' + prefix[:-1] if prefix else ''}: " + ", ".join(valid_keys(model))
             )
-        annotation = fields[key].annotation
-        sub = _submodel(annotation)
+        sub = _submodel(fields[key].annotation)
         if sub is not None and isinstance(value, dict):
             _check_keys(value, sub, where, prefix=f"{dotted}.")
 
@@ -519,21 +264,8 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
     try:
         return cls.model_validate(raw)
     except ValidationError as e:
-        problems = "; ".join(
-            f"'{'.'.join(str(p) for p in err['loc']) or '(top level)'}': {err['msg']}" for err in e.errors()
-        )
-        raise ConfigError(f"{where}: {problems}") from None
+        raise ConfigError(f"{where}: {validation_problems(e)}") from None
 
 
-METHOD_CONFIGS: dict[str, type[TrainConfig]] = {
-    "sft": SFTConfig,
-    "reward": RewardConfig,
-    "dpo": DPOConfig,
-    "orpo": ORPOConfig,
-    "kto": KTOConfig,
-    "ppo": PPOConfig,
-    "grpo": GRPOConfig,
-    "rloo": RLOOConfig,
-    "iterative-dpo": IterativeDPOConfig,
-    "hbat": HBATConfig,
-}
+def validation_problems(e: ValidationError) -> str:
+    return "; ".join(f"'{'.'.join(str(p) for p in err['loc']) or '(top level)'}': {err['msg']}" for err in e.errors())

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import resource
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -29,6 +28,8 @@ from alignkit.train.checkpoint import list_checkpoints, load_checkpoint, save_ch
 from alignkit.train.config import TrainConfig
 from alignkit.train.logging import MetricsLog
 from alignkit.utils.io import atomic_write_json, atomic_write_text
+from alignkit.utils.memory import peak_rss_gb
+from alignkit.utils.seeds import derived_seed
 
 Batch = dict[str, torch.Tensor]
 
@@ -80,10 +81,6 @@ class RunError(RuntimeError):
 def processed_tokens(batch: Batch) -> int:
     """Tokens that went through the model: every attention mask in the batch (a shared prompt counts once)."""
     return int(sum(v.sum() for k, v in batch.items() if k.endswith(("attention_mask", "prompt_mask", "completion_mask"))))
-
-
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # ru_maxrss is in KiB on Linux
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -359,7 +356,7 @@ class Run:
         cfg, acc = self.cfg, self.accelerator
         epoch, k = divmod(step, steps_per_epoch)
         if self._epoch_order is None or self._epoch_order[0] != epoch:
-            self._epoch_order = (epoch, epoch_order(cfg.seed * 1_000_003 + epoch, n, global_batch, lengths))
+            self._epoch_order = (epoch, epoch_order(derived_seed(cfg.seed, epoch), n, global_batch, lengths))
         order = self._epoch_order[1][k * global_batch : (k + 1) * global_batch]
         per_process = cfg.batch_size * cfg.grad_accum
         mine = order[acc.process_index * per_process : (acc.process_index + 1) * per_process]

@@ -31,7 +31,7 @@ from torch import nn
 
 from alignkit.data import load_records
 from alignkit.judges import judge_from_spec
-from alignkit.losses import entropy_from_logits, masked_mean_per_row, token_logprobs
+from alignkit.losses import entropy_from_logits, kl_k1, masked_mean_per_row, token_logprobs
 from alignkit.models import adapters_disabled, apply_lora, is_peft, load_causal_lm
 from alignkit.models.forward import response_logits, response_states
 from alignkit.rollouts import Rollout, SamplingSettings, sample
@@ -39,8 +39,10 @@ from alignkit.train.checkpoint import load_checkpoint, save_checkpoint
 from alignkit.train.common import final_saver, load_policy
 from alignkit.train.config import OnlineConfig
 from alignkit.train.logging import MetricsLog
-from alignkit.train.loop import Run, RunError, TrainResult, _lr_lambda, configure_threads, peak_rss_gb
+from alignkit.train.loop import Run, RunError, TrainResult, _lr_lambda, configure_threads
 from alignkit.utils.io import atomic_write_json
+from alignkit.utils.memory import peak_rss_gb
+from alignkit.utils.seeds import derived_seed
 
 Batch = dict[str, torch.Tensor]
 
@@ -102,6 +104,7 @@ class Algorithm:
     loss: Callable[[dict[str, torch.Tensor], Batch], tuple[torch.Tensor, dict[str, torch.Tensor]]]
     critic: str | None = None  # None, "shared" or "separate"
     uses_reference: bool = True
+    adapts_kl: bool = False  # steers the KL coefficient itself (PPO's kl_target), so needs the KL even from 0
 
 
 @dataclass
@@ -185,7 +188,7 @@ class OnlineTrainer:
             )
 
     def _kl_used(self) -> bool:
-        return self.cfg.kl_coef > 0 or getattr(self.cfg, "kl_target", None) is not None
+        return self.cfg.kl_coef > 0 or self.algorithm.adapts_kl
 
     def _reference(self) -> nn.Module | None:
         """A frozen reference: `ref_model`, the adapter-disabled base under LoRA, or a copy of the starting policy."""
@@ -203,12 +206,12 @@ class OnlineTrainer:
     def settings(self, iteration: int) -> SamplingSettings:
         c = self.cfg
         return SamplingSettings(max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_p=c.top_p,
-                                top_k=c.top_k, n=c.samples_per_prompt, seed=c.seed * 1_000_003 + iteration)
+                                top_k=c.top_k, n=c.samples_per_prompt, seed=derived_seed(c.seed, iteration))
 
     def prompts_for(self, iteration: int) -> list:
         per_epoch = len(self.train_prompts) // self.cfg.prompts_per_step
         epoch, k = divmod(iteration, per_epoch)
-        generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        generator = torch.Generator().manual_seed(derived_seed(self.cfg.seed, epoch))
         order = torch.randperm(len(self.train_prompts), generator=generator)
         size = self.cfg.prompts_per_step
         return [self.train_prompts[i] for i in order[k * size : (k + 1) * size].tolist()]
@@ -291,7 +294,7 @@ class OnlineTrainer:
         mb_size = self.minibatch_size()
         sums: dict[str, float] = {}
         counted = 0
-        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + iteration)
+        generator = torch.Generator().manual_seed(derived_seed(cfg.seed, iteration))
         grad_norms = []
         for _ in range(cfg.ppo_epochs):
             order = torch.randperm(n, generator=generator)
@@ -444,6 +447,19 @@ class OnlineTrainer:
 
 def row_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask.bool(), x, torch.zeros_like(x)).sum(-1)
+
+
+def group_spread(scores: torch.Tensor, group_size: int) -> dict[str, float]:
+    """The share of prompts whose samples all scored the same (a group baseline learns nothing from them)."""
+    groups = scores.view(-1, group_size)
+    return {"groups_without_spread": float((groups.max(-1).values == groups.min(-1).values).float().mean())}
+
+
+def sampled_kl(exp: Batch) -> dict[str, float]:
+    """The mean sequence KL (k1) of the samples to the reference, when the experience has reference log-probs."""
+    if "ref_logps" not in exp:
+        return {}
+    return {"kl": float(row_sum(kl_k1(exp["sample_logps"], exp["ref_logps"]), exp["response_mask"]).mean())}
 
 
 def _fmt(metrics: dict) -> str:

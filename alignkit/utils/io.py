@@ -10,27 +10,47 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 
-# mkstemp and mkdtemp create owner-only files and folders; outputs get the permissions a plain open() would give.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+def _temp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+
+
+def _temp_file(path: Path) -> tuple[int, Path]:
+    """A new file beside `path`, opened for writing. Created with mode 0o666 and so given the permissions a plain
+    open() would give under the process's umask (tempfile.mkstemp makes owner-only files)."""
+    while True:
+        tmp = _temp_name(path)
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
+def _temp_dir(path: Path) -> Path:
+    """A new folder beside `path`, with the permissions os.mkdir gives under the umask (mkdtemp: owner-only)."""
+    while True:
+        tmp = _temp_name(path)
+        try:
+            tmp.mkdir(0o777)
+            return tmp
+        except FileExistsError:
+            continue
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _temp_file(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -57,8 +77,7 @@ def atomic_dir(path: str | Path, *, replace: bool = False) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and not replace:
         raise FileExistsError(f"{path} already exists; refusing to overwrite it")
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    os.chmod(tmp, 0o777 & ~_UMASK)
+    tmp = _temp_dir(path)
     try:
         yield tmp
         if path.exists():
@@ -78,7 +97,7 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _temp_file(path)
     os.close(fd)
     try:
         torch.save(obj, tmp)

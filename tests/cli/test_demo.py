@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 
 from alignkit.cli import main
-from alignkit.demo import demo_config
-from alignkit.train.cai import STAGES
+from alignkit.pipelines.cai import STAGES
+from alignkit.pipelines.demo import demo_config
 
 TINY = ["feedback.override_audit=true", "feedback.sft.max_steps=3", "feedback.judge_sft.max_steps=3",
         "sl.sft.max_steps=3", "rl.dpo.max_steps=2",
@@ -22,7 +22,7 @@ def test_demo_settings_are_the_dpo_variant_of_the_recipe():
     assert not cfg.feedback.override_audit and cfg.eval is not None
     # Overrides merge into the demo's stage settings rather than replacing them.
     tiny = demo_config("x", "m", ["feedback.sft.max_steps=3"])
-    assert tiny.feedback.sft["max_steps"] == 3 and tiny.feedback.sft["lr"] == cfg.feedback.sft["lr"]
+    assert tiny.feedback.sft.max_steps == 3 and tiny.feedback.sft.lr == cfg.feedback.sft.lr
     # The judge is taught on its own and gated per principle.
     assert cfg.feedback.judge_sft and cfg.feedback.min_principle_accuracy == 0.7
     # Phase 2 also learns from the policy's own failures on prompts people marked harmful or benign.

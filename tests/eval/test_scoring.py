@@ -3,6 +3,7 @@
 import pytest
 
 from alignkit.data.suites import SuitePrompt
+from alignkit.eval.anthropomorphism import claims_human_traits
 from alignkit.eval.scoring import (
     ANTHROPOMORPHISM_QUESTION,
     COMPLIANCE_QUESTION,
@@ -14,7 +15,6 @@ from alignkit.eval.scoring import (
     judge_prefers,
     mean,
 )
-from alignkit.judges import claims_human_traits
 
 
 def question(*answers, pattern=None):

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from alignkit.data import Preference, load_records, pad_batch, render_preference
+from alignkit.methods.dpo import DPOConfig, train_dpo
 from alignkit.models import TokenLogps, full_token_logps, load_causal_lm, load_tokenizer, per_row_sum
-from alignkit.train import train_dpo
-from alignkit.train.config import DataConfig, DPOConfig, LoraConfig
+from alignkit.train.config import DataConfig, LoraConfig
 
 pytestmark = pytest.mark.slow
 

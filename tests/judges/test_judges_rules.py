@@ -13,12 +13,11 @@ from alignkit.judges import (
     JudgeError,
     RefusalDetector,
     RegexJudge,
-    answers_match,
     compare_from_scores,
-    extract_final_answer,
     is_refusal,
     judge_from_spec,
 )
+from alignkit.tasks.answers import answers_match, extract_final_answer
 
 SIGMOID_1 = 0.7310585786300049  # 1 / (1 + e^-1)
 SIGMOID_HALF = 0.6224593312018546  # 1 / (1 + e^-0.5)

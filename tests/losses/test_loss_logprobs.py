@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from alignkit.losses import entropy_from_logits, sequence_logps, sft_loss, shift_labels, token_logprobs
+from alignkit.losses import entropy_from_logits, shift_labels, token_logprobs
 
 
 def _reference(logits, labels):
@@ -67,16 +67,6 @@ def test_shift_labels_pairs_position_t_with_token_t_plus_1():
     assert mask.tolist() == [[False, True, True]]
 
 
-def test_sequence_logps_sum_and_average_ignore_masked_minus_inf():
-    token_logps = torch.tensor([[-1.0, -2.0, -float("inf")], [-0.5, -4.0, -9.0]])
-    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
-    torch.testing.assert_close(sequence_logps(token_logps, mask), torch.tensor([-3.0, -13.5]))
-    torch.testing.assert_close(sequence_logps(token_logps, mask, average=True), torch.tensor([-1.5, -4.5]))
-    # An empty row averages to 0, not NaN.
-    torch.testing.assert_close(sequence_logps(torch.tensor([[-1.0]]), torch.tensor([[0]]), average=True),
-                               torch.tensor([0.0]))
-
-
 def test_entropy_uniform_and_with_banned_token():
     logits = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, -float("inf")]])
     torch.testing.assert_close(entropy_from_logits(logits, chunk_rows=1), torch.tensor([math.log(4), math.log(3)]))
@@ -84,13 +74,3 @@ def test_entropy_uniform_and_with_banned_token():
     h = entropy_from_logits(torch.tensor([[[0.0, math.log(3.0)]]]))
     assert h.shape == (1, 1)
     assert h.item() == pytest.approx(0.5623351446188083, abs=1e-6)
-
-
-def test_sft_loss_is_per_example_masked_sum():
-    token_logps = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -9.0, -9.0]], requires_grad=True)
-    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
-    losses, metrics = sft_loss(token_logps, mask)
-    torch.testing.assert_close(losses, torch.tensor([3.0, 0.5]))
-    assert metrics["tokens"].tolist() == [2, 1]
-    losses.sum().backward()
-    torch.testing.assert_close(token_logps.grad, -mask.float())

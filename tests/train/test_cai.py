@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 from alignkit.constitution import FeedbackAuditError, load_constitution, load_gold_comparisons
-from alignkit.train.cai import STAGES, jailbreak_wrapped, read_jsonl, reply_text, run_cai
-from alignkit.train.config import CAIConfig, ConfigError, load_config
+from alignkit.pipelines.cai import STAGES, jailbreak_wrapped, read_jsonl, reply_text, run_cai
+from alignkit.pipelines.cai_config import CAIConfig
+from alignkit.train.config import ConfigError, load_config
 from alignkit.train.loop import RunError
-
 
 
 def tiny_config(model: str, out, *, method: str = "ppo", extra: list[str] = ()) -> CAIConfig:
@@ -231,9 +231,9 @@ def test_the_feedback_model_judges_only_under_principles_that_passed_its_audit(c
 
 
 def test_config_rejects_unknown_stage_keys_and_non_runs(tmp_path):
-    with pytest.raises(ConfigError, match="sl.sft: unknown or pipeline-owned keys \\['data'\\]"):
+    with pytest.raises(ConfigError, match="'sl.sft': .*data: set by the pipeline for this stage"):
         load_config(CAIConfig, None, ["sl.sft={data: x}"])
-    with pytest.raises(ConfigError, match="rl.dpo: unknown or pipeline-owned keys \\['betta'\\].*beta"):
+    with pytest.raises(ConfigError, match="unknown key 'rl.dpo.betta'.*beta"):
         load_config(CAIConfig, None, ["rl.dpo={betta: 0.1}"])
     with pytest.raises(ConfigError, match="unknown key 'critique.round'"):
         load_config(CAIConfig, None, ["critique.round=2"])
@@ -339,7 +339,7 @@ def test_every_stage_trains_on_the_prompt_ids_the_policy_was_sampled_with(method
 
 
 def test_contrast_pairs_prefer_the_policys_own_right_response():
-    from alignkit.train.cai import contrast_pairs
+    from alignkit.pipelines.cai import contrast_pairs
 
     no, yes = "I can't help with that.", "Sure: here is how it works."
     prompts = ["harm-1", "harm-2", "harm-3", "benign-1", "benign-2", "benign-3", "benign-4"]

@@ -6,29 +6,25 @@ from pathlib import Path
 
 import pytest
 
-from alignkit.train.config import (
-    METHOD_CONFIGS,
-    CAIConfig,
-    CompareConfig,
-    ConfigError,
-    DPOConfig,
-    SFTConfig,
-    load_config,
-    parse_overrides,
-)
+from alignkit.methods import METHODS
+from alignkit.methods.dpo import DPOConfig
+from alignkit.methods.sft import SFTConfig
+from alignkit.pipelines.cai_config import CAIConfig
+from alignkit.pipelines.compare import CompareConfig
+from alignkit.train.config import ConfigError, load_config, parse_overrides
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
 
 def test_every_method_has_a_shipped_config():
     names = {p.stem for p in CONFIGS}
-    assert set(METHOD_CONFIGS) <= names
+    assert set(METHODS) <= names
 
 
 @pytest.mark.parametrize("path", [p for p in CONFIGS if p.stem not in ("cai", "compare")], ids=lambda p: p.name)
 def test_shipped_config_validates(path):
     # configs/<method>.yaml or configs/<method>_<variant>.yaml
-    cfg = load_config(METHOD_CONFIGS[path.stem.split("_")[0]], path)
+    cfg = load_config(METHODS[path.stem.split("_")[0]].config, path)
     assert cfg.output_dir.startswith("runs/")
     assert cfg.data.train
 

@@ -8,12 +8,10 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-
-from alignkit.train import train_hbat
-from alignkit.train.config import ConfigError, DataConfig, HBATConfig, load_config
-from alignkit.train.hbat import HBATPlan, estimate_fisher, hbat_blocks
-
 from test_train_methods import pair_logps, sft_nll  # same folder (pytest puts it on sys.path)
+
+from alignkit.methods.hbat import HBATConfig, HBATPlan, estimate_fisher, hbat_blocks, train_hbat
+from alignkit.train.config import ConfigError, DataConfig, load_config
 
 
 def margin(model: str, pref_file: str) -> float:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from alignkit.train import train_sft
-from alignkit.train.config import DataConfig, SFTConfig
+from alignkit.methods.sft import SFTConfig, train_sft
+from alignkit.train.config import DataConfig
 
 
 def test_metrics_jsonl_tensorboard_and_summary(tiny_dir, sft_file, tmp_path):

@@ -11,11 +11,14 @@ import torch
 from safetensors.torch import load_file
 
 from alignkit.data import load_records, pad_batch
+from alignkit.methods.dpo import DPOConfig, train_dpo
+from alignkit.methods.kto import KTOConfig, train_kto
+from alignkit.methods.orpo import ORPOConfig, train_orpo
+from alignkit.methods.reward import RewardConfig, train_reward
+from alignkit.methods.sft import SFTConfig, render_sft, train_sft
 from alignkit.models import TokenLogps, load_causal_lm, load_tokenizer, per_row_sum
-from alignkit.train import train_dpo, train_kto, train_orpo, train_reward, train_sft
 from alignkit.train.common import render_pairs
-from alignkit.train.config import DataConfig, DPOConfig, KTOConfig, LoraConfig, ORPOConfig, RewardConfig, SFTConfig
-from alignkit.train.sft import render_sft
+from alignkit.train.config import DataConfig, LoraConfig
 
 COMMON = dict(precision="fp32", progress=False, max_length=64, scheduler="constant")
 

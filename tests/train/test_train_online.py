@@ -13,16 +13,16 @@ import json
 import pytest
 import torch
 
+from alignkit.data import render_prompt, user_turn
 from alignkit.judges import CallableJudge
 from alignkit.losses import per_token_rewards
+from alignkit.methods.grpo import GRPOConfig, grpo_algorithm
+from alignkit.methods.iterative_dpo import IterativeDPO, IterativeDPOConfig, best_worst_pairs
+from alignkit.methods.ppo import PPOConfig, ppo_algorithm
+from alignkit.methods.rloo import RLOOConfig, rloo_algorithm
 from alignkit.models import load_causal_lm
 from alignkit.rollouts import SamplingSettings, sample
-from alignkit.data import render_prompt, user_turn
-from alignkit.train.config import GRPOConfig, IterativeDPOConfig, PPOConfig, RLOOConfig
-from alignkit.train.group import grpo_algorithm, rloo_algorithm
-from alignkit.train.iterative_dpo import IterativeDPO, best_worst_pairs
 from alignkit.train.online import OnlineTrainer, PolicyWithValue, rollout_batch, select_rows
-from alignkit.train.ppo import ppo_algorithm
 
 PROMPTS = [f"question number {i}" for i in range(16)]
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from alignkit.train import train_sft
-from alignkit.train.config import DataConfig, SFTConfig
+from alignkit.methods.sft import SFTConfig, train_sft
+from alignkit.train.config import DataConfig
 from alignkit.train.loop import RunError
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Callable, Literal
+
+from pydantic import Field, model_validator
 
 from alignkit.losses import DPO_LOSSES
+from alignkit.methods.spec import MethodSpec
 from alignkit.models import SharedPromptLogps
 from alignkit.train.common import (
     final_saver,
@@ -19,8 +22,29 @@ from alignkit.train.common import (
     render_pairs,
     require_items,
 )
-from alignkit.train.config import DPOConfig
+from alignkit.train.config import Strict, TrainConfig
 from alignkit.train.loop import Method, Run, TrainResult, configure_threads
+
+
+class DPOKeys(Strict):
+    """The DPO objective's keys, shared by DPO, HBAT's preference objective and iterative DPO's rounds."""
+
+    beta: float = Field(default=0.1, gt=0)
+    loss: Literal["sigmoid", "robust", "ipo", "hinge"] = "sigmoid"
+    label_smoothing: float = Field(default=0.0, ge=0, lt=0.5)
+    ref_model: str | None = Field(default=None, description="reference policy; default: the starting model")
+
+    @model_validator(mode="after")
+    def _robust_needs_smoothing(self):
+        if self.loss == "robust" and self.label_smoothing == 0:
+            raise ValueError("loss=robust needs label_smoothing > 0 (the assumed label-noise rate)")
+        return self
+
+
+class DPOConfig(TrainConfig, DPOKeys):
+    """`alignkit dpo`: (prompt, chosen, rejected) pairs."""
+
+    lr: float = 5e-6
 
 
 def dpo_loss_fn(cfg: DPOConfig):
@@ -90,4 +114,5 @@ def train_dpo(cfg: DPOConfig) -> TrainResult:
     return run.train(SharedPromptLogps(model), train_items, collate, method, final_saver(model, tokenizer, cfg))
 
 
-__all__ = ["pair_losses_fn", "prepare_pairs", "train_dpo"]
+METHOD = MethodSpec("dpo", DPOConfig, train_dpo, "Direct Preference Optimization and its IPO, hinge and robust "
+                    "variants", "preferences", recipes={"sft-dpo": ("sft", "dpo")})

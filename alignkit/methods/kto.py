@@ -10,8 +10,11 @@ from __future__ import annotations
 import functools
 import random
 
+from pydantic import Field
+
 from alignkit.data import render_responses
 from alignkit.losses import kto_kl_estimate, kto_loss
+from alignkit.methods.spec import MethodSpec
 from alignkit.models import SharedPromptLogps
 from alignkit.train.common import (
     final_saver,
@@ -25,8 +28,18 @@ from alignkit.train.common import (
     report_truncation,
     require_items,
 )
-from alignkit.train.config import KTOConfig
+from alignkit.train.config import TrainConfig
 from alignkit.train.loop import Method, Run, RunError, TrainResult, configure_threads
+
+
+class KTOConfig(TrainConfig):
+    """`alignkit kto`: unpaired completions labelled desirable or undesirable (pairs are split into both)."""
+
+    beta: float = Field(default=0.1, gt=0)
+    desirable_weight: float = Field(default=1.0, gt=0)
+    undesirable_weight: float = Field(default=1.0, gt=0)
+    ref_model: str | None = None
+    lr: float = 5e-6
 
 
 def render_unpaired(tokenizer, records: list, max_length: int, seed: int, name: str) -> list[dict]:
@@ -103,3 +116,7 @@ def train_kto(cfg: KTOConfig) -> TrainResult:
 
     method = Method(count=pair_examples, loss=loss, evaluate=evaluate if eval_items else None, examples=pair_examples)
     return run.train(SharedPromptLogps(model), train_items, collate, method, final_saver(model, tokenizer, cfg))
+
+
+METHOD = MethodSpec("kto", KTOConfig, train_kto, "KTO: unpaired desirable / undesirable completions", "preferences",
+                    recipes={"sft-kto": ("sft", "kto")})

@@ -34,7 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from alignkit.data import render_prompt, reply_to, request_text
-from alignkit.train.config import CAIConfig, DataMix, DPOConfig, PPOConfig, RewardConfig, SFTConfig
+from alignkit.methods import METHODS
+from alignkit.pipelines.cai_config import CAIConfig, DataMix
+from alignkit.train.config import StageSettings
 from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text, claim_config_dir
 
 STAGES = ("feedback", "audit", "critique", "sl", "labels", "preference", "rl", "eval")
@@ -288,15 +290,17 @@ class Pipeline:
                            f"{self.cfg.feedback.min_principle_accuracy:.2f}); allowed: {allowed}")
         return self.constitution.subset(ids)
 
-    def _train(self, stage: str, cls, train, folder: Path, model: str, data: str, overrides: dict, *,
+    def _train(self, stage: str, method: str, folder: Path, model: str, data: str, settings: StageSettings, *,
                run: str = "run", **fixed) -> str:
+        """Train `method` (a row of `METHODS`) on `data` from `model` in folder/run, under the stage's settings."""
+        spec = METHODS[method]
         # The run's seed seeds every trainer (data order, sampling) unless the stage's own keys set one.
-        cfg = cls.model_validate({"seed": self.cfg.seed, **overrides, **fixed, "model": model, "data": {"train": data},
-                                  "output_dir": str(folder / run), "progress": False})
+        cfg = spec.config.model_validate({"seed": self.cfg.seed, **settings.written(), **fixed, "model": model,
+                                          "data": {"train": data}, "output_dir": str(folder / run), "progress": False})
         final = folder / run / "final"
         if final.is_dir():  # trained before the stage's done.json was written
             return str(final)
-        result = train(cfg)
+        result = spec.train(cfg)
         self.log(f"   {stage}: {result.steps} steps")
         return str(result.final_dir)
 
@@ -311,9 +315,8 @@ class Pipeline:
                 from alignkit.constitution.feedback import local_feedback_model
 
                 # A taught judge is asked its questions cut as its teaching cut them (the same ids: data/render.py).
-                max_length = fb.judge_sft.get("max_length", SFTConfig.model_fields["max_length"].default)
                 self._feedback = local_feedback_model(taught["model"], judge_model=taught["judge_model"],
-                                                      batch_size=fb.batch_size, max_length=max_length)
+                                                      batch_size=fb.batch_size, max_length=fb.judge_sft.max_length)
             else:
                 self._feedback = load_feedback_model(self.cfg.model if fb.model is None else fb.model,
                                                      batch_size=fb.batch_size)
@@ -345,8 +348,6 @@ class Pipeline:
     def stage_feedback(self, folder: Path) -> dict | None:
         from alignkit.constitution import load_gold_comparisons
         from alignkit.constitution.critique import comparison_sft_rows, exemplar_sft_rows
-        from alignkit.train import train_sft
-
         fb = self.cfg.feedback
         if not fb.train or (fb.model is not None and not isinstance(fb.model, str)):
             return None
@@ -360,9 +361,9 @@ class Pipeline:
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(writing, _jsonl(exemplar_sft_rows(self.constitution) * fb.exemplar_repeats))
         atomic_write_text(comparing, _jsonl(comparison_sft_rows(gold, self.constitution) * fb.comparison_repeats))
-        model = self._train("feedback (critique and revision)", SFTConfig, train_sft, folder, start, str(writing),
+        model = self._train("feedback (critique and revision)", "sft", folder, start, str(writing),
                             fb.sft, run="writer")
-        judge = self._train("feedback (comparison)", SFTConfig, train_sft, folder, start, str(comparing),
+        judge = self._train("feedback (comparison)", "sft", folder, start, str(comparing),
                             fb.judge_sft, run="judge")
         return {"model": model, "judge_model": judge, "started_from": start,
                 "data": {"critique and revision": str(writing), "comparison": str(comparing)},
@@ -419,8 +420,6 @@ class Pipeline:
                 "origin": f"prompts: {HUMAN}; answers: AI (the policy); critiques and revisions: AI ({feedback.name})"}
 
     def stage_sl(self, folder: Path) -> dict:
-        from alignkit.train import train_sft
-
         revisions = read_jsonl(Path(self.done["critique"]["revisions"]))
         helpful = mix_rows(self.cfg.sl.helpful, "sft")
         kept = [{"prompt": r["prompt"], "completion": reply_to(r["prompt"], r["final"]), "origin": "AI revision",
@@ -439,7 +438,7 @@ class Pipeline:
         folder.mkdir(parents=True, exist_ok=True)
         data = folder / "data.jsonl"
         atomic_write_text(data, _jsonl(rows))
-        model = self._train("sl", SFTConfig, train_sft, folder, self.cfg.model, str(data), self.cfg.sl.sft)
+        model = self._train("sl", "sft", folder, self.cfg.model, str(data), self.cfg.sl.sft)
         return {"model": model, "data": str(data), "revisions": len(kept),
                 "revision_repeats": self.cfg.sl.revision_repeats, "policy_answers": len(own),
                 "helpful_demonstrations": len(helpful),
@@ -527,8 +526,6 @@ class Pipeline:
         return [{**r, "origin": "human preference"} for r in mix_rows(self.cfg.rl.helpful_preferences, "preference")]
 
     def stage_preference(self, folder: Path) -> dict | None:
-        from alignkit.train import train_reward
-
         if self.cfg.rl.method != "ppo":
             return None
         ai, phase1 = self._ai_labels()
@@ -540,7 +537,7 @@ class Pipeline:
         folder.mkdir(parents=True, exist_ok=True)
         data = folder / "data.jsonl"
         atomic_write_text(data, _jsonl(rows))
-        model = self._train("preference", RewardConfig, train_reward, folder, self.done["sl"]["model"], str(data),
+        model = self._train("preference", "reward", folder, self.done["sl"]["model"], str(data),
                             self.cfg.rl.preference)
         return {"model": model, "data": str(data), "ai_soft_labels": len(labels), "of_them_phase1": phase1,
                 "contrast_pairs": len(contrast), "human_preferences": len(helpful),
@@ -548,7 +545,6 @@ class Pipeline:
 
     def stage_rl(self, folder: Path) -> dict:
         from alignkit.constitution.labels import hard_pairs
-        from alignkit.train import train_dpo, train_ppo
 
         cfg = self.cfg.rl
         policy = self.done["sl"]["model"]
@@ -559,8 +555,7 @@ class Pipeline:
             prompts = [{"prompt": r["prompt"], "source": r["source"]} for r in labels]
             atomic_write_text(data, _jsonl(prompts))
             judge = {"reward_model": self.done["preference"]["model"]}
-            model = self._train("rl", PPOConfig, train_ppo, folder, policy, str(data),
-                                {k: v for k, v in cfg.ppo.items() if k != "judge"}, judge=judge)
+            model = self._train("rl", "ppo", folder, policy, str(data), cfg.ppo, judge=judge)
             return {"model": model, "method": "ppo", "data": str(data), "prompts": len(prompts),
                     "judge": judge, "reference": policy}
         labels, _ = self._ai_labels()
@@ -570,7 +565,7 @@ class Pipeline:
         rows = pairs + contrast + helpful
         random.Random(self.cfg.seed).shuffle(rows)
         atomic_write_text(data, _jsonl(rows))
-        model = self._train("rl", DPOConfig, train_dpo, folder, policy, str(data), cfg.dpo)
+        model = self._train("rl", "dpo", folder, policy, str(data), cfg.dpo)
         return {"model": model, "method": "dpo", "data": str(data), "ai_pairs": len(pairs),
                 "of_them_phase1": sum(r.get("phase") == 1 for r in pairs),
                 "ai_pairs_dropped_as_unsure": len(labels) - len(pairs), "contrast_pairs": len(contrast),
@@ -580,7 +575,7 @@ class Pipeline:
     def stage_eval(self, folder: Path) -> dict | None:
         from alignkit.data.suites import load_suite
         from alignkit.eval.harness import EvalSettings, evaluate, save_eval
-        from alignkit.judges.rules import judge_from_spec
+        from alignkit.judges.factory import judge_from_spec
 
         cfg = self.cfg.eval
         if cfg is None:

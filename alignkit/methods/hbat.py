@@ -20,11 +20,16 @@ Anchors and Fisher are part of every checkpoint, so a resumed run continues exac
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from alignkit.losses import ewc_penalty, fisher_diagonal_update
+from alignkit.methods.dpo import DPOKeys, pair_losses_fn, prepare_pairs
+from alignkit.methods.sft import render_sft
+from alignkit.methods.spec import MethodSpec
 from alignkit.models import SharedPromptLogps, TokenLogps
 from alignkit.train.common import (
     final_saver,
@@ -35,11 +40,43 @@ from alignkit.train.common import (
     require_items,
     sequence_logps,
 )
-from alignkit.train.config import HBATConfig
-from alignkit.train.dpo import pair_losses_fn, prepare_pairs
-from alignkit.train.loop import Method, Run, RunError, Schedule, TrainResult, configure_threads, epoch_order, item_length
-from alignkit.train.sft import render_sft
+from alignkit.train.config import DataConfig, TrainConfig
+from alignkit.train.loop import (
+    Method,
+    Run,
+    RunError,
+    Schedule,
+    TrainResult,
+    configure_threads,
+    epoch_order,
+    item_length,
+)
 from alignkit.utils.io import atomic_write_json
+from alignkit.utils.seeds import derived_seed
+
+
+class HBATConfig(TrainConfig, DPOKeys):
+    """`alignkit hbat`: Hybrid Alignment Training (Wang et al. 2024). `data` holds the preference pairs, `sft_data`
+    the demonstrations; `epochs` passes over each."""
+
+    sft_data: DataConfig = Field(description="demonstrations for the instruction-following (SFT) objective")
+    mode: Literal["alternate", "joint"] = Field(
+        default="alternate", description="alternate: HBAT, blocks of SFT and preference steps in turn, EWC at each "
+                                         "switch; joint: every step the weighted sum of both objectives")
+    segments: int = Field(default=4, ge=1, description="alternate: each objective's steps split into this many blocks "
+                                                      "(SFT block 1, preference block 1, SFT block 2, ...)")
+    sft_steps: int | None = Field(default=None, ge=1, description="SFT steps in all; default: epochs over sft_data")
+    preference_steps: int | None = Field(default=None, ge=1,
+                                         description="preference steps in all; default: epochs over data")
+    ewc_strength: float = Field(default=1.0, ge=0, description="alternate: lambda of the EWC penalty after a switch "
+                                                               "(0: plain alternation)")
+    fisher_samples: int = Field(default=16, ge=1, description="examples of the objective just left whose squared "
+                                                              "gradients estimate its diagonal Fisher")
+    fisher_normalize: bool = Field(default=True, description="scale the Fisher to mean 1, so ewc_strength is on the "
+                                                             "scale of the losses whatever the model size")
+    sft_weight: float = Field(default=1.0, ge=0, description="joint: weight of the SFT loss (mean NLL per token)")
+    pref_weight: float = Field(default=1.0, ge=0, description="joint: weight of the preference loss (mean per pair)")
+    lr: float = 1e-5
 
 SFT, PREF = "sft", "preference"
 
@@ -68,7 +105,7 @@ class _Stream:
     def batch(self, k: int) -> list[int]:
         epoch, j = divmod(k, self.steps_per_epoch)
         if self._epoch is None or self._epoch[0] != epoch:
-            order = epoch_order(self.seed * 1_000_003 + epoch, len(self.indices), self.global_batch, self.lengths)
+            order = epoch_order(derived_seed(self.seed, epoch), len(self.indices), self.global_batch, self.lengths)
             self._epoch = (epoch, [self.indices[i] for i in order])
         return self._epoch[1][j * self.global_batch : (j + 1) * self.global_batch]
 
@@ -246,4 +283,6 @@ def train_hbat(cfg: HBATConfig) -> TrainResult:
     return run.train(_Hybrid(model), items, collate, method, final_saver(model, tokenizer, cfg), schedule=schedule)
 
 
-__all__ = ["HBATPlan", "estimate_fisher", "hbat_blocks", "train_hbat"]
+METHOD = MethodSpec("hbat", HBATConfig, train_hbat, "HBAT: SFT and preference blocks in turn with EWC, or the joint "
+                    "SFT+DPO objective", "preferences", recipes={"hbat": ("hbat",), "joint": ("joint",)},
+                    presets={"joint": {"mode": "joint"}}, owned=("model", "data", "output_dir", "sft_data"))

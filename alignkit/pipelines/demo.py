@@ -19,10 +19,10 @@ import shutil
 import time
 from pathlib import Path
 
-from alignkit.train.cai import run_cai
-from alignkit.train.config import CAIConfig, merge_config, parse_overrides
+from alignkit.pipelines.cai import run_cai
+from alignkit.pipelines.cai_config import CAIConfig
+from alignkit.train.config import merge_config, parse_overrides
 from alignkit.train.loop import configure_threads
-
 
 HARM_PRINCIPLES = ["harmless-ethical", "no-dangerous-assistance", "refuse-with-alternative", "human-rights-dignity",
                    "privacy-respect", "wellbeing-support"]

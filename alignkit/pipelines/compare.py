@@ -29,40 +29,81 @@ import dataclasses
 import json
 import math
 import os
-import platform
-import resource
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
-from alignkit.train.config import CompareConfig, merge_config
+from pydantic import Field, create_model, model_validator
+
+from alignkit.methods import METHODS, MethodSpec
+from alignkit.train.config import Strict, WrittenOnly, merge_config, stage_settings
 from alignkit.utils.io import atomic_write_json, atomic_write_text, claim_config_dir
+from alignkit.utils.memory import peak_rss_gb
 
-RECIPES: dict[str, tuple[str, ...]] = {
-    "sft": ("sft",),
-    "sft-ppo": ("sft", "reward", "ppo"),
-    "sft-dpo": ("sft", "dpo"),
-    "orpo": ("orpo",),
-    "sft-kto": ("sft", "kto"),
-    "cai": ("cai",),
-    "hbat": ("hbat",),
-    "joint": ("joint",),
+# The recipes: those the methods' rows declare, and Constitutional AI (a pipeline of its own).
+RECIPES: dict[str, tuple[str, ...]] = {**{name: chain for spec in METHODS.values() for name, chain in spec.recipes.items()},
+                                       "cai": ("cai",)}
+# A stage of a recipe is a method, or a preset of one (HBAT's `joint`): stage -> (method, keys it fixes).
+STAGES: dict[str, tuple[MethodSpec, dict]] = {
+    **{name: (spec, {}) for name, spec in METHODS.items()},
+    **{name: (spec, keys) for spec in METHODS.values() for name, keys in spec.presets.items()},
 }
 # Metrics compared, with the direction that is better.
 COMPARED = {"asr": "lower", "jailbreak_asr": "lower", "over_refusal": "lower", "helpful_accuracy": "higher",
             "kl_to_reference": "lower"}
 
 
+# Each stage's own keys, typed by its method (a preset's fixed keys are not among them).
+CompareStages = create_model("CompareStages", __base__=WrittenOnly, **{
+    name: (stage_settings(spec.config, spec.owned + tuple(keys)) | None, None) for name, (spec, keys) in STAGES.items()})
+
+
+EVAL_PARTS = ("redteam", "jailbreak", "borderline", "verifiable", "anthropomorphism", "bias")
+
+
+class CompareEvalConfig(Strict):
+    suite: str = Field(default="default", description="evaluation suite (its held-out split is used)")
+    parts: list[Literal[EVAL_PARTS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["redteam", "borderline", "verifiable"],
+        description="suite parts answered: red-team gives ASR, borderline over-refusal, verifiable helpfulness; "
+                    "KL from the start model comes from the borderline and verifiable answers")
+    max_new_tokens: int = Field(default=64, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+
+
+class CompareConfig(Strict):
+    """`alignkit compare`: recipes from one starting model on the same data and step budget, over several seeds."""
+
+    model: str = Field(default="smollm2-135m", description="the starting model of every recipe")
+    output_dir: str = "runs/compare"
+    recipes: list[Literal[tuple(RECIPES)]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(RECIPES), min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1], min_length=1)
+    steps: int = Field(default=20, ge=1, description="optimizer steps of every training stage: the matched budget")
+    batch_size: int = Field(default=8, ge=1)
+    max_length: int = Field(default=384, ge=8)
+    sft_data: str = Field(default="builtin:sft", description="demonstrations (SFT, HBAT, joint)")
+    preference_data: str = Field(default="builtin:preference",
+                                 description="preferences (reward model, DPO, ORPO, KTO, HBAT, joint; PPO's prompts)")
+    stages: CompareStages = Field(
+        default_factory=lambda: CompareStages(), description="trainer keys per stage, over the methods' own defaults: "
+                                                             + ", ".join(STAGES))
+    cai: dict[str, Any] = Field(default_factory=dict, description="overrides of the CAI recipe (the demo's settings)")
+    eval: CompareEvalConfig = Field(default_factory=CompareEvalConfig)
+
+    @model_validator(mode="after")
+    def _check(self):
+        for name, values in (("recipes", self.recipes), ("seeds", self.seeds)):
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name}: each may appear once, got {values}")
+        return self
+
+
 class CompareError(RuntimeError):
     """The comparison cannot run as configured."""
-
-
-def _peak_rss_gb() -> float:
-    scale = 1 if platform.system() == "Darwin" else 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e9
 
 
 class Comparison:
@@ -75,44 +116,38 @@ class Comparison:
         return self.out / "stages" / "+".join(chain) / f"seed-{seed}"
 
     def stage_spec(self, chain: tuple[str, ...], seed: int, start: str) -> dict:
-        """What the last stage of `chain` trains (`kind`, config dict), starting from `start` (the previous stage's
-        model, or the starting model)."""
+        """What the last stage of `chain` trains (`kind`: its method, `config`: that method's config as a dict),
+        starting from `start` (the previous stage's model, or the starting model)."""
         cfg = self.cfg
         stage, folder = chain[-1], self.stage_dir(chain, seed)
-        # No intermediate checkpoints: stages are short, a rerun repeats an unfinished one, and a comparison of
-        # many stages would otherwise fill the disk with optimizer states.
-        common = {"model": start, "output_dir": str(folder / "run"), "seed": seed, "max_steps": cfg.steps,
-                  "batch_size": cfg.batch_size, "max_length": cfg.max_length, "progress": False, "save_every": 0}
-        extra = cfg.stages.get(stage, {})
-        if stage == "sft":
-            return {"kind": "sft", "config": merge_config({**common, "data": {"train": cfg.sft_data},
-                                                           "lr": 5e-5, "group_by_length": True}, extra)}
-        if stage in ("dpo", "orpo", "kto", "reward"):
-            lr = {"dpo": 5e-6, "orpo": 5e-6, "kto": 5e-6, "reward": 1e-5}[stage]
-            return {"kind": stage, "config": merge_config({**common, "data": {"train": cfg.preference_data},
-                                                           "lr": lr, "group_by_length": True}, extra)}
-        if stage == "ppo":
-            reward = self.stage_dir(chain[:-1], seed) / "run" / "final"
-            ppo = {k: v for k, v in common.items() if k not in ("batch_size", "max_length")}
-            return {"kind": "ppo", "config": merge_config(
-                {**ppo, "data": {"train": cfg.preference_data}, "judge": {"reward_model": str(reward)},
-                 "prompts_per_step": cfg.batch_size, "max_new_tokens": 48, "lr": 1e-6, "kl_coef": 0.05,
-                 "critic": "shared", "minibatch_size": cfg.batch_size, "batch_size": cfg.batch_size}, extra)}
-        if stage in ("hbat", "joint"):
-            # HBAT: sft-dpo's budget, `steps` of each objective, in turn. Joint: `steps` steps, each on a batch of
-            # each (the same examples as sft-dpo, in half the optimizer steps).
-            hbat = {**common, "data": {"train": cfg.preference_data}, "sft_data": {"train": cfg.sft_data},
-                    "lr": 1e-5, "group_by_length": True, "sft_steps": cfg.steps, "preference_steps": cfg.steps,
-                    "max_steps": -1, "mode": "alternate" if stage == "hbat" else "joint"}
-            return {"kind": "hbat", "config": merge_config(hbat, extra)}
         if stage == "cai":
-            from alignkit.demo import demo_config
+            from alignkit.pipelines.demo import demo_config
 
             overrides = merge_config({"seed": seed, "eval": None, "sl": {"sft": {"max_steps": cfg.steps}},
                                       "rl": {"dpo": {"max_steps": cfg.steps}}}, cfg.cai)
             cai = demo_config(str(folder / "run"), start).model_dump(mode="json")
             return {"kind": "cai", "config": merge_config(cai, overrides)}
-        raise CompareError(f"unknown stage {stage!r}")
+        spec, preset = STAGES[stage]
+        # The matched budget: `steps` optimizer steps of `batch_size` examples (the online loop: `batch_size`
+        # prompts per iteration, one minibatch). No intermediate checkpoints: stages are short, a rerun repeats an
+        # unfinished one, and a comparison of many stages would otherwise fill the disk with optimizer states.
+        common = {"model": start, "output_dir": str(folder / "run"), "seed": seed, "max_steps": cfg.steps,
+                  "progress": False, "save_every": 0, "batch_size": cfg.batch_size,
+                  "data": {"train": cfg.sft_data if spec.data == "demonstrations" else cfg.preference_data}}
+        if spec.online:  # prompts: the preferences' prompts
+            common.update(prompts_per_step=cfg.batch_size, minibatch_size=cfg.batch_size)
+            if chain[-2:-1] == ("reward",):  # judged by the reward model trained just before
+                common["judge"] = {"reward_model": str(self.stage_dir(chain[:-1], seed) / "run" / "final")}
+        else:
+            common.update(max_length=cfg.max_length, group_by_length=True)
+        if spec.name == "hbat":
+            # HBAT: sft-dpo's budget, `steps` of each objective, in turn. Joint: `steps` steps, each on a batch of
+            # each (the same examples as sft-dpo, in half the optimizer steps).
+            common.update(sft_data={"train": cfg.sft_data}, sft_steps=cfg.steps, preference_steps=cfg.steps,
+                          max_steps=-1)
+        own = getattr(cfg.stages, stage)
+        config = merge_config({**common, **preset}, own.written() if own is not None else {})
+        return {"kind": spec.name, "config": config}
 
     def run_stage(self, chain: tuple[str, ...], seed: int, start: str) -> dict:
         """Train the last stage of `chain` in its own process unless it is done; its record (model, seconds, peak)."""
@@ -127,7 +162,7 @@ class Comparison:
         atomic_write_json(folder / "stage.json", spec)
         self.log(f"[compare] {'+'.join(chain)} seed {seed}: training {spec['kind']}")
         started = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "alignkit.compare", str(folder / "stage.json")],
+        proc = subprocess.run([sys.executable, "-m", "alignkit.pipelines.compare", str(folder / "stage.json")],
                               env={**os.environ}, capture_output=True, text=True)
         if proc.returncode != 0:
             atomic_write_text(folder / "error.log", proc.stdout + proc.stderr)
@@ -295,29 +330,27 @@ def run_compare(cfg: CompareConfig, log: Callable[[str], None] = print) -> dict:
 
 
 def _stage_main(spec_path: str) -> int:
-    """One stage in this process (`python -m alignkit.compare STAGE.json`): train, then write result.json with the
-    final model and this process's peak memory."""
-    from alignkit.train import TRAINERS
-    from alignkit.train.config import METHOD_CONFIGS, CAIConfig
-
+    """One stage in this process (`python -m alignkit.pipelines.compare STAGE.json`): train, then write result.json
+    with the final model and this process's peak memory."""
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     folder = Path(spec_path).parent
     if spec["kind"] == "cai":
         from alignkit.constitution.audit import FeedbackAuditError
-        from alignkit.train.cai import run_cai
+        from alignkit.pipelines.cai import run_cai
+        from alignkit.pipelines.cai_config import CAIConfig
 
         try:
             manifest = run_cai(CAIConfig.model_validate(spec["config"]))
         except FeedbackAuditError as err:  # the recipe's own gate stopped it: an outcome of this seed, not a crash
             atomic_write_json(folder / "result.json", {"kind": "cai", "model": None, "failed": f"feedback audit: {err}",
-                                                       "peak_rss_gb": round(_peak_rss_gb(), 2)})
+                                                       "peak_rss_gb": round(peak_rss_gb(), 2)})
             return 0
         model = manifest["final"]
     else:
-        result = TRAINERS[spec["kind"]](METHOD_CONFIGS[spec["kind"]].model_validate(spec["config"]))
-        model = str(result.final_dir)
+        method = METHODS[spec["kind"]]
+        model = str(method.train(method.config.model_validate(spec["config"])).final_dir)
     atomic_write_json(folder / "result.json", {"kind": spec["kind"], "model": model,
-                                               "peak_rss_gb": round(_peak_rss_gb(), 2)})
+                                               "peak_rss_gb": round(peak_rss_gb(), 2)})
     return 0
 
 

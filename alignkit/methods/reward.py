@@ -9,8 +9,10 @@ The model reports pairwise accuracy on its eval split: the fraction of ordered p
 
 from __future__ import annotations
 
+from typing import Literal
 
 import torch
+from pydantic import Field
 
 from alignkit.data import Preference, Ranked, Rating, render_preference, render_prompt_completion, render_responses
 from alignkit.losses import (
@@ -21,10 +23,21 @@ from alignkit.losses import (
     reward_centering_penalty,
     soft_bradley_terry_loss,
 )
+from alignkit.methods.spec import MethodSpec
 from alignkit.models import SequenceScores, apply_lora, load_score_model, load_tokenizer
 from alignkit.train.common import batches, final_saver, load_splits, pad_sequences, report_truncation, require_items
-from alignkit.train.config import RewardConfig
+from alignkit.train.config import TrainConfig
 from alignkit.train.loop import Method, Run, RunError, TrainResult, configure_threads
+
+
+class RewardConfig(TrainConfig):
+    loss: Literal["auto", "bradley_terry", "plackett_luce", "all_pairs", "rating"] = Field(
+        default="auto", description="auto: Bradley-Terry for pairs, Plackett-Luce for rankings, regression for ratings"
+    )
+    use_margin: bool = Field(default=True, description="use a pair's `margin` field in the Bradley-Terry loss")
+    center_rewards_coef: float = Field(default=0.0, ge=0)
+    lr: float = 1e-5
+
 
 DEFAULT_LOSS = {Preference: "bradley_terry", Ranked: "plackett_luce", Rating: "rating"}
 ALLOWED = {Preference: {"bradley_terry"}, Ranked: {"plackett_luce", "all_pairs"}, Rating: {"rating"}}
@@ -176,3 +189,5 @@ def train_reward(cfg: RewardConfig) -> TrainResult:
     return run.train(SequenceScores(model), train_items, collate, method, final_saver(model, tokenizer, cfg))
 
 
+METHOD = MethodSpec("reward", RewardConfig, train_reward, "a reward model on pairs, rankings or ratings (Bradley-Terry, "
+                    "Plackett-Luce, regression)", "preferences")

@@ -9,6 +9,10 @@ The KL coefficient is fixed, or adapted towards `kl_target` (Ziegler et al.'s co
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
+
 from alignkit.losses import (
     adaptive_kl_coef,
     explained_variance,
@@ -19,9 +23,31 @@ from alignkit.losses import (
     ppo_value_loss,
     whiten,
 )
-from alignkit.train.config import PPOConfig
+from alignkit.methods.spec import MethodSpec
+from alignkit.train.config import OnlineConfig
 from alignkit.train.loop import TrainResult
 from alignkit.train.online import Algorithm, OnlineTrainer, row_sum
+
+
+class PPOConfig(OnlineConfig):
+    """`alignkit ppo`: prompts; the judge (a reward model, a verifier, ...) scores the samples."""
+
+    critic: Literal["shared", "separate"] = Field(
+        default="separate", description="value head on the policy's backbone (shared) or on its own transformer"
+    )
+    critic_model: str | None = Field(default=None, description="separate critic's starting weights; default: model")
+    kl_target: float | None = Field(default=None, gt=0, description="adaptive KL: steer the per-sequence KL to this value")
+    kl_horizon: int = Field(default=10000, ge=1, description="adaptive KL horizon, in sequences")
+    vf_coef: float = Field(default=0.1, ge=0, description="weight of the value loss")
+    critic_lr: float | None = Field(default=None, gt=0, description="learning rate of the value head / critic; default: lr")
+    clip_range_value: float = Field(default=0.2, gt=0)
+    gamma: float = Field(default=1.0, ge=0, le=1)
+    lam: float = Field(default=0.95, ge=0, le=1)
+    whiten_advantages: bool = True
+    missing_eos_penalty: float | None = Field(default=None, ge=0, description="subtracted from the score of a response cut at max_new_tokens")
+    ppo_epochs: int = 4
+    minibatch_size: int | None = 8
+    lr: float = 1e-6
 
 
 def ppo_algorithm(cfg: PPOConfig) -> Algorithm:
@@ -55,11 +81,12 @@ def ppo_algorithm(cfg: PPOConfig) -> Algorithm:
         vf, vf_metrics = ppo_value_loss(out["values"], mb["values"], mb["returns"], mask, cfg.clip_range_value)
         return pg + cfg.vf_coef * vf, {"policy_loss": pg.detach(), "value_loss": vf.detach(), **pg_metrics, **vf_metrics}
 
-    return Algorithm("ppo", advantages, loss, critic=cfg.critic)
+    return Algorithm("ppo", advantages, loss, critic=cfg.critic, adapts_kl=cfg.kl_target is not None)
 
 
 def train_ppo(cfg: PPOConfig) -> TrainResult:
     return OnlineTrainer(cfg, ppo_algorithm(cfg)).train()
 
 
-__all__ = ["ppo_algorithm", "train_ppo"]
+METHOD = MethodSpec("ppo", PPOConfig, train_ppo, "PPO against a judge or reward model, with a KL penalty to the "
+                    "reference and a critic", "prompts", recipes={"sft-ppo": ("sft", "reward", "ppo")})

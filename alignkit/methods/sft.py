@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import math
 
-
-
 from alignkit.data import LMRecord, render_messages, render_prompt_completion
+from alignkit.methods.spec import MethodSpec
 from alignkit.train.common import (
     batches,
     final_saver,
@@ -17,8 +16,14 @@ from alignkit.train.common import (
     require_items,
     sequence_logps,
 )
-from alignkit.train.config import SFTConfig
+from alignkit.train.config import TrainConfig
 from alignkit.train.loop import Method, Run, TrainResult, configure_threads
+
+
+class SFTConfig(TrainConfig):
+    """`alignkit sft`: demonstrations (conversations, prompt/completion pairs or plain text)."""
+
+    lr: float = 2e-5
 
 
 def render_sft(tokenizer, records: list, max_length: int, name: str) -> list:
@@ -72,4 +77,5 @@ def train_sft(cfg: SFTConfig) -> TrainResult:
     return run.train(module, train_items, collate, method, final_saver(model, tokenizer, cfg))
 
 
-__all__ = ["train_sft", "render_sft"]
+METHOD = MethodSpec("sft", SFTConfig, train_sft, "supervised fine-tuning on demonstrations", "demonstrations",
+                    recipes={"sft": ("sft",)})

@@ -20,22 +20,41 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Literal
 
 import torch
+from pydantic import Field
 
 from alignkit.data import reply_to
 from alignkit.judges import judge_from_spec
+from alignkit.methods.dpo import DPOConfig, DPOKeys, train_dpo
+from alignkit.methods.spec import MethodSpec
 from alignkit.models import load_causal_lm, load_tokenizer
 from alignkit.rollouts import SamplingSettings, sample
-from alignkit.train.config import DPOConfig, IterativeDPOConfig
-from alignkit.train.dpo import train_dpo
-from alignkit.train.loop import Run, RunError, TrainResult, configure_threads, peak_rss_gb
+from alignkit.train.config import Sampling, TrainConfig
+from alignkit.train.loop import Run, RunError, TrainResult, configure_threads
 from alignkit.train.online import load_prompts
 from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text
+from alignkit.utils.memory import peak_rss_gb
+from alignkit.utils.seeds import derived_seed
 
-# Keys of IterativeDPOConfig that describe the loop rather than each round's DPO run.
-_LOOP_KEYS = {"rounds", "prompts_per_round", "samples_per_prompt", "max_new_tokens", "temperature", "top_p", "top_k",
-              "judge", "reference", "eval_max_new_tokens", "generation_batch_size"}
+
+class IterativeDPOConfig(TrainConfig, DPOKeys, Sampling):
+    """`alignkit iterative-dpo`: rounds of sample -> judge -> (best, worst) pairs -> DPO. `data.train` / `data.eval`
+    hold prompts (kind `prompt`), as for the online methods. Every key of `DPOConfig` applies to each round's DPO run
+    (its `epochs` are passes over the round's pairs); the sampling keys and those below describe the rounds."""
+
+    rounds: int = Field(default=3, ge=1)
+    prompts_per_round: int = Field(default=64, ge=1)
+    samples_per_prompt: int = Field(default=4, ge=2, description="responses sampled per prompt to pick best and worst from")
+    judge: str | dict = Field(default="final_answer", description="judge spec that scores the samples")
+    reference: Literal["fixed", "refresh"] = Field(
+        default="fixed", description="fixed: the starting model (or ref_model) in every round; refresh: each round's start"
+    )
+    eval_max_new_tokens: int | None = Field(default=None, ge=1)
+    generation_batch_size: int = Field(default=32, ge=1, description="sequences generated at once")
+    epochs: float = Field(default=2.0, gt=0, description="DPO epochs over each round's pairs")
+    lr: float = DPOConfig.model_fields["lr"].default
 
 
 def _jsonl(rows: list[dict]) -> str:
@@ -101,7 +120,7 @@ class IterativeDPO:
         size, n = self.cfg.prompts_per_round, len(self.train_prompts)
         per_pass = n // size
         epoch, k = divmod(r - 1, per_pass)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch))
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(derived_seed(self.cfg.seed, epoch)))
         return [self.train_prompts[i] for i in order[k * size : (k + 1) * size].tolist()]
 
     def load(self, model_path: str):
@@ -132,7 +151,7 @@ class IterativeDPO:
             chunk = records[start : start + per_call]
             settings = SamplingSettings(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                                         top_k=cfg.top_k, n=cfg.samples_per_prompt,
-                                        seed=cfg.seed * 1_000_003 + r * 10_007 + start)
+                                        seed=derived_seed(cfg.seed, r, start))
             with self.run.autocast():
                 rollout = sample(model, tokenizer, [rec.prompt for rec in chunk], settings)
             generated += int(rollout.response_mask.sum())
@@ -146,7 +165,8 @@ class IterativeDPO:
 
     def dpo_config(self, r: int, model_path: str, pairs_file: Path, base: str) -> DPOConfig:
         cfg = self.cfg
-        values = {k: v for k, v in cfg.model_dump().items() if k not in _LOOP_KEYS and k in DPOConfig.model_fields}
+        # The round's DPO run takes every key DPO has; the rest describe the rounds.
+        values = {k: v for k, v in cfg.model_dump().items() if k in DPOConfig.model_fields}
         values.update(
             model=model_path,
             data={"train": str(pairs_file)},
@@ -251,4 +271,5 @@ def train_iterative_dpo(cfg: IterativeDPOConfig) -> TrainResult:
     return IterativeDPO(cfg).train()
 
 
-__all__ = ["IterativeDPO", "best_worst_pairs", "train_iterative_dpo"]
+METHOD = MethodSpec("iterative-dpo", IterativeDPOConfig, train_iterative_dpo, "rounds of sample -> judge -> "
+                    "(best, worst) pairs -> DPO", "prompts")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from alignkit.losses import orpo_loss
+from alignkit.methods.spec import MethodSpec
 from alignkit.models import SharedPromptLogps
 from alignkit.train.common import (
     final_saver,
@@ -15,8 +18,15 @@ from alignkit.train.common import (
     render_pairs,
     require_items,
 )
-from alignkit.train.config import ORPOConfig
+from alignkit.train.config import TrainConfig
 from alignkit.train.loop import Method, Run, TrainResult, configure_threads
+
+
+class ORPOConfig(TrainConfig):
+    """`alignkit orpo`: (prompt, chosen, rejected) pairs; no reference model."""
+
+    beta: float = Field(default=0.1, gt=0, description="weight of the odds-ratio term (lambda in the paper)")
+    lr: float = 8e-6
 
 
 def train_orpo(cfg: ORPOConfig) -> TrainResult:
@@ -47,3 +57,7 @@ def train_orpo(cfg: ORPOConfig) -> TrainResult:
     method = Method(count=pair_examples, loss=loss, evaluate=evaluate if eval_items else None, examples=pair_examples)
     # 3. Train and save.
     return run.train(SharedPromptLogps(model), train_items, collate, method, final_saver(model, tokenizer, cfg))
+
+
+METHOD = MethodSpec("orpo", ORPOConfig, train_orpo, "ORPO: SFT plus an odds-ratio preference term, no reference "
+                    "model", "preferences", recipes={"orpo": ("orpo",)})
