@@ -7,11 +7,11 @@ module below; docs/architecture.md shows the whole change for SimPO.
 
 from __future__ import annotations
 
-from alignkit.methods import dpo, grpo, hbat, iterative_dpo, kto, orpo, ppo, reward, rloo, sft
+from alignkit.methods import dpo, grpo, hbat, iterative_dpo, kto, orpo, ppo, reward, rloo, sft, simpo
 from alignkit.methods.spec import MethodSpec
 
 METHODS: dict[str, MethodSpec] = {m.METHOD.name: m.METHOD for m in (
-    sft, reward, dpo, orpo, kto, ppo, grpo, rloo, iterative_dpo, hbat,
+    sft, reward, dpo, simpo, orpo, kto, ppo, grpo, rloo, iterative_dpo, hbat,
 )}
 
 
