@@ -6,20 +6,9 @@ from pydantic import Field
 
 from alignkit.losses import orpo_loss
 from alignkit.methods.spec import MethodSpec
-from alignkit.models import SharedPromptLogps
-from alignkit.train.common import (
-    final_saver,
-    load_policy,
-    load_splits,
-    mean_over,
-    pair_collate,
-    pair_examples,
-    pair_sequence_logps,
-    render_pairs,
-    require_items,
-)
+from alignkit.train.common import train_reference_free_pairs
 from alignkit.train.config import TrainConfig
-from alignkit.train.loop import Method, Run, TrainResult, configure_threads
+from alignkit.train.loop import TrainResult
 
 
 class ORPOConfig(TrainConfig):
@@ -30,33 +19,13 @@ class ORPOConfig(TrainConfig):
 
 
 def train_orpo(cfg: ORPOConfig) -> TrainResult:
-    configure_threads()
-    # 1. Run directory, policy and pairs.
-    run = Run(cfg, "orpo")
-    model, tokenizer = load_policy(cfg)
-    train_records, eval_records = load_splits(cfg, "preference")
-    train_items = render_pairs(tokenizer, train_records, cfg.max_length, cfg.data.train)
-    eval_items = render_pairs(tokenizer, eval_records, cfg.max_length, cfg.data.eval) if eval_records else []
-    require_items(cfg.data.train, train_items)
-    collate = pair_collate(tokenizer.pad_token_id)
-
-    # 2. Per-pair loss from length-averaged log-probs (the odds are defined on the per-token average, paper eq. 4).
-    def pair_losses(module, batch):
-        total, tokens = pair_sequence_logps(module, batch)
+    # The odds are defined on the per-token average log-prob (paper eq. 4); the NLL term is the chosen one's.
+    def pair_losses(total, tokens):
         n = total.shape[0] // 2
         avg = total / tokens
         return orpo_loss(-avg[:n], avg[:n], avg[n:], cfg.beta)
 
-    def loss(module, batch):
-        losses, metrics = pair_losses(module, batch)
-        return losses.sum(), metrics
-
-    def evaluate(module):
-        return mean_over(module, eval_items, cfg.eval_batch_size or cfg.batch_size, collate, run.device, pair_losses)
-
-    method = Method(count=pair_examples, loss=loss, evaluate=evaluate if eval_items else None, examples=pair_examples)
-    # 3. Train and save.
-    return run.train(SharedPromptLogps(model), train_items, collate, method, final_saver(model, tokenizer, cfg))
+    return train_reference_free_pairs(cfg, "orpo", pair_losses)
 
 
 METHOD = MethodSpec("orpo", ORPOConfig, train_orpo, "ORPO: SFT plus an odds-ratio preference term, no reference "

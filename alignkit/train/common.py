@@ -23,7 +23,7 @@ from alignkit.models import (
     split_prompt,
 )
 from alignkit.train.config import TrainConfig
-from alignkit.train.loop import Run, RunError
+from alignkit.train.loop import Method, Run, RunError, TrainResult, configure_threads
 from alignkit.utils.io import atomic_torch_save
 
 
@@ -195,3 +195,36 @@ def mean_over(module: nn.Module, items: list, batch_size: int, collate: Callable
             sums[key] = sums.get(key, 0.0) + float(value.sum())
         n += losses.shape[0]
     return {k: v / n for k, v in sums.items()}
+
+
+def train_reference_free_pairs(cfg: TrainConfig, name: str, pair_losses: Callable) -> TrainResult:
+    """Train a preference method that needs no reference model (ORPO, SimPO) on cfg's pairs.
+
+    `pair_losses(summed_logps [2B], tokens [2B])` -> (per-pair losses [B], metrics), given the summed log-prob and
+    number of trained tokens of each completion, chosen first then rejected. The loop divides the summed loss by
+    the step's global number of pairs.
+    """
+    configure_threads()
+    # 1. Run directory, policy and pairs (chosen and rejected share the prompt's ids).
+    run = Run(cfg, name)
+    model, tokenizer = load_policy(cfg)
+    train_records, eval_records = load_splits(cfg, "preference")
+    train_items = render_pairs(tokenizer, train_records, cfg.max_length, cfg.data.train)
+    eval_items = render_pairs(tokenizer, eval_records, cfg.max_length, cfg.data.eval) if eval_records else []
+    require_items(cfg.data.train, train_items)
+    collate = pair_collate(tokenizer.pad_token_id)
+
+    # 2. Per-pair losses from one forward over both completions.
+    def example_losses(module, batch):
+        return pair_losses(*pair_sequence_logps(module, batch))
+
+    def loss(module, batch):
+        losses, metrics = example_losses(module, batch)
+        return losses.sum(), metrics
+
+    def evaluate(module):
+        return mean_over(module, eval_items, cfg.eval_batch_size or cfg.batch_size, collate, run.device, example_losses)
+
+    method = Method(count=pair_examples, loss=loss, evaluate=evaluate if eval_items else None, examples=pair_examples)
+    # 3. Train and save.
+    return run.train(SharedPromptLogps(model), train_items, collate, method, final_saver(model, tokenizer, cfg))

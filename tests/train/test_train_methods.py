@@ -8,17 +8,22 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from alignkit.data import load_records, pad_batch
+from alignkit.methods import METHODS
 from alignkit.methods.dpo import DPOConfig, train_dpo
 from alignkit.methods.kto import KTOConfig, train_kto
 from alignkit.methods.orpo import ORPOConfig, train_orpo
 from alignkit.methods.reward import RewardConfig, train_reward
 from alignkit.methods.sft import SFTConfig, render_sft, train_sft
+from alignkit.methods.simpo import SimPOConfig, train_simpo
 from alignkit.models import TokenLogps, load_causal_lm, load_tokenizer, per_row_sum
 from alignkit.train.common import render_pairs
 from alignkit.train.config import DataConfig, LoraConfig
+from alignkit.train.loop import epoch_order
+from alignkit.utils.seeds import derived_seed
 
 COMMON = dict(precision="fp32", progress=False, max_length=64, scheduler="constant")
 
@@ -37,7 +42,9 @@ def sft_nll(model_spec: str, data: str) -> float:
     return float(-logps.mean())
 
 
-def pair_logps(model_spec: str, data: str) -> tuple[torch.Tensor, torch.Tensor]:
+def pair_logps(model_spec: str, data: str, average: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed (or, with `average`, per-token mean) log-prob of every pair's chosen and rejected completion, computed
+    apart from the trainers."""
     tokenizer = load_tokenizer(model_spec)
     module = TokenLogps(load_causal_lm(model_spec)).eval()
     items = render_pairs(tokenizer, load_records(data, "preference").records, 64, data)
@@ -46,6 +53,8 @@ def pair_logps(model_spec: str, data: str) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():
         logps, rows = module(batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
     total = per_row_sum(logps, rows, len(seqs))
+    if average:
+        total = total / per_row_sum(torch.ones_like(logps), rows, len(seqs))
     return total[: len(items)], total[len(items) :]
 
 
@@ -107,6 +116,33 @@ def test_orpo_raises_the_odds_ratio(tiny_dir, pref_file, tmp_path):
     assert float((c1 - r1).mean()) > float((c0 - r0).mean())
     assert float(c1.mean()) > float(c0.mean())  # the NLL term: chosen completions became likelier
     assert result.eval_metrics["log_odds_ratio"] > 0
+
+
+def test_simpo_starts_at_its_closed_form_and_raises_the_normalised_margin(tiny_dir, pref_file, tmp_path):
+    beta, gamma = 2.0, 0.5
+    c0, r0 = pair_logps(tiny_dir, pref_file, average=True)
+    cfg = SimPOConfig(model=tiny_dir, data=DataConfig(train=pref_file, eval=pref_file),
+                      output_dir=str(tmp_path / "run"), max_steps=12, batch_size=4, lr=2e-3, beta=beta, gamma=gamma,
+                      **COMMON)
+    result = train_simpo(cfg)
+    # The first step's loss, before any update: the closed form on the starting model, over that step's pairs.
+    first = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    batch = epoch_order(derived_seed(cfg.seed, 0), len(c0), cfg.batch_size)[: cfg.batch_size]
+    expected = -F.logsigmoid(beta * (c0[batch] - r0[batch]) - gamma)
+    assert first["train/loss"] == pytest.approx(float(expected.mean()), abs=1e-5)
+    # What SimPO is for: the chosen completion's average log-prob pulls ahead of the rejected one's.
+    c1, r1 = pair_logps(str(result.final_dir), pref_file, average=True)
+    assert float((c1 - r1).mean()) > float((c0 - r0).mean()) + 0.1
+    assert result.eval_metrics["reward_accuracy"] >= 0.9
+    # The trainer's eval loss agrees with the closed form on the saved model.
+    closed_form = -F.logsigmoid(beta * (c1 - r1) - gamma)
+    assert result.eval_metrics["loss"] == pytest.approx(float(closed_form.mean()), rel=1e-3)
+
+
+def test_simpo_is_a_row_of_the_table():
+    row = METHODS["simpo"]
+    assert row.config is SimPOConfig and row.train is train_simpo and row.data == "preferences"
+    assert row.recipes == {"sft-simpo": ("sft", "simpo")}
 
 
 def test_kto_separates_desirable_from_undesirable(tiny_dir, pref_file, tmp_path):
