@@ -135,29 +135,11 @@ class SharedPromptLogps(nn.Module):
         self.model = model
 
     def forward(self, prompt_ids, prompt_mask, completion_ids, completion_mask, completion_loss_mask):
-        base = unwrap_peft(self.model)
-        decoder = base.get_decoder()
         b, k = prompt_ids.shape[0], completion_ids.shape[0] // prompt_ids.shape[0]
-        first = decoder(
-            input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids(prompt_mask), use_cache=True
-        )
-        cache = first.cache
-        cache.batch_select_indices(torch.arange(b, device=prompt_ids.device).repeat(k))
-        prompt_lengths = prompt_mask.long().sum(-1).repeat(k)
-        positions = prompt_lengths[:, None] + torch.arange(completion_ids.shape[1], device=prompt_ids.device)
-        hidden = decoder(
-            input_ids=completion_ids,
-            attention_mask=torch.cat([prompt_mask.repeat(k, 1), completion_mask], dim=1),
-            position_ids=positions,
-            cache=cache,
-            use_cache=True,
-        ).last_hidden_state
-        # Completion token j is predicted from the hidden state before it: the prompt's last one (left padding puts
-        # it in the last column) for j = 0, the completion's own state j-1 after that.
-        last_prompt = first.last_hidden_state[:, -1].repeat(k, 1)
-        predicting = torch.cat([last_prompt[:, None], hidden[:, :-1]], dim=1)
-        rows, cols = completion_loss_mask.nonzero(as_tuple=True)
-        logits = _postprocess_logits(base.config, base.get_output_embeddings()(predicting[rows, cols]))
+        # Completion row r continues prompt r mod b (completion-major order).
+        index = torch.arange(b, device=prompt_ids.device).repeat(k)
+        states = response_states(self.model, prompt_ids, prompt_mask, index, completion_ids, completion_mask)
+        logits, rows, cols = response_logits(self.model, states, completion_loss_mask)
         return token_logprobs(logits, completion_ids[rows, cols]), rows
 
 
