@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from alignkit.data.collate import pad_batch
 from alignkit.losses.logprobs import token_logprobs
 
 
@@ -154,27 +155,14 @@ def split_prompt(rendered: list, k: int, pad_id: int) -> dict[str, torch.Tensor]
     for i, r in enumerate(rendered):
         if r.input_ids[: r.prompt_len] != prompts[i % b]:
             raise ValueError(f"completion {i} does not share its prompt tokens with the other completions of its example")
-    width = max(len(p) for p in prompts)
-    prompt_ids = torch.full((b, width), pad_id, dtype=torch.long)
-    prompt_mask = torch.zeros((b, width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        prompt_ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-        prompt_mask[i, width - len(p) :] = 1
-    length = max(len(r.input_ids) - r.prompt_len for r in rendered)
-    completion_ids = torch.full((len(rendered), length), pad_id, dtype=torch.long)
-    completion_mask = torch.zeros((len(rendered), length), dtype=torch.long)
-    completion_loss_mask = torch.zeros((len(rendered), length), dtype=torch.bool)
-    for i, r in enumerate(rendered):
-        ids, mask = r.input_ids[r.prompt_len :], r.loss_mask[r.prompt_len :]
-        completion_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        completion_mask[i, : len(ids)] = 1
-        completion_loss_mask[i, : len(ids)] = torch.tensor(mask, dtype=torch.bool)
+    prompt = pad_batch([(p, [0] * len(p)) for p in prompts], pad_id, side="left")
+    completions = pad_batch([(r.input_ids[r.prompt_len :], r.loss_mask[r.prompt_len :]) for r in rendered], pad_id)
     return {
-        "prompt_ids": prompt_ids,
-        "prompt_mask": prompt_mask,
-        "completion_ids": completion_ids,
-        "completion_mask": completion_mask,
-        "completion_loss_mask": completion_loss_mask,
+        "prompt_ids": prompt["input_ids"],
+        "prompt_mask": prompt["attention_mask"],
+        "completion_ids": completions["input_ids"],
+        "completion_mask": completions["attention_mask"],
+        "completion_loss_mask": completions["loss_mask"],
     }
 
 

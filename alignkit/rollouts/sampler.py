@@ -20,7 +20,7 @@ from typing import Protocol
 
 import torch
 
-from alignkit.data import Turns, render_prompt
+from alignkit.data import Turns, pad_batch, render_prompt
 from alignkit.models.forward import position_ids
 
 
@@ -176,13 +176,8 @@ class HFGenerateBackend:
 
 
 def _left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-        mask[row, width - len(seq) :] = 1
-    return ids, mask
+    batch = pad_batch([(seq, [0] * len(seq)) for seq in sequences], pad_id, side="left")
+    return batch["input_ids"], batch["attention_mask"]
 
 
 def response_masks(response: torch.Tensor, eos_id: int) -> tuple[torch.Tensor, torch.Tensor]:
