@@ -1,12 +1,13 @@
 """`alignkit compare`: several alignment recipes from the same starting model and the same built-in data, with the
 same step budget per training stage, for several seeds; then one evaluation of every resulting model and a table.
 
-Recipes (each a chain of training stages; a stage shared by two recipes, e.g. the SFT before DPO and before KTO,
-is trained once per seed and counted in both recipes' time):
+Recipes (each a chain of training stages, declared by the methods' rows in `alignkit.methods`; a stage shared by two
+recipes, e.g. the SFT before DPO and before KTO, is trained once per seed and counted in both recipes' time):
 
     sft        SFT on the demonstrations
     sft-ppo    SFT -> reward model on the preferences -> PPO against it (KL penalty to the SFT model)
     sft-dpo    SFT -> DPO on the preferences
+    sft-simpo  SFT -> SimPO on the preferences (length-normalised margin, no reference model)
     orpo       ORPO on the preferences, from the starting model (no SFT stage: that is ORPO's point)
     sft-kto    SFT -> KTO on the preferences split into desirable / undesirable completions
     cai        Constitutional AI (`alignkit cai`, the demo's settings): SL-CAI then DPO on AI-labelled pairs

@@ -264,8 +264,7 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
     try:
         return cls.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(f"{where}: {validation_problems(e)}") from None
-
-
-def validation_problems(e: ValidationError) -> str:
-    return "; ".join(f"'{'.'.join(str(p) for p in err['loc']) or '(top level)'}': {err['msg']}" for err in e.errors())
+        problems = "; ".join(
+            f"'{'.'.join(str(p) for p in err['loc']) or '(top level)'}': {err['msg']}" for err in e.errors()
+        )
+        raise ConfigError(f"{where}: {problems}") from None
