@@ -122,9 +122,26 @@ def unused_port() -> int:
     return free_port()
 
 
+# `python -m llama_cpp.server` with llama.cpp's weight repacking ("extra buffer types") off. On CPUs with AMX
+# (Sapphire Rapids) llama.cpp repacks the Q4 weights for AMX and then segfaults in ggml_backend_amx_mul_mat on the
+# first completion (llama.cpp issue 20824, still open; measured here with llama-cpp-python 0.3.36: exit 139 with
+# repacking, answers without). The server exposes no setting for it, so the model parameters' default is patched.
+SERVER_WITHOUT_REPACKING = """
+import runpy
+from llama_cpp import llama_cpp as lib
+default_params = lib.llama_model_default_params
+def without_repacking():
+    params = default_params()
+    params.use_extra_bufts = False
+    return params
+lib.llama_model_default_params = without_repacking
+runpy.run_module("llama_cpp.server", run_name="__main__")
+"""
+
+
 @pytest.fixture(scope="session")
 def llama_server(tmp_path_factory) -> str:
-    """Start `python -m llama_cpp.server` on the embedded model; yield its base URL (".../v1"); stop it.
+    """Start `python -m llama_cpp.server` (weight repacking off, see above) on the embedded model; yield its base URL (".../v1"); stop it.
 
     llama-cpp-python is a test dependency that `make install` builds, so in CI (the `CI` variable set) its absence
     is a failure; elsewhere the real-server tests are skipped.
@@ -137,7 +154,7 @@ def llama_server(tmp_path_factory) -> str:
     port = free_port()
     log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
     command = [
-        sys.executable, "-m", "llama_cpp.server",
+        sys.executable, "-c", SERVER_WITHOUT_REPACKING,
         "--model", str(_embedded_gguf()),
         "--host", "127.0.0.1", "--port", str(port),
         "--n_ctx", "2048",
