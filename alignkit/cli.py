@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     from alignkit.models import ModelSpecError
     from alignkit.pipelines.compare import CompareError
     from alignkit.train.config import ConfigError
-    from alignkit.train.loop import RunError
+    from alignkit.train.run import RunError
 
     try:
         if args.command in METHODS:

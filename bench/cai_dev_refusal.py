@@ -21,7 +21,7 @@ from alignkit.judges import is_refusal
 from alignkit.models import load_causal_lm, load_tokenizer
 from alignkit.pipelines.cai import mix_rows
 from alignkit.pipelines.cai_config import DataMix
-from alignkit.train.loop import configure_threads
+from alignkit.train.run import configure_threads
 from alignkit.utils.io import atomic_write_text
 
 

@@ -16,13 +16,13 @@ import time
 
 import torch
 
+from alignkit.data import render_prompt
 from alignkit.data.suites import load_suite
 from alignkit.eval.harness import suite_prompts
 from alignkit.models import load_causal_lm, load_tokenizer
 from alignkit.rollouts import SamplingSettings
-from alignkit.data import render_prompt
 from alignkit.rollouts.sampler import DecodeLoopBackend, sample
-from alignkit.train.loop import configure_threads
+from alignkit.train.run import configure_threads
 
 
 def decode_all(model, tokenizer, prompts, backend, max_new_tokens: int, batch_size: int) -> tuple[list[str], float]:

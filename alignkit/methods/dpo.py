@@ -23,7 +23,8 @@ from alignkit.train.common import (
     require_items,
 )
 from alignkit.train.config import Strict, TrainConfig
-from alignkit.train.loop import Method, Run, TrainResult, configure_threads
+from alignkit.train.loop import Method, offline_loop
+from alignkit.train.run import Run, TrainResult, configure_threads
 
 
 class DPOKeys(Strict):
@@ -111,7 +112,7 @@ def train_dpo(cfg: DPOConfig) -> TrainResult:
     method = Method(
         count=pair_examples, loss=loss, evaluate=evaluate if eval_items else None, examples=pair_examples
     )
-    return run.train(SharedPromptLogps(model), train_items, collate, method, final_saver(model, tokenizer, cfg))
+    return offline_loop(run, SharedPromptLogps(model), train_items, collate, method, final_saver(model, tokenizer, cfg))
 
 
 METHOD = MethodSpec("dpo", DPOConfig, train_dpo, "Direct Preference Optimization and its IPO, hinge and robust "

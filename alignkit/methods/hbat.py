@@ -41,16 +41,8 @@ from alignkit.train.common import (
     sequence_logps,
 )
 from alignkit.train.config import DataConfig, TrainConfig
-from alignkit.train.loop import (
-    Method,
-    Run,
-    RunError,
-    Schedule,
-    TrainResult,
-    configure_threads,
-    epoch_order,
-    item_length,
-)
+from alignkit.train.loop import Method, Schedule, epoch_order, item_length, offline_loop
+from alignkit.train.run import Run, RunError, TrainResult, configure_threads
 from alignkit.utils.io import atomic_write_json
 from alignkit.utils.seeds import derived_seed
 
@@ -280,7 +272,7 @@ def train_hbat(cfg: HBATConfig) -> TrainResult:
     schedule = Schedule(total_steps=len(plan.steps), steps_per_epoch=plan.steps_per_epoch,
                         micro_batches=plan.micro_batches)
     # 4. Train; the final model goes to <output_dir>/final in HF format.
-    return run.train(_Hybrid(model), items, collate, method, final_saver(model, tokenizer, cfg), schedule=schedule)
+    return offline_loop(run, _Hybrid(model), items, collate, method, final_saver(model, tokenizer, cfg), schedule)
 
 
 METHOD = MethodSpec("hbat", HBATConfig, train_hbat, "HBAT: SFT and preference blocks in turn with EWC, or the joint "

@@ -32,8 +32,8 @@ from alignkit.methods.spec import MethodSpec
 from alignkit.models import load_causal_lm, load_tokenizer
 from alignkit.rollouts import SamplingSettings, sample
 from alignkit.train.config import Sampling, TrainConfig
-from alignkit.train.loop import Run, RunError, TrainResult, configure_threads
 from alignkit.train.online import load_prompts
+from alignkit.train.run import Run, RunError, TrainResult, configure_threads
 from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text
 from alignkit.utils.memory import peak_rss_gb
 from alignkit.utils.seeds import derived_seed

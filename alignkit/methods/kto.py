@@ -29,7 +29,8 @@ from alignkit.train.common import (
     require_items,
 )
 from alignkit.train.config import TrainConfig
-from alignkit.train.loop import Method, Run, RunError, TrainResult, configure_threads
+from alignkit.train.loop import Method, offline_loop
+from alignkit.train.run import Run, RunError, TrainResult, configure_threads
 
 
 class KTOConfig(TrainConfig):
@@ -115,7 +116,7 @@ def train_kto(cfg: KTOConfig) -> TrainResult:
         return out
 
     method = Method(count=pair_examples, loss=loss, evaluate=evaluate if eval_items else None, examples=pair_examples)
-    return run.train(SharedPromptLogps(model), train_items, collate, method, final_saver(model, tokenizer, cfg))
+    return offline_loop(run, SharedPromptLogps(model), train_items, collate, method, final_saver(model, tokenizer, cfg))
 
 
 METHOD = MethodSpec("kto", KTOConfig, train_kto, "KTO: unpaired desirable / undesirable completions", "preferences",

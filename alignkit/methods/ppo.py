@@ -25,8 +25,8 @@ from alignkit.losses import (
 )
 from alignkit.methods.spec import MethodSpec
 from alignkit.train.config import OnlineConfig
-from alignkit.train.loop import TrainResult
 from alignkit.train.online import Algorithm, OnlineTrainer, row_sum
+from alignkit.train.run import TrainResult
 
 
 class PPOConfig(OnlineConfig):

@@ -27,7 +27,8 @@ from alignkit.methods.spec import MethodSpec
 from alignkit.models import SequenceScores, apply_lora, load_score_model, load_tokenizer
 from alignkit.train.common import batches, final_saver, load_splits, pad_sequences, report_truncation, require_items
 from alignkit.train.config import TrainConfig
-from alignkit.train.loop import Method, Run, RunError, TrainResult, configure_threads
+from alignkit.train.loop import Method, offline_loop
+from alignkit.train.run import Run, RunError, TrainResult, configure_threads
 
 
 class RewardConfig(TrainConfig):
@@ -186,7 +187,7 @@ def train_reward(cfg: RewardConfig) -> TrainResult:
         return batch["gold"].shape[0]
 
     method = Method(count=examples, loss=loss, evaluate=evaluate if eval_items else None, examples=examples)
-    return run.train(SequenceScores(model), train_items, collate, method, final_saver(model, tokenizer, cfg))
+    return offline_loop(run, SequenceScores(model), train_items, collate, method, final_saver(model, tokenizer, cfg))
 
 
 METHOD = MethodSpec("reward", RewardConfig, train_reward, "a reward model on pairs, rankings or ratings (Bradley-Terry, "

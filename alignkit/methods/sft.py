@@ -17,7 +17,8 @@ from alignkit.train.common import (
     sequence_logps,
 )
 from alignkit.train.config import TrainConfig
-from alignkit.train.loop import Method, Run, TrainResult, configure_threads
+from alignkit.train.loop import Method, offline_loop
+from alignkit.train.run import Run, TrainResult, configure_threads
 
 
 class SFTConfig(TrainConfig):
@@ -74,7 +75,7 @@ def train_sft(cfg: SFTConfig) -> TrainResult:
     module = TokenLogps(model)
     method = Method(count=count, loss=loss, evaluate=evaluate if eval_items else None)
     # 4. Train; the final model goes to <output_dir>/final in HF format.
-    return run.train(module, train_items, collate, method, final_saver(model, tokenizer, cfg))
+    return offline_loop(run, module, train_items, collate, method, final_saver(model, tokenizer, cfg))
 
 
 METHOD = MethodSpec("sft", SFTConfig, train_sft, "supervised fine-tuning on demonstrations", "demonstrations",

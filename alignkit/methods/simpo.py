@@ -8,7 +8,7 @@ from alignkit.losses.simpo import simpo_loss
 from alignkit.methods.spec import MethodSpec
 from alignkit.train.common import train_reference_free_pairs
 from alignkit.train.config import TrainConfig
-from alignkit.train.loop import TrainResult
+from alignkit.train.run import TrainResult
 
 
 class SimPOConfig(TrainConfig):

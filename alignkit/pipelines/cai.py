@@ -164,7 +164,7 @@ class Pipeline:
     def _claim_output_dir(self) -> None:
         """Finished stages are reused only by the same configuration: another one in this folder is refused, so a
         run never silently mixes with, or overwrites, another run's results."""
-        from alignkit.train.loop import RunError
+        from alignkit.train.run import RunError
 
         conflict = claim_config_dir(self.out, computed_settings(self.cfg))
         if conflict == "foreign":
@@ -176,7 +176,7 @@ class Pipeline:
     def _shared_stages(self) -> dict[str, dict]:
         """With `reuse: RUN`, the finished stages of RUN up to the labels whose settings equal this run's (phase 1
         and the AI labels do not depend on the RL method), so another RL variant starts from the same labels."""
-        from alignkit.train.loop import RunError
+        from alignkit.train.run import RunError
 
         if self.cfg.reuse is None:
             return {}
@@ -280,7 +280,7 @@ class Pipeline:
     def judging_constitution(self, wanted: list[str] | None = None):
         """The constitution restricted to the principles the audit allows (and to `wanted`, when given); a stage
         whose principles all failed the audit is refused, naming them."""
-        from alignkit.train.loop import RunError
+        from alignkit.train.run import RunError
 
         wanted = [p.id for p in self.constitution.subset(wanted or self.constitution_ids()).principles]  # known ids
         allowed = self.done["audit"]["labelling_principles"] if "audit" in self.done else self.constitution_ids()

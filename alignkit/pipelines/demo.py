@@ -22,7 +22,7 @@ from pathlib import Path
 from alignkit.pipelines.cai import run_cai
 from alignkit.pipelines.cai_config import CAIConfig
 from alignkit.train.config import merge_config, parse_overrides
-from alignkit.train.loop import configure_threads
+from alignkit.train.run import configure_threads
 
 HARM_PRINCIPLES = ["harmless-ethical", "no-dangerous-assistance", "refuse-with-alternative", "human-rights-dignity",
                    "privacy-respect", "wellbeing-support"]

@@ -23,7 +23,8 @@ from alignkit.models import (
     split_prompt,
 )
 from alignkit.train.config import TrainConfig
-from alignkit.train.loop import Method, Run, RunError, TrainResult, configure_threads
+from alignkit.train.loop import Method, offline_loop
+from alignkit.train.run import Run, RunError, TrainResult, configure_threads
 from alignkit.utils.io import atomic_torch_save
 
 
@@ -227,4 +228,4 @@ def train_reference_free_pairs(cfg: TrainConfig, name: str, pair_losses: Callabl
 
     method = Method(count=pair_examples, loss=loss, evaluate=evaluate if eval_items else None, examples=pair_examples)
     # 3. Train and save.
-    return run.train(SharedPromptLogps(model), train_items, collate, method, final_saver(model, tokenizer, cfg))
+    return offline_loop(run, SharedPromptLogps(model), train_items, collate, method, final_saver(model, tokenizer, cfg))

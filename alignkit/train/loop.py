@@ -1,9 +1,10 @@
-"""The one training loop every offline method shares.
+"""The offline loop every offline method shares: the `Method` contract and the offline step.
 
 A method supplies three plain functions (no base class): how much a batch counts towards the loss normaliser
-(`count`), the summed loss of a batch (`loss`), and an optional `evaluate`. The loop owns everything else:
-accelerate (devices, DDP), micro-batching and gradient accumulation, AdamW, warmup + cosine/linear schedule,
-gradient clipping, bf16 autocast, evaluation, atomic checkpoints, exact resume, progress and metrics.
+(`count`), the summed loss of a batch (`loss`), and an optional `evaluate`. The offline step owns accelerate
+(devices, DDP), micro-batching and gradient accumulation, gradient clipping and bf16 autocast; the run's core
+(`train/run.py`) owns AdamW, the warmup + cosine/linear schedule, evaluation, atomic checkpoints, exact resume,
+progress and metrics, as it does for the online loop.
 
 Normalisation. Each method returns a loss *sum* and the loop divides by the count over the whole optimizer step —
 all micro-batches of all processes — known before the first backward. So 1 process with grad_accum=2 and 2 processes
@@ -14,21 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
-from alignkit.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from alignkit.train.config import TrainConfig
-from alignkit.train.logging import MetricsLog
-from alignkit.utils.io import atomic_write_json, atomic_write_text
-from alignkit.utils.memory import peak_rss_gb
+from alignkit.train.run import Run, RunError, Steps, TrainResult, decay_groups
 from alignkit.utils.seeds import derived_seed
 
 Batch = dict[str, torch.Tensor]
@@ -62,319 +57,118 @@ class Schedule:
     micro_batches: Callable[[int], list[list[int]]]
 
 
-@dataclass
-class TrainResult:
-    output_dir: Path
-    final_dir: Path
-    steps: int
-    seconds: float
-    peak_rss_gb: float
-    resumed_from: int
-    train_metrics: dict = field(default_factory=dict)
-    eval_metrics: dict = field(default_factory=dict)
-
-
-class RunError(RuntimeError):
-    """The run cannot start as configured (output directory conflicts, data too small...)."""
-
-
 def processed_tokens(batch: Batch) -> int:
     """Tokens that went through the model: every attention mask in the batch (a shared prompt counts once)."""
     return int(sum(v.sum() for k, v in batch.items() if k.endswith(("attention_mask", "prompt_mask", "completion_mask"))))
 
 
-def cpu_has_fast_bf16() -> bool:
-    """True on CPUs with native bf16 matrix instructions (AMX or AVX512-BF16).
-
-    Elsewhere oneDNN emulates bf16 and it is slower than fp32 (measured on an AVX512 Xeon without them: bf16 matmul
-    38 GFLOP/s vs fp32 104 GFLOP/s; with AMX, bf16 is ~4x fp32).
-    """
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """`auto`: bf16 autocast where the hardware runs it fast, else fp32."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fp32"
-
-
-def _lr_lambda(kind: str, warmup: int, total: int):
-    def fn(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        if kind == "constant":
-            return 1.0
-        progress = (step - warmup) / max(1, total - warmup)
-        if kind == "linear":
-            return max(0.0, 1.0 - progress)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return fn
-
-
-class Run:
-    """One training run in `cfg.output_dir`: created with the output-directory checks, then `train(...)`."""
-
-    def __init__(self, cfg: TrainConfig, method_name: str):
-        from accelerate import Accelerator
-        from accelerate.utils import set_seed
-
-        self.cfg = cfg
-        self.method_name = method_name
-        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
-        self.device = self.accelerator.device
-        self.precision = resolve_precision(cfg.precision, self.device)
-        self.output_dir = Path(cfg.output_dir)
-        self.resume_from = self._check_output_dir()
-        self._epoch_order: tuple[int, list[int]] | None = None  # (epoch, its example order), computed once per epoch
-        set_seed(cfg.seed)
-        if self.is_main:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            import yaml
-
-            atomic_write_text(self.output_dir / "config.yaml", yaml.safe_dump({"method": method_name, **cfg.model_dump()}))
-
-    @property
-    def is_main(self) -> bool:
-        return self.accelerator.is_main_process
-
-    @property
-    def final_dir(self) -> Path:
-        return self.output_dir / "final"
-
-    def _check_output_dir(self) -> Path | None:
-        out, cfg = self.output_dir, self.cfg
-        if (out / "final").exists():
-            if not cfg.overwrite:
-                raise RunError(
-                    f"{out} already holds a finished run (final/ exists). Choose another output_dir, "
-                    "or pass overwrite=true to replace it."
-                )
-            if self.accelerator.is_main_process:
-                for name in ("final", "checkpoints", "metrics.jsonl", "summary.json", "cache"):
-                    target = out / name
-                    shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
-            self.accelerator.wait_for_everyone()
-            return None
-        checkpoints = list_checkpoints(out)
-        if checkpoints and cfg.resume == "auto":
-            return checkpoints[-1]
-        if checkpoints and not cfg.overwrite:
+def offline_loop(run: Run, module: nn.Module, items: list, collate: Callable[[list], Batch], method: Method,
+                 save_final: Callable[[Path], None], schedule: Schedule | None = None) -> TrainResult:
+    """Train `module` on `items` with `method` in `run`: the offline step, handed to `Run.fit`."""
+    cfg, acc = run.cfg, run.accelerator
+    world = acc.num_processes
+    global_batch = cfg.batch_size * cfg.grad_accum * world
+    if schedule is not None:
+        steps_per_epoch, total_steps = schedule.steps_per_epoch, schedule.total_steps
+        micro_batches = schedule.micro_batches
+    else:
+        steps_per_epoch = len(items) // global_batch
+        if steps_per_epoch == 0:
             raise RunError(
-                f"{out} holds an unfinished run (checkpoints/). Use resume=auto to continue it, "
-                "overwrite=true to start over, or another output_dir."
+                f"the training set has {len(items)} examples, fewer than one optimizer step needs "
+                f"(batch_size {cfg.batch_size} x grad_accum {cfg.grad_accum} x processes {world} = {global_batch})"
             )
-        return None
-
-    def autocast(self):
-        if self.precision == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def cache_path(self, name: str) -> Path:
-        return self.output_dir / "cache" / name
-
-    def train(
-        self,
-        module: nn.Module,
-        items: list,
-        collate: Callable[[list], Batch],
-        method: Method,
-        save_final: Callable[[Path], None],
-        schedule: Schedule | None = None,
-    ) -> TrainResult:
-        cfg, acc = self.cfg, self.accelerator
-        world = acc.num_processes
-        global_batch = cfg.batch_size * cfg.grad_accum * world
-        if schedule is not None:
-            steps_per_epoch, total_steps = schedule.steps_per_epoch, schedule.total_steps
-        else:
-            steps_per_epoch = len(items) // global_batch
-            if steps_per_epoch == 0:
-                raise RunError(
-                    f"the training set has {len(items)} examples, fewer than one optimizer step needs "
-                    f"(batch_size {cfg.batch_size} x grad_accum {cfg.grad_accum} x processes {world} = {global_batch})"
-                )
-            total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.epochs * steps_per_epoch)
-
-        # 1. Optimizer and schedule over the trainable parameters only (LoRA: adapters; frozen parts are skipped).
-        params = [p for p in module.parameters() if p.requires_grad]
-        decay = [p for p in params if p.ndim >= 2]
-        no_decay = [p for p in params if p.ndim < 2]
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=cfg.lr,
-            fused=False,
-        )
-        warmup = int(cfg.warmup_ratio * total_steps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.scheduler, warmup, total_steps))
-        model, optimizer = acc.prepare(module, optimizer)
-
-        # 2. Resume: weights, optimizer, schedule and RNG from the newest complete checkpoint; data position = step.
-        start_step = 0
-        if self.resume_from is not None:
-            state = load_checkpoint(self.resume_from, acc.unwrap_model(model), optimizer, scheduler)
-            start_step = state["step"]
-            if method.load_state is not None and "method_state" in state:
-                method.load_state(state["method_state"])
-            if self.is_main:
-                print(f"resuming from {self.resume_from} (step {start_step} of {total_steps})", flush=True)
-        log = MetricsLog(self.output_dir, cfg.report_to, cfg.model_dump(), start_step) if self.is_main else None
-
-        progress = None
-        if self.is_main and cfg.progress:
-            from tqdm.auto import tqdm
-
-            progress = tqdm(total=total_steps, initial=start_step, desc=self.method_name, dynamic_ncols=True)
-
-        t0 = time.perf_counter()
-        last_train: dict = {}
-        last_eval: dict = {}
-        tokens_seen = 0
-        model.train()
+        total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.epochs * steps_per_epoch)
         lengths = [item_length(it) for it in items] if cfg.group_by_length else None
-        for step in range(start_step, total_steps):
-            # 3. This step's micro-batches: a seeded permutation per epoch, sliced by step, process and micro-batch.
-            if schedule is not None:
-                micro = schedule.micro_batches(step)
-            else:
-                micro = self._micro_batches(step, steps_per_epoch, len(items), global_batch, lengths)
-            if method.before_step is not None:
-                method.before_step(step, acc.unwrap_model(model))
-            batches = [collate([items[i] for i in idx]) for idx in micro]
-            batches = [{k: v.to(self.device) for k, v in b.items()} for b in batches]
-            local_count = sum(method.count(b) for b in batches)
-            total_count = acc.reduce(torch.tensor(float(local_count), device=self.device), reduction="sum").item()
-            if total_count <= 0:
-                raise RunError(f"step {step + 1}: the batch has nothing to train on (all loss masks empty)")
+        micro_batches = _permuted_micro_batches(run, steps_per_epoch, len(items), global_batch, lengths)
 
-            # 4. Forward/backward each micro-batch; DDP averages over processes, hence the `* world`.
-            loss_total = 0.0
-            stats: dict[str, float] = {}
-            examples = 0
-            step_tokens = 0
-            for i, batch in enumerate(batches):
-                sync = i == len(batches) - 1
-                with contextlib.nullcontext() if sync else acc.no_sync(model):
-                    with self.autocast():
-                        loss_sum, batch_stats = method.loss(model, batch)
-                    acc.backward(loss_sum * (world / total_count))
-                loss_total += loss_sum.item()
-                for key, value in batch_stats.items():
-                    stats[key] = stats.get(key, 0.0) + float(value.sum())
-                examples += method.examples(batch) if method.examples else next(iter(batch.values())).shape[0]
-                step_tokens += processed_tokens(batch)
-            penalty_stats: dict[str, float] = {}
-            if method.step_penalty is not None:
-                with self.autocast():
-                    penalty, penalty_stats = method.step_penalty(model)
-                if penalty.requires_grad:
-                    acc.backward(penalty)
+    # The optimizer covers the trainable parameters only (LoRA: adapters; frozen parts are skipped).
+    optimizer, scheduler = run.optimizer(decay_groups(module, cfg.weight_decay, cfg.lr), total_steps)
+    model, optimizer = acc.prepare(module, optimizer)
+    unwrapped = acc.unwrap_model(model)
+    seen = {"tokens": 0, "since": None}
 
-            # 5. Clip, step, schedule.
-            grad_norm = None
-            if cfg.max_grad_norm is not None:
-                grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            lr = scheduler.get_last_lr()[0]  # the rate this step used (the scheduler then moves to the next one)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            tokens_seen += step_tokens * world
-            done = step + 1
+    def step(i: int) -> dict[str, float]:
+        # 1. This step's micro-batches (by default a seeded permutation per epoch, sliced by step, process and
+        #    micro-batch) and the count that normalises the step's loss over all of them.
+        if seen["since"] is None:
+            seen["since"] = time.perf_counter()
+        if method.before_step is not None:
+            method.before_step(i, unwrapped)
+        batches = [collate([items[j] for j in idx]) for idx in micro_batches(i)]
+        batches = [{k: v.to(run.device) for k, v in b.items()} for b in batches]
+        local_count = sum(method.count(b) for b in batches)
+        total_count = acc.reduce(torch.tensor(float(local_count), device=run.device), reduction="sum").item()
+        if total_count <= 0:
+            raise RunError(f"step {i + 1}: the batch has nothing to train on (all loss masks empty)")
 
-            # 6. Log, evaluate, checkpoint.
-            if self.is_main:
-                elapsed = time.perf_counter() - t0
-                loss_value = acc.reduce(torch.tensor(loss_total, device=self.device), reduction="sum").item() / total_count
-                last_train = {"loss": loss_value, "lr": lr, "epoch": step / steps_per_epoch}
-                last_train.update({k: v / examples for k, v in stats.items()})
-                last_train.update(penalty_stats)
-                if grad_norm is not None:
-                    last_train["grad_norm"] = float(grad_norm)
-                last_train["tokens_per_s"] = tokens_seen / elapsed
-                if done % cfg.log_every == 0 or done == total_steps:
-                    log.log(done, {f"train/{k}": v for k, v in last_train.items()})
-                if progress is not None:
-                    progress.update(1)
-                    progress.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{tokens_seen / elapsed:.0f}")
-            else:
-                acc.reduce(torch.tensor(loss_total, device=self.device), reduction="sum")
-            if method.evaluate is not None and cfg.eval_every and done % cfg.eval_every == 0 and done < total_steps:
-                last_eval = self._evaluate(model, method, log, done)
-            if cfg.save_every and done % cfg.save_every == 0 and done < total_steps:
-                acc.wait_for_everyone()
-                if self.is_main:
-                    save_checkpoint(
-                        self.output_dir, done, acc.unwrap_model(model), optimizer, scheduler,
-                        {"total_steps": total_steps, "method": self.method_name}, cfg.keep_checkpoints,
-                        method.state() if method.state is not None else None,
-                    )
+        # 2. Forward/backward each micro-batch; DDP averages over processes, hence the `* world`.
+        loss_total = 0.0
+        stats: dict[str, float] = {}
+        examples = 0
+        step_tokens = 0
+        for k, batch in enumerate(batches):
+            sync = k == len(batches) - 1
+            with contextlib.nullcontext() if sync else acc.no_sync(model):
+                with run.autocast():
+                    loss_sum, batch_stats = method.loss(model, batch)
+                acc.backward(loss_sum * (world / total_count))
+            loss_total += loss_sum.item()
+            for key, value in batch_stats.items():
+                stats[key] = stats.get(key, 0.0) + float(value.sum())
+            examples += method.examples(batch) if method.examples else next(iter(batch.values())).shape[0]
+            step_tokens += processed_tokens(batch)
+        penalty_stats: dict[str, float] = {}
+        if method.step_penalty is not None:
+            with run.autocast():
+                penalty, penalty_stats = method.step_penalty(model)
+            if penalty.requires_grad:
+                acc.backward(penalty)
 
-        if progress is not None:
-            progress.close()
-        train_seconds = time.perf_counter() - t0
-        if method.evaluate is not None:
-            last_eval = self._evaluate(model, method, log, total_steps)
-        acc.wait_for_everyone()
-        if self.is_main:
-            save_final(self.final_dir)
-            summary = {
-                "method": self.method_name,
-                "steps": total_steps,
-                "resumed_from_step": start_step,
-                "train_seconds": round(train_seconds, 2),
-                "peak_rss_gb": round(peak_rss_gb(), 3),
-                "precision": self.precision,
-                "processes": world,
-                "train": last_train,
-                "eval": last_eval,
-            }
-            atomic_write_json(self.output_dir / "summary.json", summary)
-            log.close()
-        acc.wait_for_everyone()
-        return TrainResult(
-            output_dir=self.output_dir,
-            final_dir=self.final_dir,
-            steps=total_steps,
-            seconds=train_seconds,
-            peak_rss_gb=peak_rss_gb(),
-            resumed_from=start_step,
-            train_metrics=last_train,
-            eval_metrics=last_eval,
-        )
+        # 3. Clip, step, schedule.
+        grad_norm = None
+        if cfg.max_grad_norm is not None:
+            grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        lr = scheduler.get_last_lr()[0]  # the rate this step used (the scheduler then moves to the next one)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        seen["tokens"] += step_tokens * world
 
-    def _micro_batches(self, step: int, steps_per_epoch: int, n: int, global_batch: int,
-                       lengths: list[int] | None = None) -> list[list[int]]:
-        cfg, acc = self.cfg, self.accelerator
+        # 4. Metrics (the loss reduction is collective: every process takes part).
+        loss_value = acc.reduce(torch.tensor(loss_total, device=run.device), reduction="sum").item() / total_count
+        if not run.is_main:
+            return {}
+        metrics = {"loss": loss_value, "lr": lr, "epoch": i / steps_per_epoch}
+        metrics.update({k: v / examples for k, v in stats.items()})
+        metrics.update(penalty_stats)
+        if grad_norm is not None:
+            metrics["grad_norm"] = float(grad_norm)
+        metrics["tokens_per_s"] = seen["tokens"] / (time.perf_counter() - seen["since"])
+        return metrics
+
+    evaluate = (lambda: method.evaluate(unwrapped)) if method.evaluate is not None else None
+    steps = Steps(total=total_steps, step=step, evaluate=evaluate, state=method.state, load_state=method.load_state,
+                  progress=("loss", "tokens_per_s"))
+    return run.fit(unwrapped, optimizer, scheduler, steps, save_final)
+
+
+def _permuted_micro_batches(run: Run, steps_per_epoch: int, n: int, global_batch: int,
+                            lengths: list[int] | None) -> Callable[[int], list[list[int]]]:
+    """The default schedule: step i's micro-batches for this process, from one seeded order per epoch."""
+    cfg, acc = run.cfg, run.accelerator
+    cached: list = [None, None]  # (epoch, its example order), computed once per epoch
+
+    def micro_batches(step: int) -> list[list[int]]:
         epoch, k = divmod(step, steps_per_epoch)
-        if self._epoch_order is None or self._epoch_order[0] != epoch:
-            self._epoch_order = (epoch, epoch_order(derived_seed(cfg.seed, epoch), n, global_batch, lengths))
-        order = self._epoch_order[1][k * global_batch : (k + 1) * global_batch]
+        if cached[0] != epoch:
+            cached[:] = [epoch, epoch_order(derived_seed(cfg.seed, epoch), n, global_batch, lengths)]
+        order = cached[1][k * global_batch : (k + 1) * global_batch]
         per_process = cfg.batch_size * cfg.grad_accum
         mine = order[acc.process_index * per_process : (acc.process_index + 1) * per_process]
         return [mine[i * cfg.batch_size : (i + 1) * cfg.batch_size] for i in range(cfg.grad_accum)]
 
-    def _evaluate(self, model, method: Method, log: MetricsLog | None, step: int) -> dict:
-        acc = self.accelerator
-        metrics: dict = {}
-        if self.is_main:
-            unwrapped = acc.unwrap_model(model)
-            unwrapped.eval()
-            with torch.no_grad(), self.autocast():
-                metrics = method.evaluate(unwrapped)
-            unwrapped.train()
-            log.log(step, {f"eval/{k}": v for k, v in metrics.items()})
-            print(f"[{self.method_name}] step {step} eval: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()), flush=True)
-        acc.wait_for_everyone()
-        return metrics
+    return micro_batches
 
 
 def _sequence_lengths(item) -> list[int]:
@@ -414,7 +208,3 @@ def epoch_order(seed: int, n: int, global_batch: int, lengths: list[int] | None 
     return [i for b in visit for i in chunks[b]] + grouped[full * global_batch :]
 
 
-def configure_threads() -> None:
-    """Use every core for intra-op work unless the user set OMP/torch threads explicitly."""
-    if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(os.cpu_count() or 1)

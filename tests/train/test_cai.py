@@ -12,7 +12,7 @@ from alignkit.constitution import FeedbackAuditError, load_constitution, load_go
 from alignkit.pipelines.cai import STAGES, jailbreak_wrapped, read_jsonl, reply_text, run_cai
 from alignkit.pipelines.cai_config import CAIConfig
 from alignkit.train.config import ConfigError, load_config
-from alignkit.train.loop import RunError
+from alignkit.train.run import RunError
 
 
 def tiny_config(model: str, out, *, method: str = "ppo", extra: list[str] = ()) -> CAIConfig:

@@ -12,7 +12,8 @@ from alignkit.methods.dpo import DPOConfig, train_dpo
 from alignkit.methods.ppo import PPOConfig
 from alignkit.methods.sft import SFTConfig, train_sft
 from alignkit.train.config import ConfigError, DataConfig, load_config
-from alignkit.train.loop import RunError, epoch_order, item_length
+from alignkit.train.loop import epoch_order, item_length
+from alignkit.train.run import RunError
 
 
 def _padded(order: list[int], lengths: list[int], batch: int) -> int:

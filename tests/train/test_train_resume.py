@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from alignkit.methods.sft import SFTConfig, train_sft
 from alignkit.train.config import DataConfig
-from alignkit.train.loop import RunError
+from alignkit.train.run import RunError
 
 
 def sft_cmd(model: str, data: str, out: Path, *extra: str) -> list[str]:
