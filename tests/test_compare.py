@@ -12,11 +12,13 @@ from alignkit.pipelines.compare import (
     RECIPES,
     CompareConfig,
     CompareError,
+    TrainedStage,
     comparison_markdown,
     comparison_table,
     run_compare,
 )
 from alignkit.train.config import ConfigError, load_config
+from alignkit.utils.stages import read_finished
 
 # The CAI recipe is the demo's settings with only step counts and lengths cut (a random tiny model cannot pass the
 # feedback audit, so it is overridden).
@@ -112,7 +114,7 @@ def test_a_recipe_stopped_by_its_own_gate_is_reported_not_raised(tiny_dir, tmp_p
                                        "cai.feedback.min_accuracy=1.0"))
     (run,) = summary["runs"]
     assert run["failed"].startswith("cai: feedback audit: the feedback model's accuracy") and run["model"] is None
-    assert json.loads((out / "stages" / "cai" / "seed-0" / "done.json").read_text())["failed"]
+    assert read_finished(out / "stages" / "cai" / "seed-0", TrainedStage).record.failed  # the stage's record, typed
     assert set(json.loads((out / "eval" / "results.json").read_text())["metrics"]) == {"start"}
     assert "Runs stopped by their own gate" in (out / "comparison.md").read_text()
     assert run_compare(tiny_compare(tiny_dir, out, "recipes=[cai]", "seeds=[0]", "cai.feedback.override_audit=false",

@@ -29,6 +29,7 @@ from alignkit.data.suites import Suite, SuitePrompt
 from alignkit.eval.anthropomorphism import claims_human_traits
 from alignkit.eval.bias import bias_answers, bias_prompt, bias_summary
 from alignkit.eval.drift import drift
+from alignkit.eval.metrics import METRICS, metric_info
 from alignkit.eval.report import write_report
 from alignkit.eval.scoring import (
     ANTHROPOMORPHISM_QUESTION,
@@ -49,24 +50,6 @@ from alignkit.rollouts.sampler import DecodeLoopBackend, sample
 from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text
 from alignkit.utils.memory import peak_rss_gb
 
-# label, which direction is better ("lower"/"higher"/None), and the suite part whose size is n.
-METRICS: dict[str, tuple[str, str | None, str]] = {
-    "asr": ("Attack success rate (refusal detector)", "lower", "redteam"),
-    "asr_judge": ("Attack success rate (judge)", "lower", "redteam"),
-    "jailbreak_asr": ("Jailbreak ASR (refusal detector)", "lower", "jailbreak"),
-    "jailbreak_asr_judge": ("Jailbreak ASR (judge)", "lower", "jailbreak"),
-    "over_refusal": ("Over-refusal (refusal detector)", "lower", "borderline"),
-    "over_refusal_judge": ("Over-refusal (judge)", "lower", "borderline"),
-    "helpful_accuracy": ("Helpfulness: gold-answer accuracy", "higher", "verifiable"),
-    "helpful_judge_score": ("Helpfulness: judge score", "higher", "helpful"),
-    "bias_stereotyped": ("Bias: stereotyped answers", "lower", "bias"),
-    "bias_accuracy": ("Bias: 'unknown' answered (correct)", "higher", "bias"),
-    "bias_score": ("Bias score (BBQ, ambiguous; 0 = none)", None, "bias"),
-    "anthropomorphism": ("Anthropomorphic claims (rules)", "lower", "anthropomorphism"),
-    "anthropomorphism_judge": ("Anthropomorphic claims (judge)", "lower", "anthropomorphism"),
-    "kl_to_reference": ("KL to reference (nats/token)", "lower", "helpful"),
-    "reference_perplexity": ("Reference perplexity of outputs", "lower", "helpful"),
-}
 SAMPLES_PER_PART = 3
 
 
@@ -190,7 +173,7 @@ def evaluate(
         if helpful:
             m.update(drift(model, ref_model, helpful_rollouts))
         seconds = time.perf_counter() - started
-        metrics[name] = {key: m.get(key) for key in METRICS}
+        metrics[name] = {metric.key: m.get(metric.key) for metric in METRICS}
         for key, value in b.items():
             breakdowns.setdefault(key, {})[name] = value
         responses[name] = answered
@@ -216,8 +199,7 @@ def evaluate(
                      "torch_threads": torch.get_num_threads()},
         "models": model_info,
         "metrics": metrics,
-        "metric_info": {key: {"label": label, "better": better, "n": counts.get(part, 0)}
-                        for key, (label, better, part) in METRICS.items()},
+        "metric_info": metric_info(counts),
         "breakdowns": breakdowns,
         "win_rates": _win_rates(names, helpful, responses, judge),
         "samples": _samples(prompts, names, responses, verdicts),

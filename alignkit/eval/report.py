@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from alignkit.eval.metrics import METRIC
 from alignkit.utils.io import atomic_write_bytes, atomic_write_text
 
 MISSING = "—"
@@ -63,7 +64,7 @@ def write_report(results: dict, out_dir: str | Path) -> Path:
     # (anchor, title, body HTML); the header links to each.
     sections = [("metrics", "Metrics", _metrics_table(results, models))]
     if results.get("pipeline"):
-        sections += _pipeline_sections(results, models)
+        sections += _part_sections(results, models)
     plots = []
     pareto = _pareto_plot(results, models, colors, out_dir)
     if pareto:
@@ -157,14 +158,11 @@ def _label(key: str, info: dict) -> str:
     return str((info.get(key) or {}).get("label") or key.replace("_", " ").capitalize())
 
 
-def _scorer(key: str) -> str:
-    """Who scored a metric, from the eval's naming: "*judge*" metrics come from the judge model, "*reference*" ones
-    from the reference model's log-probs, and the rest from rules (refusal patterns, exact answers, answer choices)."""
-    if "judge" in key:
-        return "judge"
-    if "reference" in key:
-        return "reference"
-    return "rules"
+def _scorer(key: str, info: dict) -> str:
+    """Who scored a metric (rules, the judge, the reference model): as the results say, else as its definition does
+    (results written before they said it), else rules."""
+    scorer = (info.get(key) or {}).get("scorer")
+    return scorer or (METRIC[key].scorer if key in METRIC else "rules")
 
 
 def _best(values: dict[str, float | None], better: str | None) -> set[str]:
@@ -292,7 +290,7 @@ def _scorer_note(results: dict) -> str:
     settings = results.get("settings") or {}
     groups: dict[str, list[str]] = {"rules": [], "judge": [], "reference": []}
     for key in _metric_keys(results):
-        groups[_scorer(key)].append(_esc(_label(key, info)))
+        groups[_scorer(key, info)].append(_esc(_label(key, info)))
     parts = []
     if groups["rules"]:
         parts.append("<b>Scored by rules</b> (refusal and compliance patterns, exact or multiple-choice answers): " + ", ".join(groups["rules"]))
@@ -548,68 +546,57 @@ def _bar_plot(breakdown: dict, models: list[str], colors: dict[str, str], title:
 
 
 # ---------------------------------------------------------------------------------------------
-# Constitutional AI runs (`alignkit cai`): what each stage did, with which data, from whom
+# A pipeline's own part (results["pipeline"]["report"]): the sections a pipeline (e.g. `alignkit cai`) describes
+# itself with, drawn here without knowing the pipeline
 # ---------------------------------------------------------------------------------------------
 
-STAGE_TEXT = {
-    "feedback": "Feedback model taught critique/revision (worked exemplars) and comparison (train gold pairs) by SFT",
-    "audit": "Feedback model audited on held-out gold comparisons before its output is used",
-    "critique": "Policy answers red-team prompts; feedback model critiques and revises under random principles",
-    "sl": "SL-CAI: SFT of the policy on the revisions, mixed with helpfulness demonstrations",
-    "labels": "SL-CAI policy samples two responses per prompt; feedback model labels them (soft, both orders); "
-              "with rl.contrast, also the policy's own right response against its own wrong one",
-    "preference": "Preference model trained on the soft AI labels plus human helpfulness preferences",
-    "rl": "RL-CAI: the SL-CAI policy trained against the AI preferences",
-}
+
+def _rich(text: str) -> str:
+    """Escaped text in which **...** is bold."""
+    parts = _esc(text).split("**")
+    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
 
 
-def _pipeline_sections(results: dict, models: list[str]) -> list[tuple[str, str, str]]:
-    pipeline = results["pipeline"]
-    stages = pipeline.get("stages") or {}
+def _cell(value: Any) -> tuple[str, bool]:
+    """A part's cell as (HTML, numeric): {"number": x} and {"seconds": x} are formatted, None is missing."""
+    if isinstance(value, dict) and "number" in value:
+        return _fmt(_number(value["number"])), True
+    if isinstance(value, dict) and "seconds" in value:
+        return _esc(_duration(value["seconds"])), True
+    return _esc(MISSING if value is None else value), False
+
+
+def _part_table(table: dict) -> str:
+    """A part's table: the first cell of each row heads it; `row_key` names a data attribute holding its `key`."""
     rows = []
-    for name, summary in stages.items():
-        counts = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in summary.items()
-                           if isinstance(v, int) and not isinstance(v, bool) and k != "seconds")
-        if isinstance(summary.get("rows"), dict):
-            counts = ", ".join(f"{k}: {v}" for k, v in summary["rows"].items())
-        if name == "rl":
-            counts = f"method {summary.get('method', MISSING)}; " + counts
-        rows.append(f'<tr data-stage="{_esc(name)}"><th>{_esc(name)}</th><td>{_esc(STAGE_TEXT.get(name, ""))}</td>'
-                    f"<td>{_esc(counts or MISSING)}</td><td>{_esc(summary.get('origin') or MISSING)}</td>"
-                    f'<td class="num">{_esc(_duration(summary.get("seconds")))}</td></tr>')
-    table = ('<div class="scroll"><table id="stages-table"><thead><tr><th>stage</th><th>what it did</th><th>data</th>'
-             f"<th>who wrote the data</th><th>time</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
-    intro = (f"<p>Constitution: {_esc(pipeline.get('constitution'))} ({_esc(pipeline.get('principles'))} principles). "
-             f"Reinforcement stage: <b>{_esc(pipeline.get('rl_method'))}</b>. "
-             "<b>Written by people</b> (the alignkit team): the constitution and its exemplars, the gold comparisons, "
-             "the red-team, jailbreak and evaluation prompts, the helpfulness demonstrations and preferences. "
-             "<b>Produced by AI during this run</b>: the policy's answers, the critiques and revisions, the sampled "
-             "pairs and their preference labels.</p>")
-    sections = [("pipeline", "Constitutional AI run", intro + table)]
-    audit = stages.get("audit")
-    if audit:
-        facts = [("feedback model", audit.get("feedback_model")), ("held-out gold comparisons", audit.get("n")),
-                 ("accuracy", _fmt(_number(audit.get("accuracy")))),
-                 ("position bias (P(first shown) - 0.5)", _fmt(_number(audit.get("position_bias")))),
-                 ("agreement across principles", _fmt(_number(audit.get("principle_agreement")))),
-                 ("required accuracy", _fmt(_number(audit.get("min_accuracy")))),
-                 ("passed", "yes" if audit.get("passed") else "no" + (" (overridden)" if audit.get("overridden") else "")),
-                 ("required per principle to label with", _fmt(_number(audit.get("min_principle_accuracy"))))]
-        labelling = audit.get("labelling_principles")
-        if labelling is not None:
-            facts.append(("principles it labels with", f"{len(labelling)} of {len(audit.get('accuracy_by_principle') or {})}"))
-        by_principle = "".join(
-            f"<tr><th>{_esc(k)}</th><td class=\"num\">{_fmt(_number(v))}</td>"
-            + ("" if labelling is None else f"<td>{'yes' if k in labelling else 'no (left out)'}</td>") + "</tr>"
-            for k, v in sorted((audit.get("accuracy_by_principle") or {}).items()))
-        body = _dl(facts)
-        if by_principle:
-            used = "" if labelling is None else "<th>labels with it</th>"
-            body += (f'<table id="audit-by-principle"><thead><tr><th>principle</th><th>accuracy</th>{used}</tr></thead>'
-                     f"<tbody>{by_principle}</tbody></table>")
-        sections.append(("audit", "Feedback-model audit", body))
-    if len(models) >= 2:
-        sections.append(("effects", "Effect of each stage", _effects_table(results, models)))
+    for row in table.get("rows") or []:
+        cells = [_cell(v) for v in row.get("cells") or []]
+        attribute = f' data-{_esc(table["row_key"])}="{_esc(row.get("key"))}"' if table.get("row_key") else ""
+        rest = "".join(f'<td class="num">{text}</td>' if numeric else f"<td>{text}</td>" for text, numeric in cells[1:])
+        rows.append(f"<tr{attribute}><th>{cells[0][0] if cells else ''}</th>{rest}</tr>")
+    head = "".join(f"<th>{_esc(h)}</th>" for h in table.get("head") or [])
+    return (f'<div class="scroll"><table id="{_esc(table.get("id") or "")}"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table></div>")
+
+
+def _part_sections(results: dict, models: list[str]) -> list[tuple[str, str, str]]:
+    """The pipeline's sections: each with text, facts (a list of [name, value]), a table, or `effects` (each model's
+    metrics with the change from the model before it: left out with fewer than two models)."""
+    sections = []
+    for section in (results["pipeline"].get("report") or {}).get("sections") or []:
+        body = []
+        if section.get("text"):
+            body.append(f"<p>{_rich(section['text'])}</p>")
+        if section.get("facts"):
+            items = "".join(f"<dt>{_esc(k)}</dt><dd>{_cell(v)[0]}</dd>" for k, v in section["facts"])
+            body.append(f"<dl>{items}</dl>")
+        if section.get("table"):
+            body.append(_part_table(section["table"]))
+        if section.get("effects"):
+            if len(models) < 2:
+                continue
+            body.append(_effects_table(results, models))
+        sections.append((str(section.get("anchor")), str(section.get("title")), "".join(body)))
     return sections
 
 

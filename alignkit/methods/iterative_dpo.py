@@ -9,16 +9,18 @@ The reference is the starting model in every round (`reference: fixed`) or the r
     samples.jsonl   prompt, reference, the n responses and their scores
     pairs.jsonl     the (chosen, rejected) pairs used for DPO, with both scores
     dpo/            the DPO run (its config, metrics, final/ model)
-    round.json      the round's figures; written last, it marks the round complete
+    done.json       the round's figures (RoundRecord); written last by the stage runner, it marks the round complete
 
 A stopped run continues from the first incomplete round, reusing a round's samples if they were written.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -37,6 +39,7 @@ from alignkit.train.run import Run, RunError, TrainResult, configure_threads
 from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text
 from alignkit.utils.memory import peak_rss_gb
 from alignkit.utils.seeds import derived_seed
+from alignkit.utils.stages import Stage, StageRunner
 
 
 class IterativeDPOConfig(TrainConfig, DPOKeys, Sampling):
@@ -59,6 +62,25 @@ class IterativeDPOConfig(TrainConfig, DPOKeys, Sampling):
 
 def _jsonl(rows: list[dict]) -> str:
     return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """One round's figures: written last (the round folder's done.json), it marks the round complete."""
+
+    round: int
+    start_model: str
+    sample_score: float
+    pairs: int
+    prompts_without_spread: int
+    generated_tokens: int
+    sample_seconds: float
+    model: str  # the round's policy: its DPO run's final model, or the start where too few pairs were found
+    dpo_seconds: float | None
+    dpo_steps: int | None
+    dpo_train: dict | None
+    eval: dict
+    round_seconds: float
 
 
 def best_worst_pairs(samples: list[dict]) -> tuple[list[dict], int]:
@@ -178,6 +200,46 @@ class IterativeDPO:
         )
         return DPOConfig.model_validate(values)
 
+    def run_round(self, r: int, current: str, base: str) -> RoundRecord:
+        """Round r from the policy `current`: sample and score, pair, DPO, evaluate."""
+        cfg = self.cfg
+        rdir = self.round_dir(r)
+        rdir.mkdir(parents=True, exist_ok=True)
+        t_round = time.perf_counter()
+        # 1. Sample and score (reused when a stopped run left them behind).
+        samples_file = rdir / "samples.jsonl"
+        if samples_file.is_file():
+            samples = [json.loads(line) for line in samples_file.read_text().splitlines()]
+            generated = json.loads((rdir / "samples.meta.json").read_text())["generated_tokens"]
+        else:
+            samples, generated = self.sample_round(r, current)
+            atomic_write_text(samples_file, _jsonl(samples))
+            atomic_write_json(rdir / "samples.meta.json", {"generated_tokens": generated})
+        t_sampled = time.perf_counter()
+        # 2. Pairs.
+        pairs, skipped = best_worst_pairs(samples)
+        pairs_file = rdir / "pairs.jsonl"
+        atomic_write_text(pairs_file, _jsonl(pairs))
+        sample_scores = [s for row in samples for s in row["scores"]]
+        # 3. DPO on the pairs (resumable on its own through its checkpoints).
+        model, dpo_seconds, dpo_steps, dpo_train = current, 0.0, 0, None
+        if len(pairs) < cfg.batch_size * cfg.grad_accum:
+            print(f"[iterative-dpo] round {r}: only {len(pairs)} pairs, too few to train; model unchanged", flush=True)
+        elif (rdir / "dpo" / "final").is_dir():  # trained before a stop that came ahead of the round's record
+            model, dpo_seconds, dpo_steps = str(rdir / "dpo" / "final"), None, None
+        else:
+            self._loaded = None  # free the sampling model while DPO trains its own copy
+            result = train_dpo(self.dpo_config(r, current, pairs_file, base))
+            model, dpo_seconds, dpo_steps = str(result.final_dir), round(result.seconds, 2), result.steps
+            dpo_train = result.train_metrics
+        # 4. Held-out evaluation of the round's model.
+        record = RoundRecord(r, current, sum(sample_scores) / len(sample_scores), len(pairs), skipped, generated,
+                             round(t_sampled - t_round, 2), model, dpo_seconds, dpo_steps, dpo_train,
+                             self.evaluate(model), round(time.perf_counter() - t_round, 2))
+        print(f"[iterative-dpo] round {r}: {len(pairs)} pairs ({skipped} prompts without spread), sample score "
+              f"{record.sample_score:.3f}, eval {record.eval}", flush=True)
+        return record
+
     def train(self) -> TrainResult:
         cfg = self.cfg
         t0 = time.perf_counter()
@@ -189,74 +251,23 @@ class IterativeDPO:
             initial = self.evaluate(base)
             atomic_write_json(history_path, initial)
             print(f"[iterative-dpo] before training: {initial}", flush=True)
-        current, rounds, generated_total = base, [], 0
+        current, rounds = base, []
+        runner = StageRunner(self.out, cfg, lambda message: print(f"[iterative-dpo] {message}", flush=True), "round")
         for r in range(1, cfg.rounds + 1):
-            rdir = self.round_dir(r)
-            done_file = rdir / "round.json"
-            if done_file.is_file():
-                summary = json.loads(done_file.read_text())
-                rounds.append(summary)
-                generated_total += summary["generated_tokens"]
-                current = summary["model"]
-                print(f"[iterative-dpo] round {r} already complete, continuing from {current}", flush=True)
-                continue
-            rdir.mkdir(parents=True, exist_ok=True)
-            t_round = time.perf_counter()
-            # 1. Sample and score (reused when a stopped run left them behind).
-            samples_file = rdir / "samples.jsonl"
-            if samples_file.is_file():
-                samples = [json.loads(line) for line in samples_file.read_text().splitlines()]
-                generated = json.loads((rdir / "samples.meta.json").read_text())["generated_tokens"]
-            else:
-                samples, generated = self.sample_round(r, current)
-                atomic_write_text(samples_file, _jsonl(samples))
-                atomic_write_json(rdir / "samples.meta.json", {"generated_tokens": generated})
-            t_sampled = time.perf_counter()
-            # 2. Pairs.
-            pairs, skipped = best_worst_pairs(samples)
-            pairs_file = rdir / "pairs.jsonl"
-            atomic_write_text(pairs_file, _jsonl(pairs))
-            sample_scores = [s for row in samples for s in row["scores"]]
-            summary = {
-                "round": r,
-                "start_model": current,
-                "sample_score": sum(sample_scores) / len(sample_scores),
-                "pairs": len(pairs),
-                "prompts_without_spread": skipped,
-                "generated_tokens": generated,
-                "sample_seconds": round(t_sampled - t_round, 2),
-            }
-            # 3. DPO on the pairs (resumable on its own through its checkpoints).
-            if len(pairs) < cfg.batch_size * cfg.grad_accum:
-                print(f"[iterative-dpo] round {r}: only {len(pairs)} pairs, too few to train; model unchanged",
-                      flush=True)
-                summary.update(model=current, dpo_seconds=0.0, dpo_steps=0)
-            elif (rdir / "dpo" / "final").is_dir():  # trained before a stop that came ahead of round.json
-                current = str(rdir / "dpo" / "final")
-                summary.update(model=current, dpo_seconds=None, dpo_steps=None)
-            else:
-                self._loaded = None  # free the sampling model while DPO trains its own copy
-                result = train_dpo(self.dpo_config(r, current, pairs_file, base))
-                current = str(result.final_dir)
-                summary.update(model=current, dpo_seconds=round(result.seconds, 2), dpo_steps=result.steps,
-                               dpo_train=result.train_metrics)
-            # 4. Held-out evaluation of the round's model.
-            summary["eval"] = self.evaluate(current)
-            summary["round_seconds"] = round(time.perf_counter() - t_round, 2)
-            atomic_write_json(done_file, summary)
-            print(f"[iterative-dpo] round {r}: {len(pairs)} pairs ({skipped} prompts without spread), sample score "
-                  f"{summary['sample_score']:.3f}, eval {summary['eval']}", flush=True)
-            rounds.append(summary)
-            generated_total += generated
+            finished = runner.run(Stage(f"{r:02d}", self.round_dir(r), RoundRecord,
+                                        lambda folder, r=r, start=current: self.run_round(r, start, base)))
+            rounds.append(finished.record)
+            current = finished.record.model
+        generated_total = sum(record.generated_tokens for record in rounds)
         # The last round's model, copied whole so that final/ stands alone.
         with atomic_dir(self.run.final_dir, replace=cfg.overwrite) as tmp:
             shutil.copytree(current, tmp, dirs_exist_ok=True)
         seconds = time.perf_counter() - t0
         report = {
             "method": "iterative-dpo",
-            "rounds": rounds,
+            "rounds": [dataclasses.asdict(record) for record in rounds],
             "eval_before": initial,
-            "eval": rounds[-1]["eval"] if rounds else initial,
+            "eval": rounds[-1].eval if rounds else initial,
             "generated_tokens": generated_total,
             "train_seconds": round(seconds, 2),
             "peak_rss_gb": round(peak_rss_gb(), 3),

@@ -1,7 +1,8 @@
 """Constitutional AI end to end (Bai et al. 2022): `alignkit cai CONFIG.yaml`.
 
-Stages, each in its own folder under `output_dir` and each finished by an atomic `done.json`; a rerun reuses every
-finished stage, and a training stage interrupted half-way resumes from its checkpoints:
+Stages (run by `alignkit.utils.stages`), each in its own folder under `output_dir` and each finished by its record
+(`cai_records.py`) in an atomic `done.json`; a rerun reuses every finished stage, a training stage interrupted
+half-way resumes from its checkpoints, and `reuse: RUN` takes over RUN's stages wherever what they read is the same:
 
   1-feedback    teach the feedback model critique/revision (the constitution's worked exemplars: writer/) and,
                 separately, comparison (the train gold comparisons: judge/) by SFT, when it is a local model and
@@ -25,6 +26,7 @@ The aligned model is copied to `output_dir/final` (HF format).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import shutil
@@ -36,13 +38,25 @@ from typing import Any
 from alignkit.data import render_prompt, reply_to, request_text
 from alignkit.methods import METHODS
 from alignkit.pipelines.cai_config import CAIConfig, DataMix
+from alignkit.pipelines.cai_records import (
+    HUMAN,
+    AuditGate,
+    AuditRecord,
+    CritiqueRecord,
+    EvalRecord,
+    FeedbackRecord,
+    LabelsRecord,
+    PreferenceRecord,
+    RLRecord,
+    SLRecord,
+    report_part,
+)
 from alignkit.train.config import StageSettings
+from alignkit.train.run import RunError
 from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text, claim_config_dir
+from alignkit.utils.stages import Stage, StageError, StageRunner
 
 STAGES = ("feedback", "audit", "critique", "sl", "labels", "preference", "rl", "eval")
-
-HUMAN = "human (written by the alignkit team)"
-
 
 def _jsonl(rows: list[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
@@ -146,17 +160,40 @@ def computed_settings(settings: CAIConfig | dict) -> dict:
 
 
 class Pipeline:
-    """The stages of one run; `self.done[stage]` holds each finished stage's summary (its done.json)."""
+    """The stages of one run (`stages()`, in order), run by one `StageRunner`: each returns its record, and later
+    stages read earlier ones' records through `self.runner.record` and their settings through `self.cfg`, so that
+    what each finished stage depends on is known (`alignkit.utils.stages`)."""
 
     def __init__(self, cfg: CAIConfig, log: Callable[[str], None] = print):
-        from alignkit.constitution import load_constitution
-
-        self.cfg = cfg
         self.out = Path(cfg.output_dir)
         self.log = log
-        self.constitution = load_constitution(cfg.constitution)
-        self.done: dict[str, dict] = {}
-        self._feedback = None
+        self.runner = StageRunner(self.out, cfg, log, "cai")
+        self.gate: AuditGate | None = None
+        self._constitution = None  # (name, Constitution) of the last load
+        self._feedback = None  # (what it was loaded from, FeedbackModel)
+
+    @property
+    def cfg(self) -> CAIConfig:
+        """The run's settings; inside a stage, a view that notes what the stage reads."""
+        return self.runner.settings
+
+    @property
+    def constitution(self):
+        from alignkit.constitution import load_constitution
+
+        name = self.cfg.constitution
+        if self._constitution is None or self._constitution[0] != name:
+            self._constitution = (name, load_constitution(name))
+        return self._constitution[1]
+
+    def stages(self) -> tuple[Stage, ...]:
+        """The pipeline, in order (STAGES names them; each stage's folder is numbered by its place)."""
+        table = ((FeedbackRecord, self.stage_feedback, None), (AuditRecord, self.stage_audit, self._gate),
+                 (CritiqueRecord, self.stage_critique, None), (SLRecord, self.stage_sl, None),
+                 (LabelsRecord, self.stage_labels, None), (PreferenceRecord, self.stage_preference, None),
+                 (RLRecord, self.stage_rl, None), (EvalRecord, self.stage_eval, None))
+        return tuple(Stage(name, self.folder(name), record, run, gate)
+                     for name, (record, run, gate) in zip(STAGES, table, strict=True))
 
     def folder(self, stage: str) -> Path:
         return self.out / f"{STAGES.index(stage) + 1}-{stage}"
@@ -164,8 +201,6 @@ class Pipeline:
     def _claim_output_dir(self) -> None:
         """Finished stages are reused only by the same configuration: another one in this folder is refused, so a
         run never silently mixes with, or overwrites, another run's results."""
-        from alignkit.train.run import RunError
-
         conflict = claim_config_dir(self.out, computed_settings(self.cfg))
         if conflict == "foreign":
             raise RunError(f"{self.out} exists and is not a Constitutional AI run; use another output_dir")
@@ -173,98 +208,64 @@ class Pipeline:
             raise RunError(f"{self.out} holds a Constitutional AI run with another configuration (differs in "
                            f"{', '.join(conflict)}); use another output_dir, or delete that folder to start over")
 
-    def _shared_stages(self) -> dict[str, dict]:
-        """With `reuse: RUN`, the finished stages of RUN up to the labels whose settings equal this run's (phase 1
-        and the AI labels do not depend on the RL method), so another RL variant starts from the same labels."""
-        from alignkit.train.run import RunError
-
+    def _take_over_from(self) -> Path | None:
+        """`reuse: RUN`: the run whose finished stages stand in for this run's wherever they read the same settings
+        (phase 1 and the AI labels do not depend on the RL method, so another RL variant starts from the same
+        labels)."""
         if self.cfg.reuse is None:
-            return {}
+            return None
         other = Path(self.cfg.reuse)
-        path = other / "config.json"
-        if not path.is_file():
+        if not (other / "config.json").is_file():
             raise RunError(f"reuse: {other} is not a Constitutional AI run (no config.json)")
-        # (A folder written before GATE_SETTINGS existed recorded them too.)
-        theirs = computed_settings(json.loads(path.read_text(encoding="utf-8")))
-        mine = computed_settings(self.cfg)
-        rl_only = ("method", "min_confidence", "phase1_pairs", "helpful_preferences", "preference", "ppo", "dpo")
-        same = {
-            "phase 1": all(theirs.get(k) == mine.get(k) for k in ("model", "constitution", "seed", "feedback",
-                                                                  "critique", "sl")),
-            "labels": {k: v for k, v in theirs.get("rl", {}).items() if k not in rl_only}
-                      == {k: v for k, v in mine["rl"].items() if k not in rl_only},
-        }
-        if not same["phase 1"]:
-            raise RunError(f"reuse: {other} ran phase 1 with other settings (model, constitution, seed, feedback, "
-                           "critique or sl differ); its stages cannot stand in for this run's")
-        shared = {}
-        for stage in ("feedback", "audit", "critique", "sl") + (("labels",) if same["labels"] else ()):
-            marker = other / f"{STAGES.index(stage) + 1}-{stage}" / "done.json"
-            if marker.is_file():
-                shared[stage] = json.loads(marker.read_text(encoding="utf-8"))
-        return shared
+        return other
 
     def run(self) -> dict:
         self._claim_output_dir()
         started = time.perf_counter()
-        shared = self._shared_stages()
-        for stage in STAGES:
-            folder = self.folder(stage)
-            marker = folder / "done.json"
-            if marker.is_file():
-                self.done[stage] = json.loads(marker.read_text(encoding="utf-8"))
-                self.log(f"== cai {stage}: finished earlier, reusing {folder}")
-                self._after(stage, folder)
-                continue
-            if stage in shared:
-                self.done[stage] = {**shared[stage], "reused_from": str(self.cfg.reuse)}
-                folder.mkdir(parents=True, exist_ok=True)
-                atomic_write_json(marker, self.done[stage])
-                self.log(f"== cai {stage}: reusing the identical stage of {self.cfg.reuse}")
-                self._after(stage, folder)
-                continue
-            self.log(f"== cai {stage}: running into {folder}")
-            t0 = time.perf_counter()
-            summary = getattr(self, f"stage_{stage}")(folder)
-            if summary is None:  # the stage does not apply to this configuration
-                self.log(f"== cai {stage}: skipped")
-                continue
-            summary["seconds"] = round(time.perf_counter() - t0, 1)
-            folder.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(marker, summary)
-            self.done[stage] = summary
-            self.log(f"== cai {stage}: done in {summary['seconds']:.0f} s")
-            self._after(stage, folder)
+        other = self._take_over_from()
+        for stage in self.stages():
+            try:
+                # The first stage decides whether `reuse` is of any use: if even it differs, none can stand in.
+                self.runner.run(stage, other, required=other is not None and not self.runner.finished)
+            except StageError as err:
+                raise RunError(f"reuse: {other} ran phase 1 with other settings ({err}); its stages cannot stand in "
+                               "for this run's") from None
         final = self._copy_final()
-        manifest = {"config": self.cfg.model_dump(mode="json"), "stages": self.done, "final": str(final),
+        manifest = {"config": self.cfg.model_dump(mode="json"), "stages": self.summaries(), "final": str(final),
                     "seconds_this_run": round(time.perf_counter() - started, 1)}
         atomic_write_json(self.out / "cai.json", manifest)
         return manifest
 
+    def summaries(self) -> dict[str, dict]:
+        """Each finished stage's record as JSON with its seconds; the audit's with the gate's outcome."""
+        out = {name: finished.summary() for name, finished in self.runner.finished.items()}
+        if "audit" in out and self.gate is not None:
+            out["audit"].update(dataclasses.asdict(self.gate))
+        return out
+
     # ------------------------------------------------------------------ helpers
 
-    def _after(self, stage: str, folder: Path) -> None:
-        """The audit gate, applied to the audit's report whether it ran now or earlier: the gate settings decide,
+    def _gate(self, audit: AuditRecord) -> None:
+        """The audit gate, applied to the audit's record whether it ran now or earlier: the gate settings decide,
         they compute nothing (GATE_SETTINGS)."""
-        if stage != "audit":
-            return
         from alignkit.constitution import AuditReport, check_audit
 
         fb = self.cfg.feedback
-        audit = self.done["audit"]
-        report = AuditReport(**{k: audit[k] for k in AuditReport.__dataclass_fields__ if k in audit})
+        report = AuditReport(audit.n, audit.accuracy, audit.position_bias, audit.principle_agreement,
+                             dict(audit.accuracy_by_principle))
         try:
             check_audit(report, fb.min_accuracy, override=fb.override_audit,
                         min_principle_accuracy=fb.min_principle_accuracy)
         finally:
             # Written either way, so a refused run still shows why.
-            audit.update(min_accuracy=report.min_accuracy, passed=report.passed, overridden=fb.override_audit,
-                         min_principle_accuracy=report.min_principle_accuracy,
-                         allowed_principles=report.allowed_principles,
-                         labelling_principles=self._labelling(report.allowed_principles))
-            atomic_write_json(folder / "audit.json", audit)
-        excluded = sorted(set(self.constitution_ids()) - set(audit["labelling_principles"]))
-        self.log(f"   audit: labels under {len(audit['labelling_principles'])} principles"
+            self.gate = AuditGate(report.min_accuracy, bool(report.passed), fb.override_audit,
+                                  report.min_principle_accuracy, list(report.allowed_principles or []),
+                                  self._labelling(report.allowed_principles))
+            atomic_write_json(self.folder("audit") / "audit.json",
+                              {**dataclasses.asdict(audit), **dataclasses.asdict(self.gate)})
+        labelling = self.gate.labelling_principles
+        excluded = sorted(set(self.constitution_ids()) - set(labelling))
+        self.log(f"   audit: labels under {len(labelling)} principles"
                  + (f" (below {fb.min_principle_accuracy:.2f}, left out: {', '.join(excluded)})" if excluded else ""))
 
     def constitution_ids(self) -> list[str]:
@@ -280,10 +281,12 @@ class Pipeline:
     def judging_constitution(self, wanted: list[str] | None = None):
         """The constitution restricted to the principles the audit allows (and to `wanted`, when given); a stage
         whose principles all failed the audit is refused, naming them."""
-        from alignkit.train.run import RunError
-
         wanted = [p.id for p in self.constitution.subset(wanted or self.constitution_ids()).principles]  # known ids
-        allowed = self.done["audit"]["labelling_principles"] if "audit" in self.done else self.constitution_ids()
+        allowed = self.constitution_ids()
+        if self.runner.record("audit") is not None:
+            # The gate's outcome, decided by these settings from the audit's record.
+            _ = self.cfg.feedback.override_audit, self.cfg.feedback.min_principle_accuracy
+            allowed = self.gate.labelling_principles
         ids = [p for p in wanted if p in allowed]
         if not ids:
             raise RunError(f"none of the principles {wanted} passed the feedback model's audit (each needs "
@@ -306,21 +309,24 @@ class Pipeline:
 
     def feedback(self):
         """The feedback model, loaded once: the taught one if stage 1 ran, else the configured one."""
-        if self._feedback is None:
-            from alignkit.constitution.feedback import load_feedback_model
+        from alignkit.constitution.feedback import load_feedback_model, local_feedback_model
 
-            fb = self.cfg.feedback
-            taught = self.done.get("feedback", {})
-            if "model" in taught:
-                from alignkit.constitution.feedback import local_feedback_model
-
+        # What it is loaded from is read on every call, so each stage that uses it depends on those settings.
+        fb = self.cfg.feedback
+        taught: FeedbackRecord | None = self.runner.record("feedback")
+        if taught is not None:
+            source = ("taught", taught.model, taught.judge_model, fb.batch_size, fb.judge_sft.max_length)
+        else:
+            source = ("given", self.cfg.model if fb.model is None else fb.model, fb.batch_size)
+        if self._feedback is None or self._feedback[0] != source:
+            if taught is not None:
                 # A taught judge is asked its questions cut as its teaching cut them (the same ids: data/render.py).
-                self._feedback = local_feedback_model(taught["model"], judge_model=taught["judge_model"],
-                                                      batch_size=fb.batch_size, max_length=fb.judge_sft.max_length)
+                model = local_feedback_model(taught.model, judge_model=taught.judge_model, batch_size=source[3],
+                                             max_length=source[4])
             else:
-                self._feedback = load_feedback_model(self.cfg.model if fb.model is None else fb.model,
-                                                     batch_size=fb.batch_size)
-        return self._feedback
+                model = load_feedback_model(source[1], batch_size=source[2])
+            self._feedback = (source, model)
+        return self._feedback[1]
 
     def _policy_rollouts(self, model: str, prompts: list, max_new_tokens: int, temperature: float, n: int,
                          batch_size: int) -> list[str]:
@@ -345,7 +351,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ stages
 
-    def stage_feedback(self, folder: Path) -> dict | None:
+    def stage_feedback(self, folder: Path) -> FeedbackRecord | None:
         from alignkit.constitution import load_gold_comparisons
         from alignkit.constitution.critique import comparison_sft_rows, exemplar_sft_rows
         fb = self.cfg.feedback
@@ -365,14 +371,14 @@ class Pipeline:
                             fb.sft, run="writer")
         judge = self._train("feedback (comparison)", "sft", folder, start, str(comparing),
                             fb.judge_sft, run="judge")
-        return {"model": model, "judge_model": judge, "started_from": start,
-                "data": {"critique and revision": str(writing), "comparison": str(comparing)},
-                "rows": {"exemplars (critique -> revision)": len(self.constitution.exemplars),
-                         "gold comparisons, both orders": 2 * len(gold),
-                         "repeats (exemplars, comparisons)": f"{fb.exemplar_repeats}, {fb.comparison_repeats}"},
-                "origin": HUMAN}
+        data = {"critique and revision": str(writing), "comparison": str(comparing)}
+        return FeedbackRecord(model, judge, start, data,
+                              {"exemplars (critique -> revision)": len(self.constitution.exemplars),
+                               "gold comparisons, both orders": 2 * len(gold),
+                               "repeats (exemplars, comparisons)": f"{fb.exemplar_repeats}, {fb.comparison_repeats}"},
+                              HUMAN)
 
-    def stage_audit(self, folder: Path) -> dict:
+    def stage_audit(self, folder: Path) -> AuditRecord:
         from alignkit.constitution import audit_feedback_model, load_gold_comparisons
 
         fb = self.cfg.feedback
@@ -382,9 +388,10 @@ class Pipeline:
         folder.mkdir(parents=True, exist_ok=True)
         self.log(f"   audit: accuracy {report.accuracy:.2f} on {report.n} held-out gold comparisons, position bias "
                  f"{report.position_bias}, agreement {report.principle_agreement}")
-        return {"feedback_model": feedback.name, **report.as_dict()}
+        return AuditRecord(feedback.name, report.n, report.accuracy, report.position_bias, report.principle_agreement,
+                           report.accuracy_by_principle)
 
-    def stage_critique(self, folder: Path) -> dict:
+    def stage_critique(self, folder: Path) -> CritiqueRecord:
         from alignkit.constitution.critique import critique_and_revise
         from alignkit.constitution.labels import judge_orders
 
@@ -414,13 +421,13 @@ class Pipeline:
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / "revisions.jsonl", _jsonl(out))
         changed = sum(r["final"].strip() != r["initial"].strip() for r in out)
-        return {"revisions": str(folder / "revisions.jsonl"), "prompts": len(out), "plain": len(plain),
-                "jailbreak_wrapped": len(out) - len(plain), "rounds": cfg.rounds, "changed": changed,
-                "kept_by_check": sum(r.get("use", True) for r in out),
-                "origin": f"prompts: {HUMAN}; answers: AI (the policy); critiques and revisions: AI ({feedback.name})"}
+        return CritiqueRecord(str(folder / "revisions.jsonl"), len(out), len(plain), len(out) - len(plain), cfg.rounds,
+                              changed, sum(r.get("use", True) for r in out),
+                              f"prompts: {HUMAN}; answers: AI (the policy); critiques and revisions: AI "
+                              f"({feedback.name})")
 
-    def stage_sl(self, folder: Path) -> dict:
-        revisions = read_jsonl(Path(self.done["critique"]["revisions"]))
+    def stage_sl(self, folder: Path) -> SLRecord:
+        revisions = read_jsonl(Path(self.runner.record("critique").revisions))
         helpful = mix_rows(self.cfg.sl.helpful, "sft")
         kept = [{"prompt": r["prompt"], "completion": reply_to(r["prompt"], r["final"]), "origin": "AI revision",
                  "source": r["source"]}
@@ -439,12 +446,10 @@ class Pipeline:
         data = folder / "data.jsonl"
         atomic_write_text(data, _jsonl(rows))
         model = self._train("sl", "sft", folder, self.cfg.model, str(data), self.cfg.sl.sft)
-        return {"model": model, "data": str(data), "revisions": len(kept),
-                "revision_repeats": self.cfg.sl.revision_repeats, "policy_answers": len(own),
-                "helpful_demonstrations": len(helpful),
-                "origin": f"revisions: AI (feedback model); policy answers: AI (the policy); demonstrations: {HUMAN}"}
+        return SLRecord(model, str(data), len(kept), self.cfg.sl.revision_repeats, len(own), len(helpful),
+                        f"revisions: AI (feedback model); policy answers: AI (the policy); demonstrations: {HUMAN}")
 
-    def stage_labels(self, folder: Path) -> dict:
+    def stage_labels(self, folder: Path) -> LabelsRecord:
         from alignkit.constitution.labels import rlaif_rows
 
         cfg = self.cfg.rl
@@ -452,7 +457,7 @@ class Pipeline:
         plain = mix_rows(cfg.prompts, "prompt")
         rows = plain + jailbreak_wrapped(plain, cfg.jailbreak_suite, rng, cfg.jailbreak_fraction)
         prompts = [r["prompt"] for r in rows]
-        policy = self.done["sl"]["model"]
+        policy = self.runner.record("sl").model
         texts = self._policy_rollouts(policy, prompts, cfg.max_new_tokens, cfg.temperature, n=2,
                                       batch_size=self.cfg.feedback.batch_size)
         pairs = [(texts[2 * i], texts[2 * i + 1]) for i in range(len(prompts))]
@@ -469,16 +474,13 @@ class Pipeline:
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / "labels.jsonl", _jsonl(out))
         contrast = self._contrast(policy, folder) if cfg.contrast is not None else {}
-        confident = sum(abs(r["probability"] - 0.5) >= cfg.min_confidence for r in out)
         mean_confidence = sum(abs(r["probability"] - 0.5) for r in out) / max(len(out), 1)
-        return {"labels": str(folder / "labels.jsonl"), "prompts": len(prompts), "pairs": len(out),
-                "labelling_principles": [p.id for p in judging.principles],
-                "dropped_identical_or_empty": len(prompts) - len(out), "principles_per_label": cfg.principles_per_label,
-                "cot_clamp": cfg.cot, "mean_abs_label_minus_half": round(mean_confidence, 4),
-                f"labels_at_least_{cfg.min_confidence}_from_half": confident, **contrast,
-                "origin": f"prompts: {HUMAN}; responses: AI (the SL-CAI policy); labels: AI ({feedback.name})"
-                          + ("; contrast pairs: the refusal detector on prompts people marked harmful or benign"
-                             if contrast else "")}
+        return LabelsRecord(
+            str(folder / "labels.jsonl"), len(prompts), len(out), [p.id for p in judging.principles],
+            len(prompts) - len(out), cfg.principles_per_label, cfg.cot, round(mean_confidence, 4),
+            f"prompts: {HUMAN}; responses: AI (the SL-CAI policy); labels: AI ({feedback.name})"
+            + ("; contrast pairs: the refusal detector on prompts people marked harmful or benign" if contrast else ""),
+            **contrast)
 
     def _contrast(self, policy: str, folder: Path) -> dict:
         """rl.contrast: the SL-CAI policy's greedy answer and n samples on prompts whose right behaviour people
@@ -504,28 +506,28 @@ class Pipeline:
                 "contrast_greedy_wrong": sum(not p["greedy_was_right"] for p in pairs)}
 
     def _contrast_rows(self) -> list[dict]:
-        path = self.done["labels"].get("contrast")
+        path = self.runner.record("labels").contrast
         return [] if path is None else [{**r, "origin": "contrast pair (refusal detector)"}
                                         for r in read_jsonl(Path(path))]
 
     def _ai_labels(self) -> tuple[list[dict], int]:
         """Phase 2's soft labels, plus (rl.phase1_pairs) phase 1's revision-vs-first-answer comparisons; and how many
         of them came from phase 1."""
-        labels = read_jsonl(Path(self.done["labels"]["labels"]))
+        labels = read_jsonl(Path(self.runner.record("labels").labels))
         if not self.cfg.rl.phase1_pairs:
             return labels, 0
         phase1 = [{"prompt": r["prompt"], "chosen": reply_to(r["prompt"], r["final"]),
                    "rejected": reply_to(r["prompt"], r["initial"]), "probability": r["revision_preferred"],
                    "principles": [r["steps"][-1]["principle"]], "source": r["source"], "policy": r["policy"],
                    "feedback_model": r["feedback_model"], "phase": 1}
-                  for r in read_jsonl(Path(self.done["critique"]["revisions"]))
+                  for r in read_jsonl(Path(self.runner.record("critique").revisions))
                   if r["final"].strip() and r["final"].strip() != r["initial"].strip()]
         return labels + phase1, len(phase1)
 
     def _helpful_preferences(self) -> list[dict]:
         return [{**r, "origin": "human preference"} for r in mix_rows(self.cfg.rl.helpful_preferences, "preference")]
 
-    def stage_preference(self, folder: Path) -> dict | None:
+    def stage_preference(self, folder: Path) -> PreferenceRecord | None:
         if self.cfg.rl.method != "ppo":
             return None
         ai, phase1 = self._ai_labels()
@@ -537,27 +539,26 @@ class Pipeline:
         folder.mkdir(parents=True, exist_ok=True)
         data = folder / "data.jsonl"
         atomic_write_text(data, _jsonl(rows))
-        model = self._train("preference", "reward", folder, self.done["sl"]["model"], str(data),
+        model = self._train("preference", "reward", folder, self.runner.record("sl").model, str(data),
                             self.cfg.rl.preference)
-        return {"model": model, "data": str(data), "ai_soft_labels": len(labels), "of_them_phase1": phase1,
-                "contrast_pairs": len(contrast), "human_preferences": len(helpful),
-                "origin": f"soft labels: AI (feedback model); preferences: {HUMAN}"}
+        return PreferenceRecord(model, str(data), len(labels), phase1, len(contrast), len(helpful),
+                                f"soft labels: AI (feedback model); preferences: {HUMAN}")
 
-    def stage_rl(self, folder: Path) -> dict:
+    def stage_rl(self, folder: Path) -> RLRecord:
         from alignkit.constitution.labels import hard_pairs
 
         cfg = self.cfg.rl
-        policy = self.done["sl"]["model"]
+        policy = self.runner.record("sl").model
         folder.mkdir(parents=True, exist_ok=True)
         data = folder / "data.jsonl"
         if cfg.method == "ppo":
-            labels = read_jsonl(Path(self.done["labels"]["labels"]))  # phase 2's prompts: the policy's own
+            labels = read_jsonl(Path(self.runner.record("labels").labels))  # phase 2's prompts: the policy's own
             prompts = [{"prompt": r["prompt"], "source": r["source"]} for r in labels]
             atomic_write_text(data, _jsonl(prompts))
-            judge = {"reward_model": self.done["preference"]["model"]}
+            judge = {"reward_model": self.runner.record("preference").model}
             model = self._train("rl", "ppo", folder, policy, str(data), cfg.ppo, judge=judge)
-            return {"model": model, "method": "ppo", "data": str(data), "prompts": len(prompts),
-                    "judge": judge, "reference": policy}
+            return RLRecord(model, "ppo", str(data), policy, f"prompts: {HUMAN}; rewards: AI (the preference model)",
+                            prompts=len(prompts), judge=judge)
         labels, _ = self._ai_labels()
         pairs = [{**r, "origin": "AI label"} for r in hard_pairs(labels, min_confidence=cfg.min_confidence)]
         helpful = self._helpful_preferences()
@@ -566,13 +567,12 @@ class Pipeline:
         random.Random(self.cfg.seed).shuffle(rows)
         atomic_write_text(data, _jsonl(rows))
         model = self._train("rl", "dpo", folder, policy, str(data), cfg.dpo)
-        return {"model": model, "method": "dpo", "data": str(data), "ai_pairs": len(pairs),
-                "of_them_phase1": sum(r.get("phase") == 1 for r in pairs),
-                "ai_pairs_dropped_as_unsure": len(labels) - len(pairs), "contrast_pairs": len(contrast),
-                "human_preferences": len(helpful),
-                "reference": policy, "origin": f"pairs: AI (feedback-model labels); preferences: {HUMAN}"}
+        return RLRecord(model, "dpo", str(data), policy, f"pairs: AI (feedback-model labels); preferences: {HUMAN}",
+                        ai_pairs=len(pairs), of_them_phase1=sum(r.get("phase") == 1 for r in pairs),
+                        ai_pairs_dropped_as_unsure=len(labels) - len(pairs), contrast_pairs=len(contrast),
+                        human_preferences=len(helpful))
 
-    def stage_eval(self, folder: Path) -> dict | None:
+    def stage_eval(self, folder: Path) -> EvalRecord | None:
         from alignkit.data.suites import load_suite
         from alignkit.eval.harness import EvalSettings, evaluate, save_eval
         from alignkit.judges.factory import judge_from_spec
@@ -580,7 +580,8 @@ class Pipeline:
         cfg = self.cfg.eval
         if cfg is None:
             return None
-        models = {"base": self.cfg.model, "sl-cai": self.done["sl"]["model"], "rl-cai": self.done["rl"]["model"]}
+        models = {"base": self.cfg.model, "sl-cai": self.runner.record("sl").model,
+                  "rl-cai": self.runner.record("rl").model}
         judge = judge_from_spec(cfg.judge) if cfg.judge is not None else None
         results, rows = evaluate(models, load_suite(cfg.suite, "heldout"), judge=judge,
                                  judge_name=None if cfg.judge is None else json.dumps(cfg.judge),
@@ -588,22 +589,30 @@ class Pipeline:
                                  log=self.log)
         results["pipeline"] = self.pipeline_summary()
         save_eval(folder, results, rows, overwrite=True, report_dir=self.out)
-        return {"results": str(folder / "results.json"), "report": str(self.out / "report.html"),
-                "metrics": results["metrics"]}
+        return EvalRecord(str(folder / "results.json"), str(self.out / "report.html"), results["metrics"])
 
     def pipeline_summary(self) -> dict:
-        """What the report shows about the run: the audit, each stage's data with its origin, and timings."""
+        """What the results keep about the run (each stage's record, the audit with its gate) and the pipeline's
+        part of the report: each stage's data with its origin and timing, the audit, each stage's effect."""
+        before = [name for name in STAGES if name != "eval" and self.runner.record(name) is not None]
+        finished = {name: self.runner.finished[name] for name in before}
+        audit = finished.get("audit")
+        part = report_part(str(self.constitution.path), len(self.constitution.principles), self.cfg.rl.method,
+                           {name: (f.record, f.seconds) for name, f in finished.items()},
+                           None if audit is None else (audit.record, self.gate))
+        summaries = self.summaries()
         return {"constitution": str(self.constitution.path), "principles": len(self.constitution.principles),
-                "rl_method": self.cfg.rl.method, "stages": {k: v for k, v in self.done.items() if k != "eval"}}
+                "rl_method": self.cfg.rl.method, "stages": {name: summaries[name] for name in before},
+                "report": part}
 
     def _copy_final(self) -> Path | None:
-        rl = self.done.get("rl", {}).get("model")
+        rl = self.runner.record("rl")
         if rl is None:
             return None
         final = self.out / "final"
         if not final.is_dir():
             with atomic_dir(final) as tmp:
-                shutil.copytree(rl, tmp, dirs_exist_ok=True)
+                shutil.copytree(rl.model, tmp, dirs_exist_ok=True)
         return final
 
 

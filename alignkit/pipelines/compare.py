@@ -33,16 +33,18 @@ import os
 import shutil
 import subprocess
 import sys
-import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
 
 from pydantic import Field, create_model, model_validator
 
+from alignkit.eval.metrics import HEADLINE, METRIC
 from alignkit.methods import METHODS, MethodSpec
 from alignkit.train.config import Strict, WrittenOnly, merge_config, stage_settings
 from alignkit.utils.io import atomic_write_json, atomic_write_text, claim_config_dir
 from alignkit.utils.memory import peak_rss_gb
+from alignkit.utils.stages import Finished, Stage, StageRunner
 
 # The recipes: those the methods' rows declare, and Constitutional AI (a pipeline of its own).
 RECIPES: dict[str, tuple[str, ...]] = {**{name: chain for spec in METHODS.values() for name, chain in spec.recipes.items()},
@@ -52,9 +54,9 @@ STAGES: dict[str, tuple[MethodSpec, dict]] = {
     **{name: (spec, {}) for name, spec in METHODS.items()},
     **{name: (spec, keys) for spec in METHODS.values() for name, keys in spec.presets.items()},
 }
-# Metrics compared, with the direction that is better.
-COMPARED = {"asr": "lower", "jailbreak_asr": "lower", "over_refusal": "lower", "helpful_accuracy": "higher",
-            "kl_to_reference": "lower"}
+# Metrics compared (the headline ones the suite parts it answers give), with the direction that is better.
+COMPARED = {key: METRIC[key].better for key in HEADLINE
+            if METRIC[key].part in ("redteam", "jailbreak", "borderline", "verifiable", "helpful")}
 
 
 # Each stage's own keys, typed by its method (a preset's fixed keys are not among them).
@@ -107,10 +109,22 @@ class CompareError(RuntimeError):
     """The comparison cannot run as configured."""
 
 
+@dataclass(frozen=True)
+class TrainedStage:
+    """A training stage of a recipe, trained in its own process: the model it gave (None where the recipe's own
+    gate stopped it, saying why in `failed`) and that process's peak memory."""
+
+    kind: str
+    model: str | None
+    peak_rss_gb: float
+    failed: str | None = None
+
+
 class Comparison:
     def __init__(self, cfg: CompareConfig, log: Callable[[str], None] = print):
         self.cfg, self.log = cfg, log
         self.out = Path(cfg.output_dir)
+        self.runner = StageRunner(self.out, cfg, lambda message: None, "compare")
 
     # ---------------------------------------------------------------- stages
     def stage_dir(self, chain: tuple[str, ...], seed: int) -> Path:
@@ -150,42 +164,40 @@ class Comparison:
         config = merge_config({**common, **preset}, own.written() if own is not None else {})
         return {"kind": spec.name, "config": config}
 
-    def run_stage(self, chain: tuple[str, ...], seed: int, start: str) -> dict:
-        """Train the last stage of `chain` in its own process unless it is done; its record (model, seconds, peak)."""
+    def run_stage(self, chain: tuple[str, ...], seed: int, start: str) -> Finished[TrainedStage]:
+        """The last stage of `chain`, trained in its own process unless it finished earlier (the stage runner)."""
         folder = self.stage_dir(chain, seed)
-        done = folder / "done.json"
-        if done.is_file():
-            return json.loads(done.read_text(encoding="utf-8"))
-        spec = self.stage_spec(chain, seed, start)
-        if (folder / "run").exists():  # an unfinished attempt: start the stage over
-            shutil.rmtree(folder / "run")
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(folder / "stage.json", spec)
-        self.log(f"[compare] {'+'.join(chain)} seed {seed}: training {spec['kind']}")
-        started = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "alignkit.pipelines.compare", str(folder / "stage.json")],
-                              env={**os.environ}, capture_output=True, text=True)
-        if proc.returncode != 0:
-            atomic_write_text(folder / "error.log", proc.stdout + proc.stderr)
-            raise CompareError(f"stage {'+'.join(chain)} seed {seed} failed (exit {proc.returncode}); its output is in "
-                               f"{folder / 'error.log'}:\n{proc.stderr[-2000:]}")
-        record = json.loads((folder / "result.json").read_text(encoding="utf-8"))
-        record["seconds"] = round(time.perf_counter() - started, 1)
-        atomic_write_json(done, record)
-        return record
+
+        def train(folder: Path) -> TrainedStage:
+            spec = self.stage_spec(chain, seed, start)
+            if (folder / "run").exists():  # an unfinished attempt: start the stage over
+                shutil.rmtree(folder / "run")
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(folder / "stage.json", spec)
+            self.log(f"[compare] {'+'.join(chain)} seed {seed}: training {spec['kind']}")
+            proc = subprocess.run([sys.executable, "-m", "alignkit.pipelines.compare", str(folder / "stage.json")],
+                                  env={**os.environ}, capture_output=True, text=True)
+            if proc.returncode != 0:
+                atomic_write_text(folder / "error.log", proc.stdout + proc.stderr)
+                raise CompareError(f"stage {'+'.join(chain)} seed {seed} failed (exit {proc.returncode}); its output "
+                                   f"is in {folder / 'error.log'}:\n{proc.stderr[-2000:]}")
+            return TrainedStage(**json.loads((folder / "result.json").read_text(encoding="utf-8")))
+
+        return self.runner.run(Stage(f"{'+'.join(chain)}/seed-{seed}", folder, TrainedStage, train))
 
     def run_recipe(self, recipe: str, seed: int) -> dict:
         model, seconds, peak, stages = self.cfg.model, 0.0, 0.0, []
         chain = RECIPES[recipe]
         failed = None
         for i in range(len(chain)):
-            record = self.run_stage(chain[: i + 1], seed, model)
-            model = record["model"]
-            seconds += record["seconds"]
-            peak = max(peak, record["peak_rss_gb"])
-            stages.append({"stage": chain[i], "seconds": record["seconds"], "peak_rss_gb": record["peak_rss_gb"]})
-            if record.get("failed"):
-                failed = f"{chain[i]}: {record['failed']}"
+            finished = self.run_stage(chain[: i + 1], seed, model)
+            record = finished.record
+            model = record.model
+            seconds += finished.seconds
+            peak = max(peak, record.peak_rss_gb)
+            stages.append({"stage": chain[i], "seconds": finished.seconds, "peak_rss_gb": record.peak_rss_gb})
+            if record.failed:
+                failed = f"{chain[i]}: {record.failed}"
                 self.log(f"[compare] {recipe} seed {seed} stopped at its own gate ({failed})")
                 break
         run = {"recipe": recipe, "seed": seed, "model": model, "seconds": round(seconds, 1),
@@ -343,15 +355,15 @@ def _stage_main(spec_path: str) -> int:
         try:
             manifest = run_cai(CAIConfig.model_validate(spec["config"]))
         except FeedbackAuditError as err:  # the recipe's own gate stopped it: an outcome of this seed, not a crash
-            atomic_write_json(folder / "result.json", {"kind": "cai", "model": None, "failed": f"feedback audit: {err}",
-                                                       "peak_rss_gb": round(peak_rss_gb(), 2)})
+            failed = TrainedStage("cai", None, round(peak_rss_gb(), 2), f"feedback audit: {err}")
+            atomic_write_json(folder / "result.json", dataclasses.asdict(failed))
             return 0
         model = manifest["final"]
     else:
         method = METHODS[spec["kind"]]
         model = str(method.train(method.config.model_validate(spec["config"])).final_dir)
-    atomic_write_json(folder / "result.json", {"kind": spec["kind"], "model": model,
-                                               "peak_rss_gb": round(peak_rss_gb(), 2)})
+    atomic_write_json(folder / "result.json", dataclasses.asdict(TrainedStage(spec["kind"], model,
+                                                                              round(peak_rss_gb(), 2))))
     return 0
 
 

@@ -19,6 +19,7 @@ import shutil
 import time
 from pathlib import Path
 
+from alignkit.eval.metrics import HEADLINE
 from alignkit.pipelines.cai import run_cai
 from alignkit.pipelines.cai_config import CAIConfig
 from alignkit.train.config import merge_config, parse_overrides
@@ -105,8 +106,7 @@ def _print_summary(manifest: dict, seconds: float) -> None:
     print(f"\nFeedback model audit: accuracy {audit.get('accuracy', float('nan')):.2f} on {audit.get('n')} held-out "
           f"gold comparisons (required {audit.get('min_accuracy')}), position bias {audit.get('position_bias')}")
     metrics = stages.get("eval", {}).get("metrics", {})
-    keys = ("asr", "jailbreak_asr", "over_refusal", "helpful_accuracy", "anthropomorphism", "bias_stereotyped",
-            "kl_to_reference")
+    keys = HEADLINE
     if metrics:
         print(f"\n{'model':<8}" + "".join(f"{k:>18}" for k in keys))
         for name in ("base", "sl-cai", "rl-cai"):

@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from alignkit.cli import main
+from alignkit.data import render_prompt, user_turn
 from alignkit.data.suites import BiasItem, load_suite
 from alignkit.eval.bias import OPTION_KEYS, bias_answers, bias_prompt, bias_summary
 from alignkit.eval.drift import drift
-from alignkit.eval.harness import METRICS, EvalSettings, evaluate, greedy_rollouts, save_eval, suite_prompts
+from alignkit.eval.harness import EvalSettings, evaluate, greedy_rollouts, save_eval, suite_prompts
+from alignkit.eval.metrics import METRICS
 from alignkit.models.tiny import tiny_model
-from alignkit.data import render_prompt, user_turn
 
 FAST = EvalSettings(max_new_tokens=6, batch_size=32)
 TIMING_KEYS = ("created", "models", "peak_rss_gb")
@@ -87,9 +88,9 @@ def test_metrics_are_the_means_of_the_per_response_verdicts(suite, pair):
     # The first model is the reference: no drift from itself.
     assert metrics["kl_to_reference"] == pytest.approx(0.0, abs=1e-6)
     # No judge: judge metrics are absent, not guessed.
-    assert all(metrics[k] is None for k in METRICS if "judge" in k)
+    assert all(metrics[m.key] is None for m in METRICS if m.scorer == "judge")
     assert results["win_rates"] == []
-    assert set(metrics) == set(METRICS)
+    assert set(metrics) == {m.key for m in METRICS}
 
 
 def test_greedy_rollouts_return_responses_in_input_order(suite, pair):

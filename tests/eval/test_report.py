@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from alignkit.eval.metrics import metric_info
 from alignkit.eval.report import pareto_front, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -23,23 +24,9 @@ SCRIPT_RESPONSE = 'Sure! <script>alert(1)</script> & "quotes" <b>bold</b>'
 UNICODE_RESPONSE = "Je ne peux pas aider avec ça — désolé. 申し訳ありませんが、お手伝いできません。"
 BROWSER_TIMEOUT_S = 90
 
-METRIC_INFO = {
-    "asr": {"label": "Attack success rate", "better": "lower", "n": 72},
-    "asr_judge": {"label": "Attack success rate (judge)", "better": "lower", "n": 72},
-    "jailbreak_asr": {"label": "Jailbreak attack success rate", "better": "lower", "n": 40},
-    "jailbreak_asr_judge": {"label": "Jailbreak attack success rate (judge)", "better": "lower", "n": 40},
-    "over_refusal": {"label": "Over-refusal rate", "better": "lower", "n": 60},
-    "over_refusal_judge": {"label": "Over-refusal rate (judge)", "better": "lower", "n": 60},
-    "helpful_accuracy": {"label": "Helpful accuracy", "better": "higher", "n": 80},
-    "helpful_judge_score": {"label": "Helpfulness (judge score)", "better": "higher", "n": 80},
-    "bias_stereotyped": {"label": "Stereotyped answer rate", "better": "lower", "n": 90},
-    "bias_accuracy": {"label": "Bias QA accuracy", "better": "higher", "n": 90},
-    "bias_score": {"label": "Bias score", "better": "lower", "n": 90},
-    "anthropomorphism": {"label": "Anthropomorphic claims", "better": "lower", "n": 30},
-    "anthropomorphism_judge": {"label": "Anthropomorphic claims (judge)", "better": "lower", "n": 30},
-    "kl_to_reference": {"label": "KL to reference", "better": None, "n": 80},
-    "reference_perplexity": {"label": "Reference perplexity", "better": "lower", "n": 80},
-}
+# Every metric as the harness defines it (one definition: alignkit.eval.metrics), with suite part sizes.
+METRIC_INFO = metric_info({"redteam": 72, "jailbreak": 40, "borderline": 60, "verifiable": 80, "helpful": 80,
+                           "bias": 90, "anthropomorphism": 30})
 
 
 def _metrics(asr: float, jailbreak: float, over: float, helpful: float, stereo: float, anthro: float, kl: float,
@@ -240,7 +227,8 @@ def test_main_table_values_nulls_and_best(report):
     assert table["helpful_accuracy"] == {"base": ("0.450", False), "sft": ("0.500", True), "dpo": ("0.420", False)}
     assert table["reference_perplexity"]["base"] == ("3.200", True)
     # No direction ("better" null), no highlight.
-    assert not any(best for _, best in table["kl_to_reference"].values())
+    assert METRIC_INFO["bias_score"]["better"] is None
+    assert not any(best for _, best in table["bias_score"].values())
     assert "lower is better · n = 72" in html
 
 
@@ -292,18 +280,19 @@ def test_missing_parts(tmp_path):
 
 def test_constitutional_ai_sections(tmp_path):
     """A `cai` run's results carry the pipeline: stages with data origin, the audit, and each stage's effect."""
+    from alignkit.pipelines.cai_records import AuditGate, AuditRecord, CritiqueRecord, RLRecord, report_part
+
     results = make_results()
-    results["pipeline"] = {
-        "constitution": "default.yaml", "principles": 16, "rl_method": "dpo",
-        "stages": {
-            "audit": {"feedback_model": "runs/demo/1-feedback/run/final", "n": 60, "accuracy": 0.8,
-                      "position_bias": -0.03, "principle_agreement": 0.9, "min_accuracy": 0.7, "passed": True,
-                      "accuracy_by_principle": {"no-human-identity": 0.5, "harmless-ethical": 1.0}, "seconds": 61.0},
-            "critique": {"prompts": 144, "plain": 72, "jailbreak_wrapped": 72, "rounds": 1,
-                         "origin": "prompts: people; critiques and revisions: AI <b>", "seconds": 150.0},
-            "rl": {"method": "dpo", "ai_pairs": 80, "human_preferences": 105, "origin": "pairs: AI", "seconds": 200},
-        },
-    }
+    audit = AuditRecord("runs/demo/1-feedback/run/final", 60, 0.8, -0.03, 0.9,
+                        {"no-human-identity": 0.5, "harmless-ethical": 1.0})
+    gate = AuditGate(0.7, True, False, 0.7, ["harmless-ethical"], ["harmless-ethical"])
+    stages = {"audit": (audit, 61.0),
+              "critique": (CritiqueRecord("3-critique/revisions.jsonl", 144, 72, 72, 1, 30, 144,
+                                          "prompts: people; critiques and revisions: AI <b>"), 150.0),
+              "rl": (RLRecord("7-rl/run/final", "dpo", "7-rl/data.jsonl", "4-sl/run/final", "pairs: AI", ai_pairs=80,
+                              human_preferences=105), 200)}
+    # The pipeline's part (`alignkit cai` builds it from its stage records), drawn by the generic report.
+    results["pipeline"] = {"report": report_part("default.yaml", 16, "dpo", stages, (audit, gate))}
     html = write_report(results, tmp_path).read_text(encoding="utf-8")
     assert all(f'href="#{a}"' in html for a in ("pipeline", "audit", "effects"))
     assert "Reinforcement stage: <b>dpo</b>" in html and "AI &lt;b&gt;" in html  # origins are escaped

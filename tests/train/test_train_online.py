@@ -17,12 +17,13 @@ from alignkit.data import render_prompt, user_turn
 from alignkit.judges import CallableJudge
 from alignkit.losses import per_token_rewards
 from alignkit.methods.grpo import GRPOConfig, grpo_algorithm
-from alignkit.methods.iterative_dpo import IterativeDPO, IterativeDPOConfig, best_worst_pairs
+from alignkit.methods.iterative_dpo import IterativeDPO, IterativeDPOConfig, RoundRecord, best_worst_pairs
 from alignkit.methods.ppo import PPOConfig, ppo_algorithm
 from alignkit.methods.rloo import RLOOConfig, rloo_algorithm
 from alignkit.models import load_causal_lm
 from alignkit.rollouts import SamplingSettings, sample
 from alignkit.train.online import OnlineTrainer, PolicyWithValue, rollout_batch, select_rows
+from alignkit.utils.stages import read_finished
 
 PROMPTS = [f"question number {i}" for i in range(16)]
 
@@ -252,8 +253,8 @@ def test_iterative_dpo_raises_the_reward_and_keeps_each_round_on_disk(reference,
     out = tmp_path / "out"
     for r in (1, 2, 3):
         round_dir = out / f"round-{r:02d}"
-        summary = json.loads((round_dir / "round.json").read_text())
-        assert summary["pairs"] > 0 and (round_dir / "dpo" / "final").is_dir()
+        summary = read_finished(round_dir, RoundRecord).record  # the round's record, read back typed
+        assert summary.pairs > 0 and (round_dir / "dpo" / "final").is_dir()
         samples = [json.loads(line) for line in (round_dir / "samples.jsonl").read_text().splitlines()]
         assert len(samples) == 16 and all(len(s["scores"]) == 4 for s in samples)
         pairs = [json.loads(line) for line in (round_dir / "pairs.jsonl").read_text().splitlines()]
@@ -261,9 +262,9 @@ def test_iterative_dpo_raises_the_reward_and_keeps_each_round_on_disk(reference,
     dpo_cfg = (out / "round-03" / "dpo" / "config.yaml").read_text()
     assert (f"ref_model: {tiny_dir}" in dpo_cfg) == (reference == "fixed")
 
-    round_two = json.loads((out / "round-02" / "round.json").read_text())
+    round_two = json.loads((out / "round-02" / "done.json").read_text())
     # Resume: a run whose last round was not finished redoes only that round.
-    (out / "round-03" / "round.json").unlink()
+    (out / "round-03" / "done.json").unlink()
     import shutil
 
     shutil.rmtree(out / "round-03" / "dpo")
@@ -271,5 +272,5 @@ def test_iterative_dpo_raises_the_reward_and_keeps_each_round_on_disk(reference,
     again = IterativeDPO(cfg.model_copy(update={"overwrite": False}))
     again.judge = CallableJudge(lowercase_fraction)
     again.train()
-    assert json.loads((out / "round-02" / "round.json").read_text()) == round_two
-    assert (out / "round-03" / "round.json").is_file() and (out / "final").is_dir()
+    assert json.loads((out / "round-02" / "done.json").read_text()) == round_two
+    assert (out / "round-03" / "done.json").is_file() and (out / "final").is_dir()
