@@ -57,7 +57,6 @@ def load_feedback_model(spec: str | dict, *, batch_size: int = 64, max_length: i
     """`spec`: a model (alias, HF directory, .gguf, hub id), `{lm: MODEL}`, `{http: {base_url, model, ...}}` (an
     OpenAI-compatible endpoint) or any other judge spec (`{reward_model: DIR}`, ...; comparisons only). A local
     model's comparison questions are cut to `max_length` tokens (None: never)."""
-    from alignkit.judges.http import HTTPJudge
     from alignkit.judges.factory import judge_from_spec
 
     if isinstance(spec, str):
@@ -65,9 +64,10 @@ def load_feedback_model(spec: str | dict, *, batch_size: int = 64, max_length: i
     if isinstance(spec, dict) and set(spec) == {"lm"}:
         return local_feedback_model(spec["lm"], batch_size=batch_size, max_length=max_length)
     judge = judge_from_spec(spec)
-    if isinstance(judge, HTTPJudge):
+    if isinstance(spec, dict) and "http" in spec:
+        # An OpenAI-compatible endpoint: the judge's chat client (judges/chat_client.py) also writes.
         def generate(conversations: list[list[dict]], max_new_tokens: int) -> list[str]:
-            return judge.chat_many(conversations, max_tokens=max_new_tokens)
+            return judge.client.chat_many(conversations, max_tokens=max_new_tokens)
 
         return FeedbackModel(judge.name, judge, generate)
     return FeedbackModel(getattr(judge, "name", type(judge).__name__), judge)

@@ -23,33 +23,22 @@ first integer on the scale. Unreadable answers count as undecided (0.5 for an or
 rating) with a logged warning, or raise ``JudgeError`` with ``on_unparseable="raise"``. ``stats`` counts how every
 answer was read, so a run can check that the log-prob path was really taken.
 
-Transport: the standard library only (urllib, a thread pool for batches). Each request has a ``timeout`` (for the
-connection and each read); connection errors, timeouts, HTTP 429 and 5xx are retried up to ``max_retries`` times with
-exponential backoff and jitter (a numeric ``Retry-After`` is honoured up to ``max_backoff``); any other HTTP error
-fails at once. A successful status whose body is not the expected JSON fails at once too: a wrong URL or API answers
-the same way every time. The API key is read from the environment variable ``api_key_env`` at each request and sent
-as ``Authorization: Bearer``; it is never stored on the judge, logged, or shown in a repr or an error message.
+Transport: `chat_client.ChatClient`, the one OpenAI-compatible client (timeouts, bounded retries with backoff and
+jitter, no retry on client errors or malformed bodies, the API key read from ``api_key_env`` at each request and
+never stored, logged or shown), which a feedback model served over HTTP also writes through.
 """
 
 from __future__ import annotations
 
-import http.client
-import json
 import logging
 import math
-import os
-import random
 import re
-import socket
 import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from .base import JudgeError, check_batch
+from .chat_client import ChatClient, excerpt
 from .prompts import (
     COMPARISON_TEMPLATE,
     DEFAULT_QUESTION,
@@ -62,9 +51,6 @@ if TYPE_CHECKING:
     from alignkit.data.records import Turns
 
 log = logging.getLogger(__name__)
-
-# How much of a bad response body an error message quotes.
-_EXCERPT_CHARS = 300
 
 # Characters around an option in a token or answer: "(A", " A", "**A**", "A)", "A.", and the word-start markers
 # some servers leave in token strings ("▁A" for SentencePiece, "ĠA" for byte-level BPE).
@@ -82,14 +68,6 @@ _INTEGER = re.compile(r"(?<![\d.])\d+(?![\d.]*\d)")
 def _label(token: str) -> str:
     """A token or answer stripped of the decoration around an option: " (A" -> "A", "**7" -> "7", "(" -> ""."""
     return token.lstrip(_LEAD).rstrip(_TRAIL)
-
-
-def _excerpt(raw: bytes | str) -> str:
-    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
-    text = " ".join(text.split())
-    if not text:
-        return "(empty body)"
-    return text if len(text) <= _EXCERPT_CHARS else text[:_EXCERPT_CHARS] + "..."
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,18 +226,6 @@ class HTTPJudge:
         extra_body: Mapping[str, Any] | None = None,
         on_unparseable: str = "neutral",
     ):
-        if not isinstance(base_url, str) or not re.match(r"https?://[^/\s]+", base_url):
-            raise ValueError(f"HTTPJudge: base_url must start with http:// or https:// and a host, got {base_url!r}")
-        if not isinstance(model, str) or not model:
-            raise ValueError(f"HTTPJudge: model must be a non-empty str, got {model!r}")
-        if not (isinstance(timeout, int | float) and timeout > 0):
-            raise ValueError(f"HTTPJudge: timeout must be a number > 0, got {timeout!r}")
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError(f"HTTPJudge: max_retries must be an int >= 0, got {max_retries!r}")
-        if not (backoff >= 0 and max_backoff >= 0):
-            raise ValueError(f"HTTPJudge: backoff and max_backoff must be >= 0, got {backoff!r}, {max_backoff!r}")
-        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
-            raise ValueError(f"HTTPJudge: max_concurrency must be an int >= 1, got {max_concurrency!r}")
         if not isinstance(top_logprobs, int) or top_logprobs < 1:
             raise ValueError(f"HTTPJudge: top_logprobs must be an int >= 1, got {top_logprobs!r}")
         if not isinstance(max_tokens, int) or max_tokens < 1:
@@ -269,34 +235,22 @@ class HTTPJudge:
             raise ValueError(f"HTTPJudge: rating_scale must be two single digits low < high, got {rating_scale!r}")
         if on_unparseable not in ("neutral", "raise"):
             raise ValueError(f"HTTPJudge: on_unparseable must be 'neutral' or 'raise', got {on_unparseable!r}")
-        if api_key_env is not None and not os.environ.get(api_key_env):
-            # Name the variable, never its value.
-            raise ValueError(f"HTTPJudge: api_key_env names the environment variable {api_key_env!r}, which is not set")
-
-        self.base_url = base_url.rstrip("/")
-        self.url = self.base_url + "/chat/completions"
-        self.model = model
-        self.api_key_env = api_key_env
-        self.timeout = float(timeout)
-        self.max_retries = max_retries
-        self.backoff = float(backoff)
-        self.max_backoff = float(max_backoff)
-        self.max_concurrency = max_concurrency
+        # The transport (and the checks of its settings) is the chat client a feedback model over HTTP also uses.
+        self.client = ChatClient(base_url, model, api_key_env=api_key_env, timeout=timeout, max_retries=max_retries,
+                                 backoff=backoff, max_backoff=max_backoff, max_concurrency=max_concurrency,
+                                 system_prompt=system_prompt, extra_body=extra_body, owner="HTTPJudge")
+        self.base_url, self.url, self.model = self.client.base_url, self.client.url, model
+        self.api_key_env, self.timeout, self.max_retries = api_key_env, self.client.timeout, max_retries
         self.logprobs = bool(logprobs)
         self.top_logprobs = top_logprobs
         self.max_tokens = max_tokens
         self.question = question
         self.rating_question = rating_question
         self.rating_scale = (low, high)
-        self.system_prompt = system_prompt
-        self.extra_body = dict(extra_body or {})
         self.on_unparseable = on_unparseable
-        self.name = f"HTTPJudge({model} at {self.base_url})"
-        self._rng = random.Random()  # jitter only; never the global RNG
+        self.name = self.client.name
         self._lock = threading.Lock()
-        self._stats = dict.fromkeys(
-            ("requests", "retries", "logprob_answers", "text_answers", "unparsed_answers"), 0
-        )
+        self._stats = dict.fromkeys(("logprob_answers", "text_answers", "unparsed_answers"), 0)
 
     def __repr__(self) -> str:
         return f"HTTPJudge(base_url={self.base_url!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"
@@ -305,7 +259,7 @@ class HTTPJudge:
     def stats(self) -> dict[str, int]:
         """Counts since construction: HTTP attempts, retries, and answers read from log-probs / text / neither."""
         with self._lock:
-            return dict(self._stats)
+            return {**self.client.stats, **self._stats}
 
     def _count(self, key: str) -> None:
         with self._lock:
@@ -336,7 +290,7 @@ class HTTPJudge:
             prompt, a, b, principle, reference = self._unpack(i, item)
             for first, second in ((a, b), (b, a)):
                 jobs.append((i, self._comparison_body(prompt, first, second, principle, reference)))
-        responses = self._post_all(jobs)
+        responses = self.client.post_all(jobs)
         results = []
         for i in range(0, len(responses), 2):
             forward = self._first_option_probability(responses[i], jobs[i][0])
@@ -362,7 +316,7 @@ class HTTPJudge:
                 high=high,
             )
             jobs.append((i, self._body(text)))
-        return [self._rating(response, item) for (item, _), response in zip(jobs, self._post_all(jobs))]
+        return [self._rating(response, item) for (item, _), response in zip(jobs, self.client.post_all(jobs))]
 
     # -- questions and answers ----------------------------------------------------------------
 
@@ -397,15 +351,10 @@ class HTTPJudge:
         return self._body(text)
 
     def _body(self, text: str) -> dict:
-        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        messages.append({"role": "user", "content": text})
-        body: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": self.max_tokens}
-        body["temperature"] = 0.0
+        fields: dict[str, Any] = {"max_tokens": self.max_tokens, "temperature": 0.0}
         if self.logprobs:
-            body["logprobs"] = True
-            body["top_logprobs"] = self.top_logprobs
-        body.update(self.extra_body)
-        return body
+            fields.update(logprobs=True, top_logprobs=self.top_logprobs)
+        return self.client.body([{"role": "user", "content": text}], **fields)
 
     def _answer(self, response: Mapping, item: int, options: Sequence[str]) -> tuple[dict[str, float] | None, str]:
         """(option probabilities from log-probs or None, answer text) for one validated response."""
@@ -420,7 +369,7 @@ class HTTPJudge:
 
     def _unparsed(self, item: int, text: str, what: str) -> None:
         self._count("unparsed_answers")
-        message = f"{self.name}: item {item}: could not read {what} from the answer {_excerpt(text)!r}"
+        message = f"{self.name}: item {item}: could not read {what} from the answer {excerpt(text)!r}"
         if self.on_unparseable == "raise":
             raise JudgeError(message)
         log.warning("%s; counting it as undecided (%d so far)", message, self.stats["unparsed_answers"])
@@ -450,133 +399,3 @@ class HTTPJudge:
             return float(rating)
         self._unparsed(item, text, f"a rating from {low} to {high}")
         return (low + high) / 2
-
-    # -- transport ----------------------------------------------------------------------------
-
-    def chat_many(self, conversations: Sequence[Sequence[Mapping]], *, max_tokens: int = 128,
-                  temperature: float = 0.0) -> list[str]:
-        """The endpoint's reply to each conversation (lists of role/content messages), at most ``max_concurrency``
-        requests at a time: what a Constitutional AI feedback model served over HTTP uses to critique and revise."""
-        jobs = []
-        for i, conversation in enumerate(conversations):
-            messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-            messages += [{"role": m["role"], "content": m["content"]} for m in conversation]
-            body = {"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature}
-            jobs.append((i, {**body, **self.extra_body}))
-        return [(response["choices"][0]["message"].get("content") or "").strip() for response in self._post_all(jobs)]
-
-    def _post_all(self, jobs: list[tuple[int, dict]]) -> list[dict]:
-        """Send every (item, body) and return the responses in order; the first failure cancels the rest."""
-        if len(jobs) <= 1 or self.max_concurrency == 1:
-            return [self._post(body, item) for item, body in jobs]
-        pool = ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(jobs)), thread_name_prefix="http-judge")
-        futures: list[Future] = [pool.submit(self._post, body, item) for item, body in jobs]
-        try:
-            return [future.result() for future in futures]
-        finally:
-            # On success all are done; on failure the queued ones are dropped instead of waited for.
-            pool.shutdown(wait=False, cancel_futures=True)
-
-    def _redact(self, text: str) -> str:
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        return text.replace(key, "[redacted]") if key else text
-
-    def _error(self, message: str) -> JudgeError:
-        return JudgeError(self._redact(message))
-
-    def _delay(self, retry: int, retry_after: float | None) -> float:
-        delay = min(self.max_backoff, self.backoff * 2**retry) * (0.5 + 0.5 * self._rng.random())
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.max_backoff))
-        return delay
-
-    def _post(self, body: dict, item: int) -> dict:
-        """POST one request with retries; return the validated JSON response or raise JudgeError."""
-        data = json.dumps(body).encode("utf-8")
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self.api_key_env:
-            key = os.environ.get(self.api_key_env)
-            if not key:
-                raise self._error(f"{self.name}: environment variable {self.api_key_env!r} (api_key_env) is not set")
-            headers["Authorization"] = f"Bearer {key}"
-        where = f"{self.name}: POST {self.url} (item {item})"
-        attempts = self.max_retries + 1
-        last_error, wait = "", 0.0
-        for attempt in range(attempts):
-            if attempt:
-                self._count("retries")
-                time.sleep(wait)
-            self._count("requests")
-            request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    status, raw = response.status, response.read()
-            except urllib.error.HTTPError as exc:
-                status, raw = exc.code, _read_error_body(exc)
-                if status == 429 or status >= 500:
-                    last_error = f"HTTP {status}: {_excerpt(raw)}"
-                    wait = self._delay(attempt, _retry_after(exc.headers))
-                    log.info("%s: %s; retrying", where, self._redact(last_error))
-                    continue
-                raise self._error(
-                    f"{where} returned HTTP {status} {exc.reason} (not retried: a client error fails the same way "
-                    f"again): {_excerpt(raw)}"
-                ) from None
-            except (TimeoutError, socket.timeout):
-                last_error = f"timed out after {self.timeout:g} s"
-            except urllib.error.URLError as exc:
-                reason = exc.reason
-                if isinstance(reason, TimeoutError | socket.timeout):
-                    last_error = f"timed out after {self.timeout:g} s"
-                else:
-                    last_error = f"connection failed: {reason}"
-            except (ConnectionError, http.client.HTTPException, OSError) as exc:
-                last_error = f"connection failed: {type(exc).__name__}: {exc}"
-            else:
-                return self._validate(raw, status, where)
-            wait = self._delay(attempt, None)
-            log.info("%s: %s; retrying", where, self._redact(last_error))
-        raise self._error(
-            f"{where} failed after {attempts} attempt{'s' if attempts != 1 else ''} "
-            f"({self.max_retries} retries); last error: {last_error}"
-        )
-
-    def _validate(self, raw: bytes, status: int, where: str) -> dict:
-        """The parsed body of a successful response, checked for the fields the judge reads."""
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise self._error(
-                f"{where} returned HTTP {status} with a body that is not JSON ({exc}): {_excerpt(raw)}"
-            ) from None
-        problem = None
-        if not isinstance(data, dict):
-            problem = f"the JSON is a {type(data).__name__}, expected an object"
-        elif "choices" not in data:
-            problem = "the JSON has no 'choices'" + (" (it holds an 'error')" if "error" in data else "")
-        elif not isinstance(data["choices"], list) or not data["choices"]:
-            problem = "'choices' is not a non-empty list"
-        elif not isinstance(data["choices"][0], dict) or not isinstance(data["choices"][0].get("message"), dict):
-            problem = "'choices[0]' has no 'message' object"
-        elif not isinstance(data["choices"][0]["message"].get("content"), str | None):
-            problem = "'choices[0].message.content' is not a string"
-        if problem:
-            raise self._error(f"{where} returned an unexpected response: {problem}: {_excerpt(raw)}")
-        return data
-
-
-def _read_error_body(exc: urllib.error.HTTPError) -> bytes:
-    try:
-        return exc.read() or b""
-    except (OSError, http.client.HTTPException):
-        return b""
-
-
-def _retry_after(headers: Any) -> float | None:
-    """A numeric Retry-After header in seconds (the HTTP-date form is ignored)."""
-    value = headers.get("Retry-After") if headers is not None else None
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        return None
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
