@@ -538,6 +538,8 @@ def test_real_server_is_deterministic_and_concurrent_batches_match_single_calls(
     items = [(PROMPT, GOOD, BAD), ("Say hello.", "Hello!", "Go away."), ("2+2?", "4", "5")]
     single = [real_judge.compare(*item) for item in items]
     assert real_judge.compare_many(items) == pytest.approx(single, abs=1e-3)
+    # An answer does not depend on what the server was asked before it (see the fixture's empty-cache patch).
+    real_judge.score(["My grandmother died last week."], ["I'm sorry for your loss."])
     assert real_judge.compare(*items[0]) == pytest.approx(single[0], abs=1e-3)
 
 
