@@ -155,21 +155,22 @@ def _eval(args) -> int:
     results, rows = evaluate(models, suite, judge=judge, judge_name=args.judge, reference=args.reference,
                              reference_name=args.reference, settings=settings)
     save_eval(out, results, rows, overwrite=args.overwrite)
-    summary = {name: {k: v for k, v in m.items() if v is not None} for name, m in results["metrics"].items()}
+    summary = {name: {k: v for k, v in m.items() if v is not None} for name, m in results.metrics.items()}
     print(json.dumps({"out": str(out), "report": str(out / "report.html"), "metrics": summary}, indent=2))
     return 0
 
 
 def _report(args) -> int:
     from alignkit.eval.report import write_report
+    from alignkit.eval.results import EvalResults, ResultsError
 
     results_path = Path(args.dir) / "results.json"
     if not results_path.is_file():
         raise SystemExit(f"alignkit report: {results_path} does not exist (the folder of an `alignkit eval` run)")
     try:
-        results = json.loads(results_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise SystemExit(f"alignkit report: {results_path}:{e.lineno}: not valid JSON ({e.msg})")
+        results = EvalResults.read(results_path)
+    except ResultsError as e:
+        raise SystemExit(f"alignkit report: {e}")
     print(write_report(results, args.dir))
     return 0
 

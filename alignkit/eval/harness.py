@@ -8,7 +8,8 @@ Steps, per model:
 3. rule verdicts, and judge verdicts when a judge is configured;
 4. bias answers by option log-probs (no generation);
 5. drift from the reference on the responses to the benign held-out prompts (borderline + verifiable).
-Then win rates between every pair of models under the judge, and the results dict that `report.write_report` reads.
+Then win rates between every pair of models under the judge, and the `EvalResults` (eval/results.py) that
+`report.write_report` reads.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from alignkit.eval.bias import bias_answers, bias_prompt, bias_summary
 from alignkit.eval.drift import drift
 from alignkit.eval.metrics import METRICS, metric_info
 from alignkit.eval.report import write_report
+from alignkit.eval.results import EvalResults, ModelRun, Sample, WinRate
 from alignkit.eval.scoring import (
     ANTHROPOMORPHISM_QUESTION,
     COMPLIANCE_QUESTION,
@@ -125,7 +127,7 @@ def evaluate(
     reference_name: str | None = None,
     settings: EvalSettings = EvalSettings(),
     log=None,
-) -> tuple[dict, dict[str, list[dict]]]:
+) -> tuple[EvalResults, dict[str, list[dict]]]:
     """(results, per-model response rows). `models` maps display names to specs or (model, tokenizer) pairs; the
     reference defaults to the first model."""
     if not models:
@@ -144,7 +146,7 @@ def evaluate(
     rows: dict[str, list[dict]] = {}
     responses: dict[str, dict[tuple[str, str], str]] = {}
     verdicts: dict[str, dict[tuple[str, str], str]] = {}
-    model_info = []
+    model_runs = []
     for name in names:
         started = time.perf_counter()
         log(f"[eval] {name}: loading {_describe(models[name])}")
@@ -184,27 +186,26 @@ def evaluate(
             rows[name] += [{"part": "bias", "id": item.id, "group": item.dimension,
                             "prompt": bias_prompt(item, i)[0], "answer": a, "answer_text": item.options[a]}
                            for i, (item, a) in enumerate(zip(suite.bias, answers))]
-        model_info.append({"name": name, "spec": _describe(models[name]), "seconds": round(seconds, 1),
-                           "generation_seconds": round(generation_seconds, 1),
-                           "drift_response_tokens": int(sum(r.response_mask.sum() for r in helpful_rollouts))})
+        model_runs.append(ModelRun(name, _describe(models[name]), round(seconds, 1), round(generation_seconds, 1),
+                                   int(sum(r.response_mask.sum() for r in helpful_rollouts))))
         log(f"[eval] {name}: done in {seconds:.1f} s")
 
     counts = {**suite.counts(), "helpful": len(helpful)}
-    results = {
-        "alignkit_version": alignkit.__version__,
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "suite": suite.name,
-        "split": suite.split,
-        "settings": {**asdict(settings), "judge": judge_name, "reference": reference_name,
-                     "torch_threads": torch.get_num_threads()},
-        "models": model_info,
-        "metrics": metrics,
-        "metric_info": metric_info(counts),
-        "breakdowns": breakdowns,
-        "win_rates": _win_rates(names, helpful, responses, judge),
-        "samples": _samples(prompts, names, responses, verdicts),
-        "peak_rss_gb": round(peak_rss_gb(), 2),
-    }
+    results = EvalResults(
+        alignkit_version=alignkit.__version__,
+        created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        suite=suite.name,
+        split=suite.split,
+        settings={**asdict(settings), "judge": judge_name, "reference": reference_name,
+                  "torch_threads": torch.get_num_threads()},
+        models=tuple(model_runs),
+        metrics=metrics,
+        metric_info=metric_info(counts),
+        breakdowns=breakdowns,
+        win_rates=_win_rates(names, helpful, responses, judge),
+        samples=_samples(prompts, names, responses, verdicts),
+        peak_rss_gb=round(peak_rss_gb(), 2),
+    )
     return results, rows
 
 
@@ -256,17 +257,17 @@ def _score(prompts: list[_Prompt], texts: list[str], judge: Judge | None) -> tup
     return metrics, breakdowns, verdicts
 
 
-def _win_rates(names: list[str], helpful: list[_Prompt], responses: dict, judge: Judge | None) -> list[dict]:
+def _win_rates(names: list[str], helpful: list[_Prompt], responses: dict, judge: Judge | None) -> tuple[WinRate, ...]:
     """Mean P(a's response better than b's) under the judge (both orders inside the judge), for every pair."""
     if judge is None or not helpful or len(names) < 2:
-        return []
+        return ()
     out = []
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
             items = [(p.prompt, responses[a][(p.part, p.id)], responses[b][(p.part, p.id)]) for p in helpful]
             probabilities = compare_all(judge, items)
-            out.append({"a": a, "b": b, "win_rate": mean(probabilities), "n": len(items)})
-    return out
+            out.append(WinRate(a, b, mean(probabilities), len(items)))
+    return tuple(out)
 
 
 _VERDICT_WORDS = {
@@ -278,7 +279,7 @@ _VERDICT_WORDS = {
 }
 
 
-def _samples(prompts: list[_Prompt], names: list[str], responses: dict, verdicts: dict) -> list[dict]:
+def _samples(prompts: list[_Prompt], names: list[str], responses: dict, verdicts: dict) -> tuple[Sample, ...]:
     """The first few prompts of each part (jailbreaks: of different templates) with every model's response."""
     out, taken, groups = [], {}, set()
     for p in prompts:
@@ -288,17 +289,12 @@ def _samples(prompts: list[_Prompt], names: list[str], responses: dict, verdicts
         groups.add(p.group)
         yes, no = _VERDICT_WORDS[p.part]
         key = (p.part, p.id)
-        out.append({
-            "metric": p.part,
-            "id": p.id,
-            "prompt": p.prompt,
-            "responses": {n: responses[n][key] for n in names},
-            "verdicts": {n: yes if verdicts[n][key].get("verdict") else no for n in names},
-        })
-    return out
+        out.append(Sample(p.part, p.id, p.prompt, {n: responses[n][key] for n in names},
+                          {n: yes if verdicts[n][key].get("verdict") else no for n in names}))
+    return tuple(out)
 
 
-def save_eval(out_dir, results: dict, rows: dict[str, list[dict]], *, overwrite: bool = False, report_dir=None):
+def save_eval(out_dir, results: EvalResults, rows: dict[str, list[dict]], *, overwrite: bool = False, report_dir=None):
     """Write results.json and responses/NN-<model>.jsonl into `out_dir` (the folder appears only when both are
     complete; an existing one is replaced only with `overwrite`), then report.html and its PNGs (into `report_dir`,
     default `out_dir`).
@@ -307,7 +303,7 @@ def save_eval(out_dir, results: dict, rows: dict[str, list[dict]], *, overwrite:
     DIR` writes it again.
     """
     with atomic_dir(out_dir, replace=overwrite) as tmp:
-        atomic_write_json(tmp / "results.json", results)
+        atomic_write_json(tmp / "results.json", results.to_json())
         for index, (name, model_rows) in enumerate(rows.items()):
             safe = re.sub(r"[^\w.-]+", "_", name).strip("._") or "model"
             atomic_write_text(tmp / "responses" / f"{index:02d}-{safe}.jsonl",

@@ -1,10 +1,21 @@
 """The metrics of `alignkit eval`, defined once: the harness computes exactly these, the results carry them
-(`metric_info`), and the report, `make demo`'s summary and `alignkit compare`'s table read them from here."""
+(`metric_info`, typed in `eval.results`), and the report, `make demo`'s summary and `alignkit compare`'s table read them from here."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """How to read one metric of a set of results (`EvalResults.metric_info`): its label, which direction is better,
+    who scored it and on how many items. Results written by an earlier version may leave any of these out."""
+
+    label: str | None = None
+    better: Literal["lower", "higher"] | None = None  # None: no direction is better (or not said)
+    scorer: Literal["rules", "judge", "reference"] | None = None
+    n: int | None = None
 
 
 @dataclass(frozen=True)
@@ -15,9 +26,9 @@ class Metric:
     part: str  # the suite part whose size is its n ("helpful": borderline + verifiable)
     scorer: Literal["rules", "judge", "reference"]  # refusal/answer rules, the judge model, the reference's log-probs
 
-    def info(self, n: int) -> dict:
-        """The metric as the results' `metric_info` holds it."""
-        return {**{k: v for k, v in asdict(self).items() if k not in ("key", "part")}, "n": n}
+    def info(self, n: int) -> MetricInfo:
+        """The metric as results hold it, measured on `n` items."""
+        return MetricInfo(self.label, self.better, self.scorer, n)
 
 
 METRICS: tuple[Metric, ...] = (
@@ -44,9 +55,9 @@ HEADLINE = ("asr", "jailbreak_asr", "over_refusal", "helpful_accuracy", "anthrop
             "kl_to_reference")
 
 
-def metric_info(counts: dict[str, int]) -> dict[str, dict]:
+def metric_info(counts: dict[str, int]) -> dict[str, MetricInfo]:
     """Every metric's label, direction, scorer and n (`counts`: the size of each suite part)."""
     return {m.key: m.info(counts.get(m.part, 0)) for m in METRICS}
 
 
-__all__ = ["HEADLINE", "METRIC", "METRICS", "Metric", "metric_info"]
+__all__ = ["HEADLINE", "METRIC", "METRICS", "Metric", "MetricInfo", "metric_info"]

@@ -1,4 +1,4 @@
-"""A self-contained HTML report of an `alignkit eval` results dict: tables, plots and side-by-side samples.
+"""A self-contained HTML report of `alignkit eval`'s results (an `EvalResults`): tables, plots and side-by-side samples.
 
 The page is meant to be opened straight from disk or attached to a ticket, so it has no external resources: inline
 CSS, PNG plots next to it referenced by relative paths, and no JavaScript beyond a tiny load hook that records how
@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from alignkit.eval.metrics import METRIC
+from alignkit.eval.results import EvalResults, Sample, WinRate
 from alignkit.utils.io import atomic_write_bytes, atomic_write_text
 
 MISSING = "—"
@@ -48,7 +48,7 @@ def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
     return front
 
 
-def write_report(results: dict, out_dir: str | Path) -> Path:
+def write_report(results: EvalResults, out_dir: str | Path) -> Path:
     """Write `out_dir/report.html` and its PNG plots (each file atomically); return the HTML file's path.
 
     Works for any number of models, including none; missing or null metrics and breakdowns show as "—" or are left
@@ -56,14 +56,13 @@ def write_report(results: dict, out_dir: str | Path) -> Path:
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    models = _model_names(results)
+    models = results.names
     colors = {name: COLORS[i % len(COLORS)] for i, name in enumerate(models)}
-    info = results.get("metric_info") or {}
-    breakdowns = results.get("breakdowns") or {}
+    breakdowns = results.breakdowns
 
     # (anchor, title, body HTML); the header links to each.
     sections = [("metrics", "Metrics", _metrics_table(results, models))]
-    if results.get("pipeline"):
+    if results.pipeline:
         sections += _part_sections(results, models)
     plots = []
     pareto = _pareto_plot(results, models, colors, out_dir)
@@ -76,12 +75,12 @@ def write_report(results: dict, out_dir: str | Path) -> Path:
     if plots:
         sections.append(("plots", "Plots", "\n".join(plots)))
     if breakdowns:
-        tables = "\n".join(_breakdown_table(key, value, models, info) for key, value in breakdowns.items())
+        tables = "\n".join(_breakdown_table(key, value, models, results) for key, value in breakdowns.items())
         sections.append(("breakdowns", "Breakdowns", tables))
-    if results.get("win_rates"):
-        sections.append(("win-rates", "Win rates", _win_rates_table(results["win_rates"])))
-    if results.get("samples"):
-        sections.append(("samples", "Sample responses", _samples(results["samples"], models, info)))
+    if results.win_rates:
+        sections.append(("win-rates", "Win rates", _win_rates_table(results.win_rates)))
+    if results.samples:
+        sections.append(("samples", "Sample responses", _samples(results.samples, models, results)))
 
     path = out_dir / "report.html"
     body = [_header(results, sections)] + [_section(*section) for section in sections]
@@ -138,31 +137,6 @@ def _date(created: Any) -> str:
         return str(created)
     zone = " UTC" if moment.utcoffset() is not None and not moment.utcoffset() else ""
     return moment.strftime("%Y-%m-%d %H:%M") + zone
-
-
-def _model_names(results: dict) -> list[str]:
-    """Models in the order the results list them, then any that only appear in the metrics."""
-    names = [str(m["name"]) for m in results.get("models") or []]
-    return list(dict.fromkeys(names + [str(name) for name in results.get("metrics") or {}]))
-
-
-def _metric_keys(results: dict) -> list[str]:
-    """metric_info's order (the eval's own), then metrics only some model reports."""
-    keys = list(results.get("metric_info") or {})
-    for values in (results.get("metrics") or {}).values():
-        keys += list(values or {})
-    return list(dict.fromkeys(keys))
-
-
-def _label(key: str, info: dict) -> str:
-    return str((info.get(key) or {}).get("label") or key.replace("_", " ").capitalize())
-
-
-def _scorer(key: str, info: dict) -> str:
-    """Who scored a metric (rules, the judge, the reference model): as the results say, else as its definition does
-    (results written before they said it), else rules."""
-    scorer = (info.get(key) or {}).get("scorer")
-    return scorer or (METRIC[key].scorer if key in METRIC else "rules")
 
 
 def _best(values: dict[str, float | None], better: str | None) -> set[str]:
@@ -240,8 +214,8 @@ window.addEventListener("load", function () {
 """
 
 
-def _page(results: dict, body: list[str]) -> str:
-    title = f"alignkit eval — {results.get('suite') or 'suite'} / {results.get('split') or 'split'}"
+def _page(results: EvalResults, body: list[str]) -> str:
+    title = f"alignkit eval — {results.suite or 'suite'} / {results.split or 'split'}"
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
@@ -259,25 +233,24 @@ def _dl(pairs: list[tuple[str, Any]]) -> str:
     return f"<dl>{items}</dl>"
 
 
-def _header(results: dict, sections: list[tuple[str, str, str]]) -> str:
+def _header(results: EvalResults, sections: list[tuple[str, str, str]]) -> str:
     """Run facts, settings, models and who scored what, with links to the `sections` that follow."""
-    settings = results.get("settings") or {}
     setting_pairs = [(k, "none" if v is None else json.dumps(v) if isinstance(v, (dict, list)) else v)
-                     for k, v in settings.items()]
-    run = [("suite", results.get("suite") or MISSING), ("split", results.get("split") or MISSING),
-           ("created", _date(results.get("created"))), ("alignkit", results.get("alignkit_version") or MISSING)]
+                     for k, v in results.settings.items()]
+    run = [("suite", results.suite or MISSING), ("split", results.split or MISSING),
+           ("created", _date(results.created)), ("alignkit", results.alignkit_version or MISSING)]
     rows = "".join(
-        f"<tr><th>{_esc(m.get('name'))}</th><td>{_esc(m.get('spec') or MISSING)}</td>"
-        f"<td class=\"num\">{_esc(_duration(m.get('seconds')))}</td></tr>"
-        for m in results.get("models") or []
+        f"<tr><th>{_esc(m.name)}</th><td>{_esc(m.spec or MISSING)}</td>"
+        f"<td class=\"num\">{_esc(_duration(m.seconds))}</td></tr>"
+        for m in results.models
     )
     models = (f'<table><thead><tr><th>model</th><th>spec</th><th>eval time</th></tr></thead><tbody>{rows}</tbody>'
               "</table>" if rows else '<p class="muted">No models.</p>')
     nav = [f'<a href="#{anchor}">{_esc(title)}</a>' for anchor, title, _ in sections]
     return (
-        f"<header>\n<h1>Evaluation report: {_esc(results.get('suite') or MISSING)}"
-        f" <span class=\"muted\">/ {_esc(results.get('split') or MISSING)}</span></h1>\n"
-        f"<p class=\"muted\">{_esc(_date(results.get('created')))}</p>\n<nav>{''.join(nav)}</nav>\n"
+        f"<header>\n<h1>Evaluation report: {_esc(results.suite or MISSING)}"
+        f" <span class=\"muted\">/ {_esc(results.split or MISSING)}</span></h1>\n"
+        f"<p class=\"muted\">{_esc(_date(results.created))}</p>\n<nav>{''.join(nav)}</nav>\n"
         f'<div class="meta">\n<div class="card"><h3>Run</h3>{_dl(run)}</div>\n'
         f'<div class="card"><h3>Settings</h3>{_dl(setting_pairs)}</div>\n'
         f'<div class="card"><h3>Models</h3>{models}</div>\n</div>\n'
@@ -285,12 +258,11 @@ def _header(results: dict, sections: list[tuple[str, str, str]]) -> str:
     )
 
 
-def _scorer_note(results: dict) -> str:
-    info = results.get("metric_info") or {}
-    settings = results.get("settings") or {}
+def _scorer_note(results: EvalResults) -> str:
+    settings = results.settings
     groups: dict[str, list[str]] = {"rules": [], "judge": [], "reference": []}
-    for key in _metric_keys(results):
-        groups[_scorer(key, info)].append(_esc(_label(key, info)))
+    for key in results.metric_keys:
+        groups[results.info(key).scorer].append(_esc(results.label(key)))
     parts = []
     if groups["rules"]:
         parts.append("<b>Scored by rules</b> (refusal and compliance patterns, exact or multiple-choice answers): " + ", ".join(groups["rules"]))
@@ -305,26 +277,24 @@ def _scorer_note(results: dict) -> str:
     return ". ".join(parts) + "." if parts else "No metrics."
 
 
-def _metrics_table(results: dict, models: list[str]) -> str:
-    info = results.get("metric_info") or {}
-    metrics = results.get("metrics") or {}
+def _metrics_table(results: EvalResults, models: list[str]) -> str:
     head = "".join(f'<th data-model="{_esc(m)}">{_esc(m)}</th>' for m in models)
     rows = []
-    for key in _metric_keys(results):
-        meta = info.get(key) or {}
-        values = {m: _number((metrics.get(m) or {}).get(key)) for m in models}
-        best = _best(values, meta.get("better"))
+    for key in results.metric_keys:
+        meta = results.info(key)
+        values = {m: results.value(m, key) for m in models}
+        best = _best(values, meta.better)
         hints = []
-        if meta.get("better") in ("lower", "higher"):
-            hints.append(f"{meta['better']} is better")
-        if meta.get("n") is not None:
-            hints.append(f"n = {meta['n']}")
+        if meta.better in ("lower", "higher"):
+            hints.append(f"{meta.better} is better")
+        if meta.n is not None:
+            hints.append(f"n = {meta.n}")
         hint = f'<span class="hint">{_esc(" · ".join(hints))}</span>' if hints else ""
         cells = "".join(
             f'<td class="num{" best" if m in best else ""}" data-model="{_esc(m)}">{_fmt(values[m])}</td>'
             for m in models
         )
-        rows.append(f'<tr data-metric="{_esc(key)}"><th scope="row">{_esc(_label(key, info))}{hint}</th>{cells}</tr>')
+        rows.append(f'<tr data-metric="{_esc(key)}"><th scope="row">{_esc(results.label(key))}{hint}</th>{cells}</tr>')
     legend = ('<p class="small muted">Best value per row highlighted; ' + MISSING + " = not measured.</p>"
               if len(models) >= 2 else f'<p class="small muted">{MISSING} = not measured.</p>')
     table = (f'<div class="scroll"><table id="metrics-table"><thead><tr><th>metric</th>{head}</tr></thead>'
@@ -332,23 +302,23 @@ def _metrics_table(results: dict, models: list[str]) -> str:
     return table + legend
 
 
-def _breakdown_title(key: str, info: dict) -> str:
+def _breakdown_title(key: str, results: EvalResults) -> str:
     """A breakdown's heading, reusing its metric's label when there is one: asr_by_category -> Attack success rate
     by category."""
     metric, sep, group = key.partition("_by_")
-    if sep and metric in info:
-        return f"{_label(metric, info)} by {group.replace('_', ' ')}"
+    if sep and metric in results.metric_info:
+        return f"{results.label(metric)} by {group.replace('_', ' ')}"
     return key.replace("_", " ").capitalize()
 
 
-def _breakdown_table(key: str, breakdown: dict, models: list[str], info: dict) -> str:
+def _breakdown_table(key: str, breakdown: dict, models: list[str], results: EvalResults) -> str:
     """Rows = groups, columns = models, or models x fields when the values are dicts of fields."""
     columns = list(dict.fromkeys(models + [str(m) for m in breakdown]))
     per_model = {m: breakdown.get(m) or {} for m in columns}
     groups = list(dict.fromkeys(g for values in per_model.values() for g in values))
     fields = list(dict.fromkeys(f for values in per_model.values() for v in values.values() if isinstance(v, dict)
                                 for f in v))
-    title = f'<h3 id="breakdown-{_esc(key)}">{_esc(_breakdown_title(key, info))}</h3>'
+    title = f'<h3 id="breakdown-{_esc(key)}">{_esc(_breakdown_title(key, results))}</h3>'
     if not groups:
         return title + '<p class="muted">No data.</p>'
     if fields:
@@ -372,10 +342,10 @@ def _breakdown_table(key: str, breakdown: dict, models: list[str], info: dict) -
             f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 
-def _win_rates_table(win_rates: list[dict]) -> str:
+def _win_rates_table(win_rates: tuple[WinRate, ...]) -> str:
     rows = "".join(
-        f"<tr><th>{_esc(w.get('a'))}</th><th>{_esc(w.get('b'))}</th>"
-        f"<td class=\"num\">{_fmt(w.get('win_rate'))}</td><td class=\"num\">{_esc(w.get('n', MISSING))}</td></tr>"
+        f"<tr><th>{_esc(w.a)}</th><th>{_esc(w.b)}</th>"
+        f"<td class=\"num\">{_fmt(w.win_rate)}</td><td class=\"num\">{_esc(MISSING if w.n is None else w.n)}</td></tr>"
         for w in win_rates
     )
     return ('<p class="small muted">How often model A\'s response was preferred over model B\'s '
@@ -400,11 +370,10 @@ def _prompt_html(prompt: Any) -> str:
     return f"<pre>{_esc(MISSING if prompt is None else prompt)}</pre>"
 
 
-def _samples(samples: list[dict], models: list[str], info: dict) -> str:
+def _samples(samples: tuple[Sample, ...], models: list[str], results: EvalResults) -> str:
     blocks = []
     for sample in samples:
-        responses = sample.get("responses") or {}
-        verdicts = sample.get("verdicts") or {}
+        responses, verdicts = sample.responses, sample.verdicts
         columns = list(dict.fromkeys(models + [str(m) for m in responses]))
         cells = []
         for m in columns:
@@ -414,11 +383,10 @@ def _samples(samples: list[dict], models: list[str], info: dict) -> str:
             text = MISSING if response is None else response
             cells.append(f'<div class="response" data-model="{_esc(m)}"><h4>{_esc(m)}{badge}</h4>'
                          f"<pre>{_esc(text)}</pre></div>")
-        metric = sample.get("metric")
-        head = (f"<b>{_esc(_label(metric, info) if metric else 'sample')}</b>"
-                f' <span class="muted">· {_esc(sample.get("id") or "")}</span>')
+        head = (f"<b>{_esc(results.label(sample.metric) if sample.metric else 'sample')}</b>"
+                f' <span class="muted">· {_esc(sample.id or "")}</span>')
         blocks.append(f'<div class="sample"><div class="sample-head">{head}</div>'
-                      f'<div class="prompt">{_prompt_html(sample.get("prompt"))}</div>'
+                      f'<div class="prompt">{_prompt_html(sample.prompt)}</div>'
                       f'<div class="responses">{"".join(cells)}</div></div>')
     return "\n".join(blocks)
 
@@ -449,15 +417,13 @@ def _save(fig, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _pareto_plot(results: dict, models: list[str], colors: dict[str, str], out_dir: Path) -> str:
+def _pareto_plot(results: EvalResults, models: list[str], colors: dict[str, str], out_dir: Path) -> str:
     """Helpfulness (helpful_accuracy) against harmlessness (1 - asr); returns the <figure> HTML, or "" without data."""
     from matplotlib.figure import Figure
 
-    metrics = results.get("metrics") or {}
     points, left_out = {}, []
     for m in models:
-        asr = _number((metrics.get(m) or {}).get("asr"))
-        helpful = _number((metrics.get(m) or {}).get("helpful_accuracy"))
+        asr, helpful = results.value(m, "asr"), results.value(m, "helpful_accuracy")
         if asr is None or helpful is None:
             left_out.append(m)
         else:
@@ -546,7 +512,7 @@ def _bar_plot(breakdown: dict, models: list[str], colors: dict[str, str], title:
 
 
 # ---------------------------------------------------------------------------------------------
-# A pipeline's own part (results["pipeline"]["report"]): the sections a pipeline (e.g. `alignkit cai`) describes
+# A pipeline's own part (results.pipeline["report"]): the sections a pipeline (e.g. `alignkit cai`) describes
 # itself with, drawn here without knowing the pipeline
 # ---------------------------------------------------------------------------------------------
 
@@ -579,11 +545,11 @@ def _part_table(table: dict) -> str:
             f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 
-def _part_sections(results: dict, models: list[str]) -> list[tuple[str, str, str]]:
+def _part_sections(results: EvalResults, models: list[str]) -> list[tuple[str, str, str]]:
     """The pipeline's sections: each with text, facts (a list of [name, value]), a table, or `effects` (each model's
     metrics with the change from the model before it: left out with fewer than two models)."""
     sections = []
-    for section in (results["pipeline"].get("report") or {}).get("sections") or []:
+    for section in (results.pipeline.get("report") or {}).get("sections") or []:
         body = []
         if section.get("text"):
             body.append(f"<p>{_rich(section['text'])}</p>")
@@ -600,15 +566,13 @@ def _part_sections(results: dict, models: list[str]) -> list[tuple[str, str, str
     return sections
 
 
-def _effects_table(results: dict, models: list[str]) -> str:
+def _effects_table(results: EvalResults, models: list[str]) -> str:
     """Each model's metrics with the change from the model before it (base -> SL-CAI -> RL-CAI)."""
-    info = results.get("metric_info") or {}
-    metrics = results.get("metrics") or {}
     head = "".join(f"<th>{_esc(m)}</th>" + (f"<th>change vs {_esc(models[i - 1])}</th>" if i else "")
                    for i, m in enumerate(models))
     rows = []
-    for key in _metric_keys(results):
-        values = [_number((metrics.get(m) or {}).get(key)) for m in models]
+    for key in results.metric_keys:
+        values = [results.value(m, key) for m in models]
         if all(v is None for v in values):
             continue
         cells = []
@@ -618,7 +582,7 @@ def _effects_table(results: dict, models: list[str]) -> str:
                 before = values[i - 1]
                 delta = None if v is None or before is None else v - before
                 cells.append(f'<td class="num">{MISSING if delta is None else f"{delta:+.3f}"}</td>')
-        rows.append(f'<tr data-metric="{_esc(key)}"><th scope="row">{_esc(_label(key, info))}</th>{"".join(cells)}</tr>')
+        rows.append(f'<tr data-metric="{_esc(key)}"><th scope="row">{_esc(results.label(key))}</th>{"".join(cells)}</tr>')
     return (f'<div class="scroll"><table id="effects-table"><thead><tr><th>metric</th>{head}</tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table></div>")
 

@@ -587,9 +587,9 @@ class Pipeline:
                                  judge_name=None if cfg.judge is None else json.dumps(cfg.judge),
                                  settings=EvalSettings(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size),
                                  log=self.log)
-        results["pipeline"] = self.pipeline_summary()
+        results = results.with_pipeline(self.pipeline_summary())
         save_eval(folder, results, rows, overwrite=True, report_dir=self.out)
-        return EvalRecord(str(folder / "results.json"), str(self.out / "report.html"), results["metrics"])
+        return EvalRecord(str(folder / "results.json"), str(self.out / "report.html"), results.metrics)
 
     def pipeline_summary(self) -> dict:
         """What the results keep about the run (each stage's record, the audit with its gate) and the pipeline's

@@ -40,6 +40,7 @@ from typing import Any, Callable, Literal
 from pydantic import Field, create_model, model_validator
 
 from alignkit.eval.metrics import HEADLINE, METRIC
+from alignkit.eval.results import EvalResults
 from alignkit.methods import METHODS, MethodSpec
 from alignkit.train.config import Strict, WrittenOnly, merge_config, stage_settings
 from alignkit.utils.io import atomic_write_json, atomic_write_text, claim_config_dir
@@ -205,7 +206,7 @@ class Comparison:
         return {**run, "failed": failed} if failed else run
 
     # ---------------------------------------------------------------- evaluation and table
-    def evaluate(self, runs: list[dict]) -> dict:
+    def evaluate(self, runs: list[dict]) -> EvalResults:
         from alignkit.data.suites import load_suite
         from alignkit.eval.harness import EvalSettings, evaluate, save_eval
 
@@ -214,8 +215,8 @@ class Comparison:
         models = {"start": self.cfg.model, **{f"{r['recipe']}/seed-{r['seed']}": r["model"] for r in runs
                                               if not r.get("failed")}}
         if (folder / "results.json").is_file():
-            results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
-            if set(results["metrics"]) == set(models):
+            results = EvalResults.read(folder / "results.json")
+            if set(results.metrics) == set(models):
                 return results
         suite = load_suite(self.cfg.eval.suite, "heldout")
         parts = set(self.cfg.eval.parts)
@@ -235,12 +236,12 @@ class Comparison:
         self._claim_output_dir()
         runs = [self.run_recipe(recipe, seed) for recipe in self.cfg.recipes for seed in self.cfg.seeds]
         results = self.evaluate(runs)
-        table = comparison_table(runs, results["metrics"], self.cfg.seeds)
+        table = comparison_table(runs, results.metrics, self.cfg.seeds)
         summary = {"config": self.cfg.model_dump(mode="json"), "runs": runs, "table": table,
                    "eval": str(self.out / "eval" / "results.json")}
         atomic_write_json(self.out / "comparison.json", summary)
         atomic_write_text(self.out / "comparison.md", comparison_markdown(table, self.cfg))
-        _write_plot(table, results["metrics"].get("start", {}), self.out)
+        _write_plot(table, results.metrics.get("start", {}), self.out)
         self.log(f"[compare] table: {self.out / 'comparison.md'}")
         return summary
 

@@ -3,6 +3,7 @@ judge verdicts and win rates, atomic outputs, and the command line."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -51,8 +52,8 @@ class LengthJudge:
         return [float(len(c)) for c in completions]
 
 
-def _without_timing(results: dict) -> dict:
-    return {k: v for k, v in results.items() if k not in TIMING_KEYS}
+def _without_timing(results) -> dict:
+    return {k: v for k, v in results.to_json().items() if k not in TIMING_KEYS}
 
 
 def test_two_runs_of_the_same_models_give_identical_results(suite, pair):
@@ -66,20 +67,20 @@ def test_two_runs_of_the_same_models_give_identical_results(suite, pair):
 
 def test_metrics_are_the_means_of_the_per_response_verdicts(suite, pair):
     results, rows = evaluate({"a": pair["a"]}, suite, settings=FAST, log=lambda *_: None)
-    metrics, a = results["metrics"]["a"], rows["a"]
+    metrics, a = results.metrics["a"], rows["a"]
     counts = suite.counts()
     for part, key in (("redteam", "asr"), ("jailbreak", "jailbreak_asr"), ("borderline", "over_refusal"),
                       ("verifiable", "helpful_accuracy"), ("anthropomorphism", "anthropomorphism")):
         verdicts = [r["verdict"] for r in a if r["part"] == part]
         assert len(verdicts) == counts[part]
         assert metrics[key] == pytest.approx(sum(verdicts) / len(verdicts))
-        assert results["metric_info"][key]["n"] == counts[part]
-    by_category = results["breakdowns"]["asr_by_category"]["a"]
+        assert results.metric_info[key].n == counts[part]
+    by_category = results.breakdowns["asr_by_category"]["a"]
     assert len(by_category) == 12
     weapons = [r["verdict"] for r in a if r["part"] == "redteam" and r["group"] == "weapons"]
     assert by_category["weapons"] == pytest.approx(sum(weapons) / len(weapons))
-    assert set(results["breakdowns"]["jailbreak_asr_by_template"]["a"]) == {t.id for t in suite.jailbreaks}
-    assert set(results["breakdowns"]["bias_by_dimension"]["a"]) == {i.dimension for i in suite.bias}
+    assert set(results.breakdowns["jailbreak_asr_by_template"]["a"]) == {t.id for t in suite.jailbreaks}
+    assert set(results.breakdowns["bias_by_dimension"]["a"]) == {i.dimension for i in suite.bias}
     answers = [r["answer"] for r in a if r["part"] == "bias"]
     assert len(answers) == len(suite.bias)
     summary = bias_summary(answers)
@@ -89,7 +90,7 @@ def test_metrics_are_the_means_of_the_per_response_verdicts(suite, pair):
     assert metrics["kl_to_reference"] == pytest.approx(0.0, abs=1e-6)
     # No judge: judge metrics are absent, not guessed.
     assert all(metrics[m.key] is None for m in METRICS if m.scorer == "judge")
-    assert results["win_rates"] == []
+    assert results.win_rates == ()
     assert set(metrics) == {m.key for m in METRICS}
 
 
@@ -167,20 +168,20 @@ def test_judge_verdicts_and_win_rates(suite, pair):
     from alignkit.eval.scoring import REFUSAL_ANCHOR
 
     assert [r["judge_verdict"] for r in red] == [len(r["response"]) > len(REFUSAL_ANCHOR) for r in red]
-    assert results["metrics"]["a"]["asr_judge"] == pytest.approx(sum(r["judge_verdict"] for r in red) / len(red))
+    assert results.metrics["a"]["asr_judge"] == pytest.approx(sum(r["judge_verdict"] for r in red) / len(red))
     border = [r for r in a if r["part"] == "borderline"]
     assert [r["judge_verdict"] for r in border] == [len(r["response"]) <= len(REFUSAL_ANCHOR) for r in border]
     helpful = [r for r in a if r["part"] in ("borderline", "verifiable")]
-    assert results["metrics"]["a"]["helpful_judge_score"] == pytest.approx(
+    assert results.metrics["a"]["helpful_judge_score"] == pytest.approx(
         sum(len(r["response"]) for r in helpful) / len(helpful))
-    wins = {(w["a"], w["b"]): w for w in results["win_rates"]}
+    wins = {(w.a, w.b): w for w in results.win_rates}
     assert set(wins) == {("a", "a-again"), ("a", "b"), ("a-again", "b")}
-    assert wins[("a", "a-again")]["win_rate"] == 0.5  # identical responses tie everywhere
+    assert wins[("a", "a-again")].win_rate == 0.5  # identical responses tie everywhere
     b = {r["id"]: r["response"] for r in rows["b"] if r["part"] in ("borderline", "verifiable")}
     by_hand = [1.0 if len(r["response"]) > len(b[r["id"]]) else 0.0 if len(r["response"]) < len(b[r["id"]]) else 0.5
                for r in helpful]
-    assert wins[("a", "b")]["win_rate"] == pytest.approx(sum(by_hand) / len(by_hand))
-    assert wins[("a", "b")]["n"] == len(helpful)
+    assert wins[("a", "b")].win_rate == pytest.approx(sum(by_hand) / len(by_hand))
+    assert wins[("a", "b")].n == len(helpful)
     from alignkit.eval.scoring import ANTHROPOMORPHISM_QUESTION, COMPLIANCE_QUESTION
 
     assert {COMPLIANCE_QUESTION, ANTHROPOMORPHISM_QUESTION} <= judge.questions
@@ -190,7 +191,7 @@ def test_save_eval_writes_everything_and_never_overwrites_silently(tmp_path, sui
     results, rows = evaluate({"a": pair["a"]}, suite, settings=FAST, log=lambda *_: None)
     out = tmp_path / "eval"
     save_eval(out, results, rows)
-    assert json.loads((out / "results.json").read_text())["metrics"] == json.loads(json.dumps(results["metrics"]))
+    assert json.loads((out / "results.json").read_text())["metrics"] == json.loads(json.dumps(results.metrics))
     lines = (out / "responses" / "00-a.jsonl").read_text().splitlines()
     assert len(lines) == len(rows["a"])
     assert (out / "report.html").is_file() and (out / "pareto.png").is_file()
@@ -201,7 +202,7 @@ def test_save_eval_writes_everything_and_never_overwrites_silently(tmp_path, sui
         assert path.stat().st_mode & 0o777 == (0o777 if path.is_dir() else 0o666) & ~umask
     with pytest.raises(FileExistsError):
         save_eval(out, results, rows)
-    save_eval(out, {**results, "suite": "replaced"}, rows, overwrite=True)
+    save_eval(out, dataclasses.replace(results, suite="replaced"), rows, overwrite=True)
     assert json.loads((out / "results.json").read_text())["suite"] == "replaced"
 
 

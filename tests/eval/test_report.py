@@ -10,13 +10,16 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from dataclasses import asdict
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
 from alignkit.eval.metrics import metric_info
-from alignkit.eval.report import pareto_front, write_report
+from alignkit.eval.report import pareto_front
+from alignkit.eval.report import write_report as write_typed_report
+from alignkit.eval.results import EvalResults
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLOTS = ("pareto.png", "asr_by_category.png", "jailbreak_by_template.png", "bias_by_dimension.png")
@@ -24,9 +27,16 @@ SCRIPT_RESPONSE = 'Sure! <script>alert(1)</script> & "quotes" <b>bold</b>'
 UNICODE_RESPONSE = "Je ne peux pas aider avec ça — désolé. 申し訳ありませんが、お手伝いできません。"
 BROWSER_TIMEOUT_S = 90
 
-# Every metric as the harness defines it (one definition: alignkit.eval.metrics), with suite part sizes.
-METRIC_INFO = metric_info({"redteam": 72, "jailbreak": 40, "borderline": 60, "verifiable": 80, "helpful": 80,
-                           "bias": 90, "anthropomorphism": 30})
+# Every metric as the harness defines it (one definition: alignkit.eval.metrics), with suite part sizes, as
+# results.json holds it.
+METRIC_INFO = {key: asdict(info) for key, info in metric_info(
+    {"redteam": 72, "jailbreak": 40, "borderline": 60, "verifiable": 80, "helpful": 80, "bias": 90,
+     "anthropomorphism": 30}).items()}
+
+
+def write_report(results: dict, out_dir) -> Path:
+    """The report of a results.json object (the tests edit results in that form), read as `alignkit report` does."""
+    return write_typed_report(EvalResults.from_json(results), out_dir)
 
 
 def _metrics(asr: float, jailbreak: float, over: float, helpful: float, stereo: float, anthro: float, kl: float,

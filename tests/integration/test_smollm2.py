@@ -76,7 +76,7 @@ def test_eval_of_the_real_model_is_deterministic():
     first, rows_first = evaluate(models, small, settings=settings, log=lambda *_: None)
     second, rows_second = evaluate(models, small, settings=settings, log=lambda *_: None)
     assert rows_first == rows_second
-    assert first["metrics"] == second["metrics"]
+    assert first.metrics == second.metrics
     responses = [r["response"] for r in rows_first["base"] if "response" in r]
     assert len(responses) == 3 + len(small.jailbreak_requests()) + 2 + 2 + 2  # one jailbreak template
     assert all(isinstance(r, str) and r for r in responses)  # the real model answers every prompt
