@@ -12,11 +12,13 @@ from alignkit.pipelines.compare import (
     RECIPES,
     CompareConfig,
     CompareError,
+    Comparison,
     TrainedStage,
     comparison_markdown,
     comparison_table,
     run_compare,
 )
+from alignkit.pipelines.demo import demo_config
 from alignkit.train.config import ConfigError, load_config
 from alignkit.utils.stages import read_finished
 
@@ -130,6 +132,25 @@ def test_config_errors_name_the_problem():
         load_config(CompareConfig, None, ["seeds=[1, 1]"])
     with pytest.raises(ConfigError, match="recipes"):
         load_config(CompareConfig, None, ["recipes=[rlhf]"])
+
+
+def test_cai_settings_are_typed_and_keep_only_what_was_written(tmp_path):
+    """`cai` holds keys of `alignkit cai`, checked where they are written; what nobody wrote keeps the demo's value."""
+    cfg = load_config(CompareConfig, None, [f"output_dir={tmp_path}", "cai.rl.dpo.beta=0.3", "cai.critique.rounds=2"])
+    assert cfg.cai.written() == {"critique": {"rounds": 2}, "rl": {"dpo": {"beta": 0.3}}}
+    # Written back and read again (comparison.json, the folder's claimed settings), still only those keys.
+    assert CompareConfig.model_validate(cfg.model_dump(mode="json")).cai.written() == cfg.cai.written()
+    spec = Comparison(cfg).stage_spec(("cai",), 0, "smollm2-135m")["config"]
+    demo = demo_config("x", "smollm2-135m")
+    assert spec["rl"]["dpo"]["beta"] == 0.3 and spec["critique"]["rounds"] == 2
+    assert spec["critique"]["check_revisions"] is demo.critique.check_revisions is True  # the demo's, not the default
+    assert spec["rl"]["dpo"]["lr"] == demo.rl.dpo.lr and spec["rl"]["dpo"]["max_steps"] == cfg.steps
+    with pytest.raises(ConfigError, match="unknown key 'cai.rl.dpo.betta'"):
+        load_config(CompareConfig, None, ["cai.rl.dpo.betta=1"])
+    with pytest.raises(ConfigError, match="cai.critique.rounds"):
+        load_config(CompareConfig, None, ["cai.critique.rounds=0"])
+    with pytest.raises(ConfigError, match="seed: set by the pipeline"):
+        load_config(CompareConfig, None, ["cai.seed=3"])
 
 
 def test_a_folder_that_is_not_a_comparison_is_refused(tmp_path):

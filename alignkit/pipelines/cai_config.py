@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_serializer, model_validator
 
 from alignkit.methods.dpo import DPOConfig
 from alignkit.methods.ppo import PPOConfig
 from alignkit.methods.reward import RewardConfig
 from alignkit.methods.sft import SFTConfig
-from alignkit.train.config import Strict, stage_settings
+from alignkit.train.config import StageSettings, Strict, stage_settings
 
 SFTStage = stage_settings(SFTConfig)
 RewardStage = stage_settings(RewardConfig)
@@ -154,3 +154,27 @@ class CAIConfig(Strict):
         if self.rl.phase1_pairs and not self.critique.check_revisions:
             raise ValueError("rl.phase1_pairs needs critique.check_revisions: true (its labels are that check's)")
         return self
+
+
+class CAIStage(StageSettings, CAIConfig):
+    """The Constitutional AI recipe as a stage of another pipeline (`alignkit compare`'s `cai`): keys of `CAIConfig`
+    laid over that pipeline's settings (the demo's), typed and checked as written. Unset keys stay unset at every
+    depth, so a setting nobody wrote keeps the pipeline's value, not `CAIConfig`'s default. The pipeline's own keys
+    are refused. The cross-section check of `CAIConfig` runs on the whole config the stage trains with, not here
+    (where an unset key would read as its default rather than as the pipeline's value)."""
+
+    owned: ClassVar[tuple[str, ...]] = ("model", "output_dir", "seed", "eval", "reuse")
+    model: Any = None
+    output_dir: Any = None
+    seed: Any = None
+    eval: Any = None
+    reuse: Any = None
+
+    def _check_phase1_pairs(self):
+        return self
+
+    @model_serializer(mode="wrap")
+    def _written_only(self, handler, info):
+        dumped = handler(self)
+        return {k: v.model_dump(mode=info.mode, exclude_unset=True) if isinstance(v := getattr(self, k), BaseModel)
+                else dumped[k] for k in dumped if k in self.model_fields_set}

@@ -42,6 +42,7 @@ from pydantic import Field, create_model, model_validator
 from alignkit.eval.metrics import HEADLINE, METRIC
 from alignkit.eval.results import EvalResults
 from alignkit.methods import METHODS, MethodSpec
+from alignkit.pipelines.cai_config import CAIStage
 from alignkit.train.config import Strict, WrittenOnly, merge_config, stage_settings
 from alignkit.utils.io import atomic_write_json, atomic_write_text, claim_config_dir
 from alignkit.utils.memory import peak_rss_gb
@@ -95,7 +96,8 @@ class CompareConfig(Strict):
     stages: CompareStages = Field(
         default_factory=lambda: CompareStages(), description="trainer keys per stage, over the methods' own defaults: "
                                                              + ", ".join(STAGES))
-    cai: dict[str, Any] = Field(default_factory=dict, description="overrides of the CAI recipe (the demo's settings)")
+    cai: CAIStage = Field(default_factory=CAIStage, description="keys of `alignkit cai` over the CAI recipe's (the "
+                                                                "demo's settings); model, seeds and eval are compare's")
     eval: CompareEvalConfig = Field(default_factory=CompareEvalConfig)
 
     @model_validator(mode="after")
@@ -140,7 +142,7 @@ class Comparison:
             from alignkit.pipelines.demo import demo_config
 
             overrides = merge_config({"seed": seed, "eval": None, "sl": {"sft": {"max_steps": cfg.steps}},
-                                      "rl": {"dpo": {"max_steps": cfg.steps}}}, cfg.cai)
+                                      "rl": {"dpo": {"max_steps": cfg.steps}}}, cfg.cai.written())
             cai = demo_config(str(folder / "run"), start).model_dump(mode="json")
             return {"kind": "cai", "config": merge_config(cai, overrides)}
         spec, preset = STAGES[stage]
