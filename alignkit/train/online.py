@@ -212,7 +212,7 @@ class OnlineTrainer:
         return [self.train_prompts[i] for i in order[k * size : (k + 1) * size].tolist()]
 
     @torch.no_grad()
-    def experience(self, iteration: int, state: OnlineState) -> tuple[Batch, Rollout, dict[str, float]]:
+    def experience(self, iteration: int, state: OnlineState) -> tuple[Batch, dict[str, float]]:
         cfg, alg = self.cfg, self.algorithm
         records = self.prompts_for(iteration)
         t0 = time.perf_counter()
@@ -249,7 +249,7 @@ class OnlineTrainer:
             "generate_tokens_per_s": generated / max(t_generate, 1e-9),
             "generated_tokens": float(state.generated_tokens),
         }
-        return exp, rollout, metrics
+        return exp, metrics
 
     def forward_chunks(self, exp: Batch, with_values: bool) -> dict[str, torch.Tensor]:
         """No-grad forward over the whole batch in micro-batches of `eval_batch_size` (default 2 x batch_size)."""
@@ -358,7 +358,7 @@ class OnlineTrainer:
 
         def step(iteration: int) -> dict[str, float]:
             t_iter = time.perf_counter()
-            exp, _, metrics = self.experience(iteration, state)
+            exp, metrics = self.experience(iteration, state)
             metrics.update(self.algorithm.advantages(exp, {"state": state, "cfg": cfg}))
             t_update = time.perf_counter()
             metrics.update(self.update(exp, optimizer, scheduler, iteration))
