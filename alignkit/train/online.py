@@ -351,9 +351,7 @@ class OnlineTrainer:
             raise RunError(f"minibatch_size={cfg.minibatch_size} must divide the rollout batch ({n} sequences)")
         total = self.iterations()
         steps_per_iteration = cfg.ppo_epochs * (n // self.minibatch_size())
-        # The fused kernel is ~4x faster than the per-tensor loop on CPU (0.11 vs 0.44 s for 135M parameters).
-        optimizer, scheduler = self.run.optimizer(self.param_groups(), total * steps_per_iteration,
-                                                  fused=self.device.type in ("cpu", "cuda"))
+        optimizer, scheduler = self.run.optimizer(self.param_groups(), total * steps_per_iteration)
         state = OnlineState(kl_coef=cfg.kl_coef)
 
         def step(iteration: int) -> dict[str, float]:

@@ -178,9 +178,13 @@ class Run:
     def cache_path(self, name: str) -> Path:
         return self.output_dir / "cache" / name
 
-    def optimizer(self, groups: list[dict], schedule_steps: int, fused: bool = False):
-        """AdamW over `groups` (see `decay_groups`) and its schedule over `schedule_steps` optimizer steps."""
-        optimizer = torch.optim.AdamW(groups, lr=self.cfg.lr, fused=fused)
+    def optimizer(self, groups: list[dict], schedule_steps: int):
+        """AdamW over `groups` (see `decay_groups`) and its schedule over `schedule_steps` optimizer steps.
+
+        AdamW's fused kernel where torch has one (CPU, CUDA): on CPU it steps SmolLM2-135M's parameters 4.9x faster
+        than the default per-tensor loop (0.31 vs 1.48 s, one thread, same parameters after the steps to 6e-8;
+        `bench/optimizer_step.py`)."""
+        optimizer = torch.optim.AdamW(groups, lr=self.cfg.lr, fused=self.device.type in ("cpu", "cuda"))
         warmup = int(self.cfg.warmup_ratio * schedule_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(self.cfg.scheduler, warmup, schedule_steps))
         return optimizer, scheduler
