@@ -10,7 +10,8 @@ lm                  ``text`` or ``messages``
 prompt_completion   ``prompt`` + ``completion``
 sft                 either of the two above, decided per row
 preference          ``prompt`` + ``chosen`` + ``rejected`` [+ ``margin``] [+ ``probability``, a soft label], or
-                    ``chosen`` + ``rejected`` as full conversations (implicit prompt)
+                    ``chosen`` + ``rejected`` with the prompt in both (implicit prompt): full conversations, or
+                    strings such as Human/Assistant transcripts (`transcripts.py`)
 unpaired            ``prompt`` + ``completion`` + ``label``; preference rows become
                     two records (chosen -> True, rejected -> False)
 reward              preference rows, ``prompt`` + ``responses`` + ``ranking``/``scores``,
@@ -20,7 +21,8 @@ prompt              ``prompt`` [+ ``reference``, gold data for a verifier; ``ans
 ==================  ===========================================================
 
 Other fields are ignored. A field holding ``null`` counts as missing, because columnar
-formats (Parquet, datasets) fill absent fields with null.
+formats (Parquet, datasets) fill absent fields with null. With ``transcripts="chat"``, string fields holding
+Human/Assistant transcripts are read as conversations first.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from .records import (
 )
 from .sources import iter_rows
 from .suites import check_not_heldout
+from .transcripts import split_shared_prompt, transcripts_as_conversations
 
 ROLES = ("system", "user", "assistant", "tool")
 KINDS = ("lm", "prompt_completion", "sft", "preference", "unpaired", "reward", "prompt")
@@ -209,11 +212,15 @@ def _parse_preference(row: dict[str, Any], where: str) -> list[Record]:
 
 
 def _split_implicit_prompt(chosen: Turns, rejected: Turns, where: str) -> tuple[Turns, Turns, Turns]:
-    """Without a 'prompt' field, the prompt is the messages chosen and rejected share at the start."""
+    """Without a 'prompt' field, the prompt is what chosen and rejected share at the start: their first messages
+    (conversations), or their first words (strings, see `transcripts.split_shared_prompt`)."""
+    if isinstance(chosen, str) and isinstance(rejected, str):
+        return split_shared_prompt(chosen, rejected, where)
     if not (isinstance(chosen, list) and isinstance(rejected, list)):
         raise DataError(
             where,
-            "a 'prompt' (only full conversations in 'chosen' and 'rejected' can have an implicit prompt)",
+            "a 'prompt' ('chosen' and 'rejected' can hold an implicit prompt when both are strings or both are "
+            "conversations)",
             "nothing (the field is missing)",
             field="prompt",
         )
@@ -349,13 +356,17 @@ def load_records(
     skip_invalid: bool = False,
     split: str = "train",
     limit: int | None = None,
+    transcripts: str = "text",
 ) -> LoadResult:
     """Read and validate ``source``.
 
     With ``skip_invalid`` False the first bad row raises DataError; with True bad rows
     (malformed lines included) are skipped, counted and described in ``errors``.
     ``limit`` caps the number of valid rows used. No valid rows at all is always an error.
+    ``transcripts``: "text" keeps Human/Assistant transcripts as plain text; "chat" reads them as conversations.
     """
+    if transcripts not in ("text", "chat"):
+        raise ValueError(f"transcripts must be 'text' or 'chat', got {transcripts!r}")
     parse = _parser(kind)
     result = LoadResult(records=[])
     used_rows = 0
@@ -365,6 +376,8 @@ def load_records(
         try:
             if isinstance(row, DataError):
                 raise row
+            if transcripts == "chat":
+                row = transcripts_as_conversations(row, where)
             records = parse(row, where)
             for record in records:
                 # Held-out evaluation prompts never reach training, whatever file they were copied into.

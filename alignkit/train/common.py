@@ -46,7 +46,8 @@ def load_splits(cfg: TrainConfig, kind: str) -> tuple[list, list]:
         if source is None:
             splits.append([])
             continue
-        result = load_records(source, kind, skip_invalid=cfg.data.skip_invalid, limit=limit)
+        result = load_records(source, kind, skip_invalid=cfg.data.skip_invalid, limit=limit,
+                              transcripts=cfg.data.transcripts)
         if result.skipped:
             print(f"{source}: skipped {result.skipped} invalid record(s); first: {result.errors[0]}", flush=True)
         splits.append(result.records)

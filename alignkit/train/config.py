@@ -33,6 +33,10 @@ class DataConfig(Strict):
     skip_invalid: bool = Field(default=False, description="skip bad records and report the count instead of failing")
     limit: int | None = Field(default=None, ge=1, description="use at most this many training records")
     eval_limit: int | None = Field(default=None, ge=1, description="use at most this many eval records")
+    transcripts: Literal["text", "chat"] = Field(
+        default="text", description="Human/Assistant transcripts in string fields: text (trained as plain text; a "
+                                    "pair's prompt is the transcript both share up to its last shared 'Assistant:') "
+                                    "or chat (read as conversations, rendered with the chat template)")
 
 
 class LoraConfig(Strict):
