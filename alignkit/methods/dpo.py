@@ -55,11 +55,13 @@ def dpo_loss_fn(cfg: DPOConfig):
     return functools.partial(fn, beta=cfg.beta)
 
 
-def prepare_pairs(run: Run, cfg: DPOConfig, model, tokenizer) -> tuple[list[dict], list[dict], Callable]:
-    """Train and eval pairs rendered with identical prompt tokens for chosen and rejected, each with its reference
-    log-probs (computed once, before any update, and cached on disk for resume); and their collate."""
+def prepare_pairs(run: Run, cfg: DPOConfig, model, tokenizer, records: tuple[list, list]
+                  ) -> tuple[list[dict], list[dict], Callable]:
+    """Train and eval pairs (`records`, from `load_splits(cfg, "preference")`) rendered with identical prompt tokens
+    for chosen and rejected, each with its reference log-probs (computed once, before any update, and cached on disk
+    for resume); and their collate."""
     pad_id = tokenizer.pad_token_id
-    train_records, eval_records = load_splits(cfg, "preference")
+    train_records, eval_records = records
     train_items = render_pairs(tokenizer, train_records, cfg.max_length, cfg.data.train)
     eval_items = render_pairs(tokenizer, eval_records, cfg.max_length, cfg.data.eval) if eval_records else []
     require_items(cfg.data.train, train_items)
@@ -97,8 +99,9 @@ def train_dpo(cfg: DPOConfig) -> TrainResult:
     configure_threads()
     # 1. Run directory, policy, pairs with their reference log-probs.
     run = Run(cfg, "dpo")
+    records = load_splits(cfg, "preference")  # checked before the model loads
     model, tokenizer = load_policy(cfg)
-    train_items, eval_items, collate = prepare_pairs(run, cfg, model, tokenizer)
+    train_items, eval_items, collate = prepare_pairs(run, cfg, model, tokenizer, records)
     pair_losses = pair_losses_fn(cfg)
 
     # 3. Loss: summed over pairs; the loop divides by the global number of pairs in the step.

@@ -197,13 +197,14 @@ def train_hbat(cfg: HBATConfig) -> TrainResult:
     configure_threads()
     # 1. Run directory, policy; demonstrations and pairs (with their reference log-probs, from the starting model).
     run = Run(cfg, "hbat")
+    # Both datasets are checked before the model loads.
+    sft_records, _ = load_splits(cfg.model_copy(update={"data": cfg.sft_data}), "sft")
+    pair_records = load_splits(cfg, "preference")
     model, tokenizer = load_policy(cfg)
     pad_id = tokenizer.pad_token_id
-    sft_cfg = cfg.model_copy(update={"data": cfg.sft_data})
-    sft_records, _ = load_splits(sft_cfg, "sft")
     sft_items = render_sft(tokenizer, sft_records, cfg.max_length, cfg.sft_data.train)
     require_items(cfg.sft_data.train, sft_items)
-    pair_items, _, pair_collate = prepare_pairs(run, cfg, model, tokenizer)
+    pair_items, _, pair_collate = prepare_pairs(run, cfg, model, tokenizer, pair_records)
     items = sft_items + pair_items
     lengths = [item_length(it) for it in items] if cfg.group_by_length else None
     plan = HBATPlan(cfg, len(sft_items), len(pair_items), run.accelerator.num_processes,

@@ -66,9 +66,9 @@ def train_kto(cfg: KTOConfig) -> TrainResult:
     configure_threads()
     # 1. Run directory, policy, unpaired examples (preference data is split into chosen=good / rejected=bad).
     run = Run(cfg, "kto")
+    train_records, eval_records = load_splits(cfg, "unpaired")  # checked before the model loads
     model, tokenizer = load_policy(cfg)
     pad_id = tokenizer.pad_token_id
-    train_records, eval_records = load_splits(cfg, "unpaired")
     train_items = render_unpaired(tokenizer, train_records, cfg.max_length, cfg.seed, cfg.data.train)
     eval_items = render_unpaired(tokenizer, eval_records, cfg.max_length, cfg.seed, cfg.data.eval) if eval_records else []
     require_items(cfg.data.train, train_items)

@@ -113,6 +113,7 @@ def train_reward(cfg: RewardConfig) -> TrainResult:
     configure_threads()
     # 1. Run directory, score model (LM backbone + fresh 1-output head), data of one kind.
     run = Run(cfg, "reward")
+    train_records, eval_records = load_splits(cfg, "reward")  # checked before the model loads
     tokenizer = load_tokenizer(cfg.model)
     model = load_score_model(cfg.model)
     if cfg.lora is not None:
@@ -120,7 +121,6 @@ def train_reward(cfg: RewardConfig) -> TrainResult:
             model, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
             target_modules=cfg.lora.target_modules, task_type="SEQ_CLS",
         )
-    train_records, eval_records = load_splits(cfg, "reward")
     kind = record_type(train_records, cfg.data.train)
     if eval_records and record_type(eval_records, cfg.data.eval) is not kind:
         raise RunError(f"{cfg.data.eval}: eval data is of a different kind than the training data ({kind.__name__})")

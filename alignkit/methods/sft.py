@@ -43,9 +43,9 @@ def train_sft(cfg: SFTConfig) -> TrainResult:
     configure_threads()
     # 1. Run directory (refuses to clobber a finished run; finds a checkpoint to resume).
     run = Run(cfg, "sft")
-    # 2. Model, tokenizer, data rendered to ids + assistant-only loss masks.
-    model, tokenizer = load_policy(cfg)
+    # 2. Data (checked before the model loads), model, tokenizer; the data rendered to ids + assistant-only masks.
     train_records, eval_records = load_splits(cfg, "sft")
+    model, tokenizer = load_policy(cfg)
     train_items = render_sft(tokenizer, train_records, cfg.max_length, cfg.data.train)
     eval_items = render_sft(tokenizer, eval_records, cfg.max_length, cfg.data.eval) if eval_records else []
     require_items(cfg.data.train, train_items)

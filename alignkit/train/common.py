@@ -209,8 +209,8 @@ def train_reference_free_pairs(cfg: TrainConfig, name: str, pair_losses: Callabl
     configure_threads()
     # 1. Run directory, policy and pairs (chosen and rejected share the prompt's ids).
     run = Run(cfg, name)
+    train_records, eval_records = load_splits(cfg, "preference")  # checked before the model loads
     model, tokenizer = load_policy(cfg)
-    train_records, eval_records = load_splits(cfg, "preference")
     train_items = render_pairs(tokenizer, train_records, cfg.max_length, cfg.data.train)
     eval_items = render_pairs(tokenizer, eval_records, cfg.max_length, cfg.data.eval) if eval_records else []
     require_items(cfg.data.train, train_items)

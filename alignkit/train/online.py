@@ -162,6 +162,11 @@ class OnlineTrainer:
         if self.run.accelerator.num_processes > 1:
             raise RunError(f"{algorithm.name}: online methods run in one process (multi-process is not implemented)")
         self.device = self.run.device
+        # The prompts are checked before any model loads.
+        self.train_prompts = load_prompts(cfg.data.train, cfg.data.limit, cfg.data.skip_invalid)
+        self.eval_prompts = (
+            load_prompts(cfg.data.eval, cfg.data.eval_limit, cfg.data.skip_invalid) if cfg.data.eval else []
+        )
         policy, self.tokenizer = load_policy(cfg)
         critic_model = None
         if algorithm.critic == "separate":
@@ -173,10 +178,6 @@ class OnlineTrainer:
         self.policy = policy
         self.reference = self._reference() if algorithm.uses_reference and self._kl_used() else None
         self.judge = judge_from_spec(cfg.judge)
-        self.train_prompts = load_prompts(cfg.data.train, cfg.data.limit, cfg.data.skip_invalid)
-        self.eval_prompts = (
-            load_prompts(cfg.data.eval, cfg.data.eval_limit, cfg.data.skip_invalid) if cfg.data.eval else []
-        )
         if len(self.train_prompts) < cfg.prompts_per_step:
             raise RunError(
                 f"{cfg.data.train}: {len(self.train_prompts)} prompts, fewer than prompts_per_step={cfg.prompts_per_step}"
