@@ -319,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fresh", action="store_true", help="delete an earlier demo run in --out first")
 
     args = parser.parse_args(argv)
+    from alignkit.train.card import record_command
+
+    record_command(["alignkit", *argv])
     from alignkit.constitution import ConstitutionError, FeedbackAuditError
     from alignkit.data import DataError
     from alignkit.models import ModelSpecError

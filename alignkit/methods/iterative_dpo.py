@@ -33,6 +33,7 @@ from alignkit.methods.dpo import DPOConfig, DPOKeys, train_dpo
 from alignkit.methods.spec import MethodSpec
 from alignkit.models import load_causal_lm, load_tokenizer
 from alignkit.rollouts import SamplingSettings, sample
+from alignkit.train.card import model_card
 from alignkit.train.config import Sampling, TrainConfig
 from alignkit.train.online import load_prompts
 from alignkit.train.run import Run, RunError, TrainResult, configure_threads
@@ -260,14 +261,22 @@ class IterativeDPO:
             current = finished.record.model
         generated_total = sum(record.generated_tokens for record in rounds)
         # The last round's model, copied whole so that final/ stands alone.
+        seconds = time.perf_counter() - t0
+        final_eval = rounds[-1].eval if rounds else initial
+        card = model_card("iterative-dpo", cfg, steps=sum(r.dpo_steps or 0 for r in rounds), precision=self.run.precision,
+                          seconds=seconds, train_metrics={}, eval_metrics=final_eval,
+                          adapter=False,  # every round saves its model merged
+                          generated=f"{cfg.rounds} rounds of responses sampled from the policy, scored by the judge "
+                                    f"`{json.dumps(cfg.judge) if isinstance(cfg.judge, dict) else cfg.judge}`, "
+                                    "best/worst of each prompt as DPO pairs")
         with atomic_dir(self.run.final_dir, replace=cfg.overwrite) as tmp:
             shutil.copytree(current, tmp, dirs_exist_ok=True)
-        seconds = time.perf_counter() - t0
+            (tmp / "README.md").write_text(card, encoding="utf-8")
         report = {
             "method": "iterative-dpo",
             "rounds": [dataclasses.asdict(record) for record in rounds],
             "eval_before": initial,
-            "eval": rounds[-1].eval if rounds else initial,
+            "eval": final_eval,
             "generated_tokens": generated_total,
             "train_seconds": round(seconds, 2),
             "peak_rss_gb": round(peak_rss_gb(), 3),

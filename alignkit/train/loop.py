@@ -63,7 +63,7 @@ def processed_tokens(batch: Batch) -> int:
 
 
 def offline_loop(run: Run, module: nn.Module, items: list, collate: Callable[[list], Batch], method: Method,
-                 save_final: Callable[[Path], None], schedule: Schedule | None = None) -> TrainResult:
+                 save_final: Callable[[Path, dict[str, str]], None], schedule: Schedule | None = None) -> TrainResult:
     """Train `module` on `items` with `method` in `run`: the offline step, handed to `Run.fit`."""
     cfg, acc = run.cfg, run.accelerator
     world = acc.num_processes

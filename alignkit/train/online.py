@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -374,6 +375,8 @@ class OnlineTrainer:
             state=lambda: {"kl_coef": state.kl_coef, "generated_tokens": state.generated_tokens},
             load_state=load_state, progress=("score", "kl"),
             summary=lambda: {"generated_tokens": state.generated_tokens},
+            generated=f"responses sampled from the policy ({cfg.samples_per_prompt} per prompt), scored by the "
+                      f"judge `{json.dumps(cfg.judge) if isinstance(cfg.judge, dict) else cfg.judge}`",
         )
         return self.run.fit(self.model, optimizer, scheduler, steps, final_saver(self.policy, self.tokenizer, cfg))
 

@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from alignkit.train.card import model_card
 from alignkit.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from alignkit.train.config import TrainConfig
 from alignkit.train.logging import MetricsLog
@@ -62,6 +63,7 @@ class Steps:
     load_state: Callable[[dict], None] | None = None
     progress: tuple[str, ...] = ("loss",)
     summary: Callable[[], dict] | None = None  # entries the loop adds to summary.json
+    generated: str | None = None  # what the run produces and trains on itself, for the model card (online methods)
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -190,7 +192,7 @@ class Run:
         return optimizer, scheduler
 
     def fit(self, module: nn.Module, optimizer, scheduler, steps: Steps,
-            save_final: Callable[[Path], None]) -> TrainResult:
+            save_final: Callable[[Path, dict[str, str]], None]) -> TrainResult:
         """Resume, run `steps` with logging, progress, evaluation and checkpoints, save the final model, summarise.
 
         `module` is what checkpoints hold (its trainable parameters) and what evaluation switches to eval mode."""
@@ -243,7 +245,10 @@ class Run:
             last_eval = self._evaluate(module, steps.evaluate, log, total, "after training")
         acc.wait_for_everyone()
         if self.is_main:
-            save_final(self.final_dir)
+            card = model_card(self.method_name, cfg, steps=total, precision=self.precision, seconds=seconds,
+                              train_metrics=last_train, eval_metrics=last_eval,
+                              adapter=cfg.lora is not None and not cfg.save_merged, generated=steps.generated)
+            save_final(self.final_dir, {"README.md": card})
             summary = {
                 "method": self.method_name,
                 "steps": total,

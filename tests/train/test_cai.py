@@ -11,6 +11,7 @@ import yaml
 from alignkit.constitution import FeedbackAuditError, load_constitution, load_gold_comparisons
 from alignkit.pipelines.cai import STAGES, jailbreak_wrapped, read_jsonl, reply_text, run_cai
 from alignkit.pipelines.cai_config import CAIConfig
+from alignkit.train.card import portable
 from alignkit.train.config import ConfigError, load_config
 from alignkit.train.run import RunError
 
@@ -46,6 +47,18 @@ def test_whole_chain_with_ppo_keeps_provenance_and_resumes(chatty_dir, tiny_dir,
     for stage in manifest["stages"]:
         assert (out / f"{STAGES.index(stage) + 1}-{stage}" / "done.json").is_file()
     assert (out / "final" / "config.json").is_file() and manifest["final"] == str(out / "final")
+
+    # The final model's card tells the whole run: its stages and who wrote their data, the constitution, the config.
+    card = (out / "final" / "README.md").read_text(encoding="utf-8")
+    front = yaml.safe_load(card.split("---\n", 2)[1])
+    assert {"constitutional-ai", "rlaif", "ppo"} <= set(front["tags"])
+    assert "\n# cai\n" in card and "## Constitution" in card and "## The cai config" in card
+    assert all(f"**{p.id}**" in card for p in load_constitution("default").principles)
+    for stage, summary in manifest["stages"].items():
+        if summary.get("origin"):
+            assert f"| {stage} |" in card and portable(summary["origin"]) in card
+    assert card.index("## Constitution") < card.index("## Reproduce")
+    assert str(tmp_path) not in card and tiny_dir not in card and chatty_dir not in card
 
     # The feedback model was taught from the team's exemplars and train gold comparisons, then audited.
     fb = manifest["stages"]["feedback"]
