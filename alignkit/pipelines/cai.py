@@ -646,6 +646,8 @@ class Pipeline:
                     "this model.", "", "| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
             for key in keys:
                 values = [evaluation.metrics[n].get(key) for n in names]
+                if all(v is None for v in values):
+                    continue  # not measured in this run
                 rows.append(f"| {key} | " + " | ".join("" if v is None else f"{v:.3f}" if isinstance(v, float)
                                                        else str(v) for v in values) + " |")
             sections.append("\n".join(rows))

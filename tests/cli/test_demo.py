@@ -44,6 +44,13 @@ def test_demo_runs_every_stage_writes_the_report_and_the_final_model(tiny_dir, t
         assert needle in html, needle
     printed = capsys.readouterr().out
     assert "Feedback model audit: accuracy" in printed and "rl-cai" in printed
+    # The final model's card carries the held-out results the eval stage measured, for every model.
+    card = (out / "final" / "README.md").read_text(encoding="utf-8")
+    assert "## Held-out evaluation" in card and "| metric | base | sl-cai | rl-cai |" in card
+    asr = [results["metrics"][name]["asr"] for name in ("base", "sl-cai", "rl-cai")]
+    assert "| asr | " + " | ".join(f"{v:.3f}" for v in asr) + " |" in card
+    assert "| asr_judge |" not in card  # not measured (no judge): no row
+    assert "alignkit demo --out" in card and str(tmp_path) not in card
 
     weights = (out / "final" / "model.safetensors").read_bytes()
     assert main(["demo", "--out", str(out), "--model", tiny_dir, *TINY]) == 0
