@@ -20,9 +20,26 @@ def _train(method: str, argv: list[str]) -> int:
     if argv and "=" not in argv[0]:
         config_path, argv = argv[0], argv[1:]
     spec = METHODS[method]
-    result = spec.train(load_config(spec.config, config_path, argv))
+    cfg = load_config(spec.config, config_path, argv)
+    out = Path(cfg.output_dir)
+    print(f"alignkit {method}: {cfg.model} -> {out}/ (config.yaml, metrics.jsonl, checkpoints/, summary.json; the "
+          f"model: {out / 'final'}/)", file=sys.stderr, flush=True)
+    result = spec.train(cfg)
     print(json.dumps({"final": str(result.final_dir), "steps": result.steps, "eval": result.eval_metrics}, indent=2))
+    print(_next_command(method, cfg.model, result.final_dir), file=sys.stderr)
     return 0
+
+
+def _next_command(method: str, start: str, final: Path) -> str:
+    """The one command that measures what a run made."""
+    import shlex
+
+    if method == "reward":  # a scorer, not a policy: it is used by training against it
+        return (f"use it: alignkit ppo configs/ppo.yaml "
+                f"{shlex.quote('judge={reward_model: ' + str(final) + '}')}  (or as eval --judge)")
+    name = method.replace("-", "_")
+    return (f"evaluate it: alignkit eval base={shlex.quote(start)} {name}={shlex.quote(str(final))} "
+            f"--out {shlex.quote(str(final.parent / 'eval'))}")
 
 
 def _prepare(args) -> int:
@@ -98,7 +115,7 @@ def _generate(args) -> int:
 
 def _chat(args) -> int:
     from alignkit.models import load_causal_lm, load_tokenizer
-    from alignkit.rollouts import generate_responses
+    from alignkit.rollouts.generate import stream_response
 
     tokenizer = load_tokenizer(args.model)
     model = load_causal_lm(args.model)
@@ -118,11 +135,18 @@ def _chat(args) -> int:
         if not line.strip():
             continue
         history.append({"role": "user", "content": line})
-        reply = generate_responses(
-            model, tokenizer, [history], max_new_tokens=args.max_new_tokens, temperature=args.temperature
-        )[0]
+        print("model> ", end="", flush=True)
+        started = [False]
+
+        def show(piece: str) -> None:
+            if not started[0]:  # the reply as printed is the reply as kept: no leading whitespace
+                piece, started[0] = piece.lstrip(), bool(piece.strip())
+            print(piece, end="", flush=True)
+
+        reply = stream_response(model, tokenizer, history, show, max_new_tokens=args.max_new_tokens,
+                                temperature=args.temperature)
+        print(flush=True)
         history.append({"role": "assistant", "content": reply})
-        print(f"model> {reply}", flush=True)
 
 
 def _model_specs(arguments: list[str]) -> dict[str, str]:
@@ -225,9 +249,17 @@ def _cai(argv: list[str]) -> int:
     config_path = None
     if argv and "=" not in argv[0]:
         config_path, argv = argv[0], argv[1:]
-    manifest = run_cai(load_config(CAIConfig, config_path, argv))
-    print(json.dumps({"final": manifest["final"], "report": manifest["stages"].get("eval", {}).get("report"),
+    cfg = load_config(CAIConfig, config_path, argv)
+    print(f"alignkit cai: {cfg.model} -> {cfg.output_dir}/ (a numbered folder per stage, cai.json, report.html; the "
+          f"model: {Path(cfg.output_dir) / 'final'}/)", file=sys.stderr, flush=True)
+    manifest = run_cai(cfg)
+    report = manifest["stages"].get("eval", {}).get("report")
+    print(json.dumps({"final": manifest["final"], "report": report,
                       "stages": {k: v.get("seconds") for k, v in manifest["stages"].items()}}, indent=2))
+    if manifest["final"] and not report:
+        print(_next_command("cai", cfg.model, Path(manifest["final"])), file=sys.stderr)
+    elif report:
+        print(f"open the report: {report}", file=sys.stderr)
     return 0
 
 
@@ -250,22 +282,62 @@ def _demo(args) -> int:
     return 0
 
 
+class _CommandList(argparse.HelpFormatter):
+    """`alignkit --help`: every command on one line, its summary beside it."""
+
+    def __init__(self, prog: str):
+        super().__init__(prog, max_help_position=22, width=120)
+
+    def add_argument(self, action):
+        super().add_argument(action)
+        self._action_max_length = max(self._action_max_length, 20)  # room for the longest name, iterative-dpo
+
+
+def _keys_help(config) -> str:
+    """The config keys of a command, its `--help` epilog: key, default and meaning, one per line (meanings wrapped)."""
+    import shutil
+    import textwrap
+
+    from alignkit.train.config import config_keys
+
+    rows = config_keys(config)
+    key_width = min(30, max(len(key) for key, _, _ in rows))
+    default_width = min(14, max(len(default) for _, default, _ in rows))
+    indent = 2 + key_width + 1 + default_width + 1
+    width = max(indent + 30, min(shutil.get_terminal_size((120, 24)).columns, 140))
+    lines = ["config keys (in CONFIG.yaml, or key=value after it; dotted for sections):"]
+    for key, default, meaning in rows:
+        head = f"  {key:<{key_width}} {default:<{default_width}} "
+        if len(head) > indent:  # a long key or default: the meaning goes on the next line
+            lines.append(head.rstrip())
+            if not meaning:
+                continue
+            head = " " * indent
+        wrapped = textwrap.wrap(meaning, width - indent) or [""]
+        lines.append((head + wrapped[0]).rstrip())
+        lines.extend(" " * indent + more for more in wrapped[1:])
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="alignkit", description="Align causal language models.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="alignkit", description="Align causal language models.",
+                                     formatter_class=_CommandList)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from alignkit.methods import METHODS
     from alignkit.models.export import GGUF_TYPES
+    from alignkit.pipelines.cai_config import CAIConfig
+    from alignkit.pipelines.compare import CompareConfig
 
-    for name, spec in METHODS.items():
-        p = sub.add_parser(name, help=f"{spec.summary}: alignkit {name} [CONFIG.yaml] [key=value ...]")
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-    p = sub.add_parser("cai", help="Constitutional AI end to end, in resumable stages: alignkit cai [CONFIG.yaml] "
-                                   "[key=value ...]")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p = sub.add_parser("compare", help="several recipes from one model, same data and step budget, several seeds: "
-                                       "alignkit compare [CONFIG.yaml] [key=value ...]")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    configured = [(name, spec.summary, spec.config) for name, spec in METHODS.items()]
+    configured += [("cai", "Constitutional AI end to end, in resumable stages", CAIConfig),
+                   ("compare", "several recipes from one model, same data and step budget, several seeds",
+                    CompareConfig)]
+    for name, summary, config in configured:
+        p = sub.add_parser(name, help=summary, description=f"{summary}.", epilog=_keys_help(config),
+                           usage=f"alignkit {name} [CONFIG.yaml] [key=value ...]",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p = sub.add_parser("prepare", help="convert a model (alias or .gguf) once into the local cache")
     p.add_argument("model")
     p = sub.add_parser("export", help="write a model (a run's final/, merged LoRA or adapter) as a GGUF file for "
@@ -296,8 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0)
-    p = sub.add_parser("eval", help="evaluate models on a suite: harmlessness, jailbreaks, over-refusal, helpfulness, "
-                                    "bias, anthropomorphism, drift -> results.json + report.html")
+    p = sub.add_parser("eval", help="harmlessness, jailbreaks, over-refusal, helpfulness, bias, anthropomorphism, "
+                                    "drift -> report.html")
     p.add_argument("models", nargs="+", metavar="MODEL", help="model (alias, HF folder, run output) or NAME=MODEL")
     p.add_argument("--suite", default="default", help="a built-in suite name or a suite YAML (see docs/eval.md)")
     p.add_argument("--split", default="heldout", choices=["heldout", "train"])

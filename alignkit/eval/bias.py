@@ -20,6 +20,7 @@ import torch
 from alignkit.data import pad_batch, render_prompt, user_turn
 from alignkit.data.suites import BiasItem
 from alignkit.models.forward import response_logits, response_states
+from alignkit.utils.progress import batches
 
 OPTION_KEYS = ("stereotyped", "other", "unknown")
 
@@ -38,7 +39,7 @@ def bias_answers(model, tokenizer, items: list[BiasItem], *, batch_size: int = 3
     model.eval()
     pad_id = tokenizer.pad_token_id
     answers = []
-    for start in range(0, len(items), batch_size):
+    for start in batches(len(items), batch_size, "bias items"):
         chunk = items[start : start + batch_size]
         prompts = [render_prompt(tokenizer, user_turn(bias_prompt(item, start + i)[0])) for i, item in enumerate(chunk)]
         options = [tokenizer(item.options[key], add_special_tokens=False).input_ids

@@ -51,6 +51,7 @@ from alignkit.rollouts import Rollout, SamplingSettings
 from alignkit.rollouts.sampler import DecodeLoopBackend, sample
 from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text
 from alignkit.utils.memory import peak_rss_gb
+from alignkit.utils.progress import batches
 
 SAMPLES_PER_PART = 3
 
@@ -94,7 +95,7 @@ def greedy_rollouts(model, tokenizer, prompts: list[Turns], settings: EvalSettin
     order = sorted(range(len(prompts)), key=lambda i: (-lengths[i], i))
     texts = [""] * len(prompts)
     rollouts = []
-    for start in range(0, len(order), settings.batch_size):
+    for start in batches(len(order), settings.batch_size, "answering"):
         chunk = order[start : start + settings.batch_size]
         # The decode loop measured faster than transformers' generate at large batches (docs/eval.md).
         rollout = sample(model, tokenizer, [prompts[i] for i in chunk],

@@ -14,6 +14,7 @@ import torch
 from alignkit.data import PromptOnly
 from alignkit.judges import Judge
 from alignkit.rollouts import SamplingSettings, sample
+from alignkit.utils.progress import batches
 
 
 @dataclass
@@ -31,7 +32,7 @@ def judged_generation(model, tokenizer, prompts: list[PromptOnly], judge: Judge,
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext())
     responses: list[str] = []
     lengths: list[int] = []
-    for start in range(0, len(prompts), batch_size):
+    for start in batches(len(prompts), batch_size, "answering"):
         chunk = prompts[start : start + batch_size]
         with autocast:
             rollout = sample(model, tokenizer, [p.prompt for p in chunk],

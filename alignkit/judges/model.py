@@ -18,6 +18,7 @@ from alignkit.judges.base import check_batch
 from alignkit.judges.prompts import COMPARISON_TEMPLATE, DEFAULT_QUESTION, conversation_text
 from alignkit.models import SequenceScores, load_causal_lm, load_score_model, load_tokenizer
 from alignkit.models.forward import position_ids
+from alignkit.utils.progress import batches
 
 
 class RewardModelJudge:
@@ -37,7 +38,7 @@ class RewardModelJudge:
         check_batch("RewardModelJudge", prompts, completions, references)
         device = next(self.model.parameters()).device
         out: list[float] = []
-        for start in range(0, len(prompts), self.batch_size):
+        for start in batches(len(prompts), self.batch_size, "scoring"):
             rendered = [
                 render_prompt_completion(self.tokenizer, p, reply_to(p, c), max_length=self.max_length)
                 for p, c in zip(prompts[start : start + self.batch_size], completions[start : start + self.batch_size])
@@ -100,7 +101,7 @@ class LMJudge:
         out = torch.empty(len(encoded), 2)
         # Similar lengths share a batch, so little padding is computed over.
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
-        for start in range(0, len(order), self.batch_size):
+        for start in batches(len(order), self.batch_size, "judging"):
             rows = order[start : start + self.batch_size]
             chunk = [encoded[i] for i in rows]
             batch = pad_batch([(seq, [1] * len(seq)) for seq in chunk], self.tokenizer.pad_token_id, side="left")

@@ -30,9 +30,13 @@ from alignkit.train.run import Run, TrainResult, configure_threads
 class DPOKeys(Strict):
     """The DPO objective's keys, shared by DPO, HBAT's preference objective and iterative DPO's rounds."""
 
-    beta: float = Field(default=0.1, gt=0)
-    loss: Literal["sigmoid", "robust", "ipo", "hinge"] = "sigmoid"
-    label_smoothing: float = Field(default=0.0, ge=0, lt=0.5)
+    beta: float = Field(default=0.1, gt=0,
+                        description="strength of the KL constraint to the reference (larger: stay closer)")
+    loss: Literal["sigmoid", "robust", "ipo", "hinge"] = Field(default="sigmoid",
+                                                               description="sigmoid (DPO), robust (label noise), "
+                                                                           "ipo (squared), hinge (SLiC)")
+    label_smoothing: float = Field(default=0.0, ge=0, lt=0.5,
+                                   description="assumed rate of flipped labels (conservative DPO; robust needs > 0)")
     ref_model: str | None = Field(default=None, description="reference policy; default: the starting model")
 
     @model_validator(mode="after")

@@ -21,9 +21,12 @@ from alignkit.train.run import TrainResult
 class GRPOConfig(OnlineConfig):
     """`alignkit grpo`: prompts, each sampled `samples_per_prompt` times and scored by the judge."""
 
-    samples_per_prompt: int = Field(default=8, ge=2)
+    samples_per_prompt: int = Field(default=8, ge=2,
+                                    description="responses per prompt: the group its advantages are relative to")
     kl_coef: float = Field(default=0.0, ge=0, description="beta of the per-token KL term in the loss")
-    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    kl_estimator: Literal["k1", "k2", "k3"] = Field(default="k3",
+                                                    description="estimator of the KL to the reference: k1, k2 or k3 "
+                                                                "(unbiased, non-negative)")
     scale_rewards: bool = Field(default=True, description="divide by the group's std (False: Dr. GRPO)")
     lr: float = 1e-6
 

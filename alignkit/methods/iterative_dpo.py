@@ -48,14 +48,15 @@ class IterativeDPOConfig(TrainConfig, DPOKeys, Sampling):
     hold prompts (kind `prompt`), as for the online methods. Every key of `DPOConfig` applies to each round's DPO run
     (its `epochs` are passes over the round's pairs); the sampling keys and those below describe the rounds."""
 
-    rounds: int = Field(default=3, ge=1)
-    prompts_per_round: int = Field(default=64, ge=1)
+    rounds: int = Field(default=3, ge=1, description="rounds of sample -> judge -> pairs -> DPO")
+    prompts_per_round: int = Field(default=64, ge=1, description="prompts sampled in each round")
     samples_per_prompt: int = Field(default=4, ge=2, description="responses sampled per prompt to pick best and worst from")
     judge: str | dict = Field(default="final_answer", description="judge spec that scores the samples")
     reference: Literal["fixed", "refresh"] = Field(
         default="fixed", description="fixed: the starting model (or ref_model) in every round; refresh: each round's start"
     )
-    eval_max_new_tokens: int | None = Field(default=None, ge=1)
+    eval_max_new_tokens: int | None = Field(default=None, ge=1,
+                                            description="longest response when evaluating (default: max_new_tokens)")
     generation_batch_size: int = Field(default=32, ge=1, description="sequences generated at once")
     epochs: float = Field(default=2.0, gt=0, description="DPO epochs over each round's pairs")
     lr: float = DPOConfig.model_fields["lr"].default

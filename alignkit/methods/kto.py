@@ -36,10 +36,10 @@ from alignkit.train.run import Run, RunError, TrainResult, configure_threads
 class KTOConfig(TrainConfig):
     """`alignkit kto`: unpaired completions labelled desirable or undesirable (pairs are split into both)."""
 
-    beta: float = Field(default=0.1, gt=0)
-    desirable_weight: float = Field(default=1.0, gt=0)
-    undesirable_weight: float = Field(default=1.0, gt=0)
-    ref_model: str | None = None
+    beta: float = Field(default=0.1, gt=0, description="strength of the KL constraint to the reference")
+    desirable_weight: float = Field(default=1.0, gt=0, description="weight of the desirable examples' loss")
+    undesirable_weight: float = Field(default=1.0, gt=0, description="weight of the undesirable examples' loss")
+    ref_model: str | None = Field(default=None, description="reference policy (default: the starting model)")
     lr: float = 5e-6
 
 

@@ -40,13 +40,13 @@ class PPOConfig(OnlineConfig):
     kl_horizon: int = Field(default=10000, ge=1, description="adaptive KL horizon, in sequences")
     vf_coef: float = Field(default=0.1, ge=0, description="weight of the value loss")
     critic_lr: float | None = Field(default=None, gt=0, description="learning rate of the value head / critic; default: lr")
-    clip_range_value: float = Field(default=0.2, gt=0)
-    gamma: float = Field(default=1.0, ge=0, le=1)
-    lam: float = Field(default=0.95, ge=0, le=1)
-    whiten_advantages: bool = True
+    clip_range_value: float = Field(default=0.2, gt=0, description="clip range of the value function's update")
+    gamma: float = Field(default=1.0, ge=0, le=1, description="discount factor of GAE")
+    lam: float = Field(default=0.95, ge=0, le=1, description="GAE's lambda: bias/variance trade-off of the advantages")
+    whiten_advantages: bool = Field(default=True, description="normalise advantages over the batch (all processes)")
     missing_eos_penalty: float | None = Field(default=None, ge=0, description="subtracted from the score of a response cut at max_new_tokens")
-    ppo_epochs: int = 4
-    minibatch_size: int | None = 8
+    ppo_epochs: int = Field(default=4, description="passes over each rollout batch")
+    minibatch_size: int | None = Field(default=8, description="sequences per optimizer step (default: the whole batch)")
     lr: float = 1e-6
 
 

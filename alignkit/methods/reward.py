@@ -36,7 +36,9 @@ class RewardConfig(TrainConfig):
         default="auto", description="auto: Bradley-Terry for pairs, Plackett-Luce for rankings, regression for ratings"
     )
     use_margin: bool = Field(default=True, description="use a pair's `margin` field in the Bradley-Terry loss")
-    center_rewards_coef: float = Field(default=0.0, ge=0)
+    center_rewards_coef: float = Field(default=0.0, ge=0,
+                                       description="weight of a penalty on the squared mean reward (keeps scores "
+                                                   "centred at 0)")
     lr: float = 1e-5
 
 

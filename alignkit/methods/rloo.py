@@ -18,7 +18,7 @@ from alignkit.train.run import TrainResult
 class RLOOConfig(OnlineConfig):
     """`alignkit rloo`: prompts, each sampled `samples_per_prompt` times and scored by the judge."""
 
-    samples_per_prompt: int = Field(default=4, ge=2)
+    samples_per_prompt: int = Field(default=4, ge=2, description="responses per prompt: each is baselined on the others' mean")
     kl_coef: float = Field(default=0.05, ge=0, description="beta of the sequence KL subtracted from the reward")
     lr: float = 1e-6
 

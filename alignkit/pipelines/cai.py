@@ -30,6 +30,7 @@ import dataclasses
 import json
 import random
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -54,6 +55,7 @@ from alignkit.pipelines.cai_records import (
 from alignkit.train.config import StageSettings
 from alignkit.train.run import RunError
 from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text, claim_config_dir
+from alignkit.utils.progress import batches
 from alignkit.utils.stages import Stage, StageError, StageRunner
 
 STAGES = ("feedback", "audit", "critique", "sl", "labels", "preference", "rl", "eval")
@@ -231,7 +233,8 @@ class Pipeline:
                 raise RunError(f"reuse: {other} ran phase 1 with other settings ({err}); its stages cannot stand in "
                                "for this run's") from None
         final = self._copy_final()
-        manifest = {"config": self.cfg.model_dump(mode="json"), "stages": self.summaries(), "final": str(final),
+        manifest = {"config": self.cfg.model_dump(mode="json"), "stages": self.summaries(),
+                    "final": None if final is None else str(final),
                     "seconds_this_run": round(time.perf_counter() - started, 1)}
         atomic_write_json(self.out / "cai.json", manifest)
         return manifest
@@ -299,7 +302,9 @@ class Pipeline:
         spec = METHODS[method]
         # The run's seed seeds every trainer (data order, sampling) unless the stage's own keys set one.
         cfg = spec.config.model_validate({"seed": self.cfg.seed, **settings.written(), **fixed, "model": model,
-                                          "data": {"train": data}, "output_dir": str(folder / run), "progress": False})
+                                          "data": {"train": data}, "output_dir": str(folder / run),
+                                          # A bar with an ETA where a person watches (make demo), none in logs.
+                                          "progress": sys.stderr.isatty()})
         final = folder / run / "final"
         if final.is_dir():  # trained before the stage's done.json was written
             return str(final)
@@ -339,7 +344,7 @@ class Pipeline:
         order = sorted(range(len(prompts)), key=lambda i: -len(render_prompt(tokenizer, prompts[i])))
         texts: list[str] = [""] * (len(prompts) * n)
         per_batch = max(1, batch_size // n)
-        for start in range(0, len(order), per_batch):
+        for start in batches(len(order), per_batch, "sampling"):
             chunk = order[start : start + per_batch]
             rollout = sample(module, tokenizer, [prompts[i] for i in chunk],
                              SamplingSettings(max_new_tokens=max_new_tokens, temperature=temperature, n=n,

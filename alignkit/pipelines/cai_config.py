@@ -93,7 +93,7 @@ class CAIContrastConfig(Strict):
                     "(elsewhere only wrong greedy answers are: on benign prompts, rejecting sampled refusals also "
                     "unlearnt refusing harmful requests; docs/demo.md)")
     temperature: float = Field(default=1.0, gt=0, description="their sampling temperature")
-    max_new_tokens: int = Field(default=64, ge=1)
+    max_new_tokens: int = Field(default=64, ge=1, description="length of the sampled answers")
 
 
 class CAIRLConfig(Strict):
@@ -105,7 +105,7 @@ class CAIRLConfig(Strict):
         description="prompts the SL-CAI policy answers twice for AI comparison")
     jailbreak_suite: str | None = Field(default="default", description="as critique.jailbreak_suite")
     jailbreak_fraction: float = Field(default=1.0, ge=0, le=1, description="as critique.jailbreak_fraction")
-    max_new_tokens: int = Field(default=96, ge=1)
+    max_new_tokens: int = Field(default=96, ge=1, description="length of the two responses")
     temperature: float = Field(default=1.0, gt=0, description="sampling temperature of the two responses")
     principles_per_label: int = Field(default=2, ge=1, description="k: principles drawn per pair (ensembled)")
     cot: bool = Field(default=False, description="clamp each judgement to [0.4, 0.6], as for chain-of-thought labels")
@@ -127,8 +127,8 @@ class CAIRLConfig(Strict):
 
 class CAIEvalConfig(Strict):
     suite: str = Field(default="default", description="evaluation suite (its held-out split is used)")
-    max_new_tokens: int = Field(default=96, ge=1)
-    batch_size: int = Field(default=128, ge=1)
+    max_new_tokens: int = Field(default=96, ge=1, description="longest answer to a suite prompt")
+    batch_size: int = Field(default=128, ge=1, description="prompts answered at once")
     judge: str | dict | None = Field(default=None, description="optional judge for the judged metrics")
 
 
@@ -136,7 +136,8 @@ class CAIConfig(Strict):
     """`alignkit cai`: Constitutional AI end to end, in resumable stages under output_dir."""
 
     model: str = Field(default="smollm2-135m", description="the policy to align")
-    output_dir: str = "runs/cai"
+    output_dir: str = Field(default="runs/cai", description="the run folder: a numbered folder per stage, final/, "
+                                                            "report.html")
     constitution: str = Field(default="default", description="a built-in constitution name or a YAML file")
     seed: int = Field(default=0, description="seeds every stage: principle draws, sampling, data order and each "
                                              "trainer (unless a stage's own keys set `seed`)")

@@ -75,21 +75,22 @@ class CompareEvalConfig(Strict):
         default_factory=lambda: ["redteam", "borderline", "verifiable"],
         description="suite parts answered: red-team gives ASR, borderline over-refusal, verifiable helpfulness; "
                     "KL from the start model comes from the borderline and verifiable answers")
-    max_new_tokens: int = Field(default=64, ge=1)
-    batch_size: int = Field(default=128, ge=1)
+    max_new_tokens: int = Field(default=64, ge=1, description="longest answer to a suite prompt")
+    batch_size: int = Field(default=128, ge=1, description="prompts answered at once")
 
 
 class CompareConfig(Strict):
     """`alignkit compare`: recipes from one starting model on the same data and step budget, over several seeds."""
 
     model: str = Field(default="smollm2-135m", description="the starting model of every recipe")
-    output_dir: str = "runs/compare"
+    output_dir: str = Field(default="runs/compare", description="the comparison's folder: a run per recipe and "
+                                                                "seed, comparison.md, pareto.png")
     recipes: list[Literal[tuple(RECIPES)]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: list(RECIPES), min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0, 1], min_length=1)
+        default_factory=lambda: list(RECIPES), min_length=1, description="the recipes to run side by side")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1], min_length=1, description="each recipe runs once per seed")
     steps: int = Field(default=20, ge=1, description="optimizer steps of every training stage: the matched budget")
-    batch_size: int = Field(default=8, ge=1)
-    max_length: int = Field(default=384, ge=8)
+    batch_size: int = Field(default=8, ge=1, description="examples per micro-batch of every training stage")
+    max_length: int = Field(default=384, ge=8, description="token budget per sequence of every training stage")
     sft_data: str = Field(default="builtin:sft", description="demonstrations (SFT, HBAT, joint)")
     preference_data: str = Field(default="builtin:preference",
                                  description="preferences (reward model, DPO, ORPO, KTO, HBAT, joint; PPO's prompts)")
@@ -150,7 +151,7 @@ class Comparison:
         # prompts per iteration, one minibatch). No intermediate checkpoints: stages are short, a rerun repeats an
         # unfinished one, and a comparison of many stages would otherwise fill the disk with optimizer states.
         common = {"model": start, "output_dir": str(folder / "run"), "seed": seed, "max_steps": cfg.steps,
-                  "progress": False, "save_every": 0, "batch_size": cfg.batch_size,
+                  "progress": sys.stderr.isatty(), "save_every": 0, "batch_size": cfg.batch_size,
                   "data": {"train": cfg.sft_data if spec.data == "demonstrations" else cfg.preference_data}}
         if spec.online:  # prompts: the preferences' prompts
             common.update(prompts_per_step=cfg.batch_size, minibatch_size=cfg.batch_size)

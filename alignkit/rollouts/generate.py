@@ -8,6 +8,7 @@ import torch
 
 from alignkit.data import Turns, render_prompt
 from alignkit.rollouts.sampler import SamplingSettings, sample
+from alignkit.utils.progress import batches
 
 
 @torch.no_grad()
@@ -32,7 +33,7 @@ def generate_responses(
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
     out: list[str] = [""] * len(prompts)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
-    for start in range(0, len(order), batch_size):
+    for start in batches(len(order), batch_size, "generating"):
         idx = order[start : start + batch_size]
         settings = SamplingSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                     seed=seed + start)
@@ -41,3 +42,44 @@ def generate_responses(
         for i, text in zip(idx, rollout.texts):
             out[i] = text
     return out
+
+
+def stream_response(model, tokenizer, prompt: Turns, on_text, *, max_new_tokens: int = 256,
+                    temperature: float = 0.0) -> str:
+    """One response to `prompt`, rendered by `data.render_prompt` as everywhere else, handed to `on_text` piece by
+    piece as it is decoded (`alignkit chat`); returns the whole response as `generate_responses` gives it."""
+    from transformers.generation.streamers import BaseStreamer
+
+    class Pieces(BaseStreamer):
+        """Decodes the new tokens so far and passes on what was added (whole characters only)."""
+
+        def __init__(self):
+            self.tokens: list[int] = []
+            self.shown = ""
+            self.prompt_seen = False
+
+        def put(self, value):
+            if not self.prompt_seen:  # generate hands over the prompt first
+                self.prompt_seen = True
+                return
+            self.tokens.extend(value.reshape(-1).tolist())
+            text = tokenizer.decode(self.tokens, skip_special_tokens=True)
+            if not text.endswith("\ufffd") and len(text) > len(self.shown):
+                on_text(text[len(self.shown):])
+                self.shown = text
+
+        def end(self):
+            pass
+
+    device = next(model.parameters()).device
+    ids = torch.tensor([render_prompt(tokenizer, prompt)], device=device)
+    sampling = temperature > 0
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                             do_sample=sampling, temperature=temperature if sampling else None,
+                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                             streamer=Pieces())
+    model.train(was_training)
+    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()

@@ -12,6 +12,7 @@ A pipeline (`alignkit cai`, `compare`) sets the target of each of its stages its
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -40,10 +41,11 @@ class DataConfig(Strict):
 
 
 class LoraConfig(Strict):
-    r: int = Field(default=16, ge=1)
-    alpha: float = 32.0
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
-    target_modules: list[str] | str = "all-linear"
+    r: int = Field(default=16, ge=1, description="LoRA rank")
+    alpha: float = Field(default=32.0, description="LoRA scaling numerator (scale = alpha / r)")
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="dropout on the LoRA path")
+    target_modules: list[str] | str = Field(default="all-linear",
+                                            description="modules that get adapters: all-linear or a list of names")
 
 
 # ----------------------------------------------------------------------------------------------------- the parts
@@ -52,47 +54,59 @@ class RunTarget(Strict):
 
     model: str = Field(default="smollm2-135m", description="alias, HF model directory, .gguf file, or hub id")
     data: DataConfig
-    output_dir: str
+    output_dir: str = Field(description="the run folder: config.yaml, metrics.jsonl, checkpoints/, summary.json and "
+                                        "final/ (the model)")
 
 
 class RunSettings(Strict):
     """How a run is seeded, kept on disk, logged and shown."""
 
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    seed: int = 0
+    precision: Literal["auto", "fp32", "bf16"] = Field(default="auto",
+                                                       description="auto: bf16 autocast where the CPU/GPU is fast "
+                                                                   "at it, else fp32")
+    seed: int = Field(default=0, description="seeds data order, initialisation and sampling")
     resume: Literal["auto", "never"] = Field(
         default="auto", description="auto: continue from the newest checkpoint in output_dir if there is one"
     )
     overwrite: bool = Field(default=False, description="allow replacing a finished run in output_dir")
     save_every: int = Field(default=0, ge=0, description="checkpoint every N steps (0 = only at the end)")
-    keep_checkpoints: int = Field(default=2, ge=1)
+    keep_checkpoints: int = Field(default=2, ge=1, description="how many of the newest checkpoints to keep")
     eval_every: int = Field(default=0, ge=0, description="evaluate every N steps (0 = at the end only)")
-    log_every: int = Field(default=1, ge=1)
-    report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(default_factory=list)
+    log_every: int = Field(default=1, ge=1, description="write metrics every N steps")
+    report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(default_factory=list,
+                                                                        description="trackers besides "
+                                                                                    "metrics.jsonl: tensorboard, "
+                                                                                    "wandb, trackio")
     lora: LoraConfig | None = None
     save_merged: bool = Field(default=True, description="with LoRA, save the final model merged (else the adapter)")
-    progress: bool = True
+    progress: bool = Field(default=True, description="show a progress bar with an ETA")
 
 
 class Optimization(Strict):
     """AdamW, its schedule and the length of the run."""
 
     max_steps: int = Field(default=-1, description="optimizer steps; -1 = run `epochs` epochs")
-    epochs: float = Field(default=1.0, gt=0)
-    lr: float = Field(default=1e-5, gt=0)
-    weight_decay: float = Field(default=0.0, ge=0)
-    warmup_ratio: float = Field(default=0.0, ge=0, le=1)
-    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
-    max_grad_norm: float | None = Field(default=1.0, gt=0)
+    epochs: float = Field(default=1.0, gt=0, description="passes over the training data when max_steps is -1")
+    lr: float = Field(default=1e-5, gt=0, description="AdamW peak learning rate")
+    weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay (matrices only)")
+    warmup_ratio: float = Field(default=0.0, ge=0, le=1,
+                                description="share of the steps spent warming the learning rate up linearly")
+    scheduler: Literal["cosine", "linear", "constant"] = Field(default="cosine",
+                                                               description="learning-rate shape after warmup")
+    max_grad_norm: float | None = Field(default=1.0, gt=0,
+                                        description="clip the gradient norm to this (null: no clipping)")
 
 
 class OfflineBatching(Strict):
     """How the offline loop cuts a dataset into steps."""
 
     batch_size: int = Field(default=4, ge=1, description="examples per micro-batch per process")
-    eval_batch_size: int | None = Field(default=None, ge=1)
-    grad_accum: int = Field(default=1, ge=1)
-    max_length: int = Field(default=512, ge=8)
+    eval_batch_size: int | None = Field(default=None, ge=1,
+                                        description="examples per evaluation batch (default: batch_size)")
+    grad_accum: int = Field(default=1, ge=1, description="micro-batches per optimizer step")
+    max_length: int = Field(default=512, ge=8,
+                            description="token budget per sequence; prompts are cut from the left and the count is "
+                                        "reported")
     group_by_length: bool = Field(
         default=False, description="put examples of similar length in the same batch (less padding to compute over); "
                                    "batches are still visited in random order")
@@ -101,10 +115,11 @@ class OfflineBatching(Strict):
 class Sampling(Strict):
     """How responses are sampled from the policy."""
 
-    max_new_tokens: int = Field(default=64, ge=1)
+    max_new_tokens: int = Field(default=64, ge=1, description="longest sampled response, in tokens")
     temperature: float = Field(default=1.0, gt=0, description="sampling temperature (log-probs use the same)")
-    top_p: float = Field(default=1.0, gt=0, le=1)
-    top_k: int = Field(default=0, ge=0)
+    top_p: float = Field(default=1.0, gt=0, le=1,
+                         description="nucleus sampling: keep the smallest set of tokens with this much probability")
+    top_k: int = Field(default=0, ge=0, description="sample among the k likeliest tokens (0: all)")
 
 
 class TrainConfig(RunTarget, RunSettings, Optimization, OfflineBatching):
@@ -131,15 +146,19 @@ class OnlineConfig(RunTarget, RunSettings, Optimization, Sampling):
     samples_per_prompt: int = Field(default=1, ge=1, description="responses sampled per prompt")
     ppo_epochs: int = Field(default=1, ge=1, description="passes over each rollout batch")
     minibatch_size: int | None = Field(default=None, ge=1, description="sequences per optimizer step; default: the whole batch")
-    clip_range: float = Field(default=0.2, gt=0)
+    clip_range: float = Field(default=0.2, gt=0, description="PPO clip range of the probability ratio")
     kl_coef: float = Field(default=0.05, ge=0, description="weight of the KL penalty to the reference")
-    kl_estimator: Literal["k1", "k2", "k3"] = "k1"
+    kl_estimator: Literal["k1", "k2", "k3"] = Field(default="k1",
+                                                    description="estimator of the KL to the reference: k1 (log "
+                                                                "ratio), k2 (squared), k3 (unbiased, non-negative)")
     ref_model: str | None = Field(default=None, description="reference policy; default: the starting model")
     eval_max_new_tokens: int | None = Field(default=None, ge=1, description="default: max_new_tokens")
     batch_size: int = Field(default=8, ge=1, description="sequences per micro-batch")
-    eval_batch_size: int | None = Field(default=None, ge=1)
-    lr: float = Field(default=1e-6, gt=0)
-    scheduler: Literal["cosine", "linear", "constant"] = "constant"
+    eval_batch_size: int | None = Field(default=None, ge=1,
+                                        description="examples per evaluation batch (default: batch_size)")
+    lr: float = Field(default=1e-6, gt=0, description="AdamW peak learning rate")
+    scheduler: Literal["cosine", "linear", "constant"] = Field(default="constant",
+                                                               description="learning-rate shape after warmup")
 
 
 # ------------------------------------------------------------------------------------------ a pipeline's stages
@@ -194,6 +213,52 @@ C = TypeVar("C", bound=BaseModel)
 
 def valid_keys(model: type[BaseModel]) -> list[str]:
     return sorted(set(model.model_fields) - set(getattr(model, "owned", ())))
+
+
+def config_keys(model: type[BaseModel], prefix: str = "",
+                instance: BaseModel | None = None) -> list[tuple[str, str, str]]:
+    """(dotted key, default, meaning) of every key of a config, for `--help`. Sections are expanded (with the
+    section's own default values, where it has one); a pipeline stage's settings (a trainer's keys) are one line
+    that names the trainer whose keys they take."""
+    rows = []
+    for name in valid_keys(model):
+        field, key = model.model_fields[name], f"{prefix}{name}"
+        sub = _submodel(field.annotation)
+        if instance is not None:
+            default, required = getattr(instance, name), False
+        else:
+            required = field.is_required()
+            default = None if required else field.get_default(call_default_factory=True)
+        if sub is not None and issubclass(sub, StageSettings):
+            trainer = sub.__name__.removesuffix("Stage").lower()
+            rows.append((f"{key}.KEY", "", f"{field.description or 'this stage'}: any key of `alignkit {trainer} "
+                                           f"--help` but {', '.join(sub.owned)}"))
+        elif sub is not None and (default is None or isinstance(default, sub)):
+            # A section that is off by default (`lora: null`) lists the keys it takes when it is given.
+            rows.extend(config_keys(sub, prefix=f"{key}.", instance=default))
+        else:
+            rows.append((key, "(required)" if required else _shown(default), _description(model, name)))
+    return rows
+
+
+def _shown(value: Any) -> str:
+    """A default as it is written in YAML or on the command line."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, (list, dict, BaseModel)):
+        from pydantic_core import to_jsonable_python
+
+        return json.dumps(to_jsonable_python(value))
+    return str(value) if str(value) else "''"
+
+
+def _description(model: type[BaseModel], name: str) -> str:
+    """A key's meaning; a config that only changes a default (`lr: float = 5e-6`) keeps its parent's."""
+    for cls in model.__mro__:
+        fields = getattr(cls, "model_fields", None) if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+        if fields and name in fields and fields[name].description:
+            return fields[name].description
+    return ""
 
 
 def _check_keys(raw: dict, model: type[BaseModel], where: str, prefix: str = "") -> None:

@@ -78,3 +78,60 @@ def test_chat_answers_each_line_and_quits(tiny_dir):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("model> ") == 2
+
+
+def test_chat_streams_the_reply_it_would_give_in_one_piece(tiny_dir):
+    from alignkit.models import load_causal_lm, load_tokenizer
+    from alignkit.rollouts import generate_responses
+    from alignkit.rollouts.generate import stream_response
+
+    tokenizer, model = load_tokenizer(tiny_dir), load_causal_lm(tiny_dir)
+    conversation = [{"role": "user", "content": "hello there"}]
+    pieces: list[str] = []
+    reply = stream_response(model, tokenizer, conversation, pieces.append, max_new_tokens=12)
+    assert len(pieces) > 1, "the reply came in one piece: nothing was streamed"
+    assert "".join(pieces).strip() == reply
+    assert reply == generate_responses(model, tokenizer, [conversation], max_new_tokens=12)[0]
+
+    proc = subprocess.run([sys.executable, "-m", "alignkit.cli", "chat", tiny_dir, "--max-new-tokens", "12"],
+                          input="hello there\n/exit\n", capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"model> {reply}\n" in proc.stdout
+
+
+def test_help_lists_every_command_on_one_line_and_each_commands_keys(capsys):
+    import pytest
+
+    from alignkit.methods import METHODS
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    lines = capsys.readouterr().out.splitlines()
+    commands = [*METHODS, "cai", "compare", "prepare", "export", "generate", "chat", "eval", "report", "constitution",
+                "demo"]
+    for command in commands:
+        line = next((ln for ln in lines if ln.split()[:1] == [command]), None)
+        assert line is not None and len(line.split()) > 1, f"{command}: no one-line summary in --help"
+
+    with pytest.raises(SystemExit):
+        main(["dpo", "--help"])
+    text = capsys.readouterr().out
+    rows = {ln.split()[0]: ln.split(maxsplit=2)[1:] for ln in text.splitlines() if ln.startswith("  ") and ln.split()}
+    assert rows["beta"][0] == "0.1" and "KL" in rows["beta"][1]
+    assert rows["loss"][0] == "sigmoid" and rows["lora.r"][0] == "16" and rows["data.train"][0] == "(required)"
+    assert "AdamW" in rows["lr"][1] and rows["lr"][0] == "5e-06"  # DPO's own default, its parent's meaning
+    with pytest.raises(SystemExit):
+        main(["cai", "--help"])
+    assert "feedback.sft.KEY" in capsys.readouterr().out
+
+
+def test_a_run_says_where_its_outputs_go_and_how_to_evaluate_it(tiny_dir, tmp_path, capsys):
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"q{i}", "completion": f"a{i}"}) + "\n" for i in range(4)))
+    out = tmp_path / "run"
+    assert main(["sft", f"model={tiny_dir}", f"data.train={data}", f"output_dir={out}", "max_steps=1",
+                 "progress=false"]) == 0
+    err = capsys.readouterr().err
+    assert f"-> {out}/ (config.yaml, metrics.jsonl" in err
+    command = err.strip().splitlines()[-1]
+    assert command == f"evaluate it: alignkit eval base={tiny_dir} sft={out / 'final'} --out {out / 'eval'}"

@@ -1,0 +1,19 @@
+"""Progress of long batched loops (sampling, judging, evaluating): a bar with an ETA where a person watches.
+
+The bar is drawn on a terminal only (tqdm's `disable=None`): logs and captured output stay free of carriage-return
+noise. Training loops have their own bar (`progress` in a run's config).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+
+def batches(total: int, size: int, desc: str) -> Iterator[int]:
+    """The start of each batch of `size` over `total` items, with a bar counting items when stderr is a terminal."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, desc=desc, unit="item", disable=None, leave=False, dynamic_ncols=True) as bar:
+        for start in range(0, total, size):
+            yield start
+            bar.update(min(size, total - start))
