@@ -104,7 +104,8 @@ def _print_summary(manifest: dict, seconds: float) -> None:
     stages = manifest["stages"]
     audit = stages.get("audit", {})
     print(f"\nFeedback model audit: accuracy {audit.get('accuracy', float('nan')):.2f} on {audit.get('n')} held-out "
-          f"gold comparisons (required {audit.get('min_accuracy')}), position bias {audit.get('position_bias')}")
+          f"gold comparisons (required {audit.get('min_accuracy')}), position bias "
+          f"{audit.get('position_bias', float('nan')):+.3f}")
     metrics = stages.get("eval", {}).get("metrics", {})
     keys = HEADLINE
     if metrics:
