@@ -400,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     from alignkit.pipelines.compare import CompareError
     from alignkit.train.config import ConfigError
     from alignkit.train.run import RunError
+    from alignkit.utils.io import FolderInUse
 
     try:
         if args.command in METHODS:
@@ -412,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
                 "report": _report,
                 "constitution": _constitution, "demo": _demo}[args.command](args)
     except (ConfigError, DataError, ModelSpecError, RunError, ConstitutionError, FeedbackAuditError,
-            CompareError) as e:
+            CompareError, FolderInUse) as e:
         print(f"alignkit {args.command}: error: {e}", file=sys.stderr)
         return 2
 

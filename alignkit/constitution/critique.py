@@ -23,7 +23,6 @@ from alignkit.data import Turns, reply_to, user_turn
 from alignkit.judges.prompts import COMPARISON_TEMPLATE, conversation_text
 
 
-
 @dataclass
 class RevisionStep:
     principle: str

@@ -12,6 +12,7 @@ compare by content.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
 # A message is a {"role": ..., "content": ...} dict; see formats.ROLES for the roles.
 Turns = str | list[dict]
 

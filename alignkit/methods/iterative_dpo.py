@@ -37,7 +37,7 @@ from alignkit.train.card import model_card
 from alignkit.train.config import Sampling, TrainConfig
 from alignkit.train.online import load_prompts
 from alignkit.train.run import Run, RunError, TrainResult, configure_threads
-from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text
+from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text, lock_folder, unlock_folder
 from alignkit.utils.memory import peak_rss_gb
 from alignkit.utils.seeds import derived_seed
 from alignkit.utils.stages import Stage, StageRunner
@@ -119,6 +119,7 @@ class IterativeDPO:
         configure_threads()
         self.cfg = cfg
         out = Path(cfg.output_dir)
+        lock_folder(out)  # before anything in it is read or removed; train() gives it back
         started = sorted(out.glob("round-*")) + ([out / "initial_eval.json"] if (out / "initial_eval.json").exists() else [])
         if started and cfg.overwrite:
             for path in started:
@@ -243,6 +244,13 @@ class IterativeDPO:
         return record
 
     def train(self) -> TrainResult:
+        try:
+            return self._train()
+        finally:
+            self.run.close()
+            unlock_folder(self.out)
+
+    def _train(self) -> TrainResult:
         cfg = self.cfg
         t0 = time.perf_counter()
         base = cfg.model

@@ -54,7 +54,7 @@ from alignkit.pipelines.cai_records import (
 )
 from alignkit.train.config import StageSettings
 from alignkit.train.run import RunError
-from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text, claim_config_dir
+from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text, claim_config_dir, locked_folder
 from alignkit.utils.progress import batches
 from alignkit.utils.stages import Stage, StageError, StageRunner
 
@@ -222,6 +222,10 @@ class Pipeline:
         return other
 
     def run(self) -> dict:
+        with locked_folder(self.out):  # a second process on this run folder is refused at once
+            return self._run()
+
+    def _run(self) -> dict:
         self._claim_output_dir()
         started = time.perf_counter()
         other = self._take_over_from()

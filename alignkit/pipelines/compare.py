@@ -44,7 +44,7 @@ from alignkit.eval.results import EvalResults
 from alignkit.methods import METHODS, MethodSpec
 from alignkit.pipelines.cai_config import CAIStage
 from alignkit.train.config import Strict, WrittenOnly, merge_config, stage_settings
-from alignkit.utils.io import atomic_write_json, atomic_write_text, claim_config_dir
+from alignkit.utils.io import atomic_write_json, atomic_write_text, claim_config_dir, locked_folder
 from alignkit.utils.memory import peak_rss_gb
 from alignkit.utils.stages import Finished, Stage, StageRunner
 
@@ -236,6 +236,10 @@ class Comparison:
         return results
 
     def run(self) -> dict:
+        with locked_folder(self.out):  # a second process on this comparison folder is refused at once
+            return self._run()
+
+    def _run(self) -> dict:
         self._claim_output_dir()
         runs = [self.run_recipe(recipe, seed) for recipe in self.cfg.recipes for seed in self.cfg.seeds]
         results = self.evaluate(runs)

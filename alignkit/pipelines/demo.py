@@ -24,6 +24,7 @@ from alignkit.pipelines.cai import run_cai
 from alignkit.pipelines.cai_config import CAIConfig
 from alignkit.train.config import merge_config, parse_overrides
 from alignkit.train.run import configure_threads
+from alignkit.utils.io import LOCK_FILE, locked_folder
 
 HARM_PRINCIPLES = ["harmless-ethical", "no-dangerous-assistance", "refuse-with-alternative", "human-rights-dignity",
                    "privacy-respect", "wellbeing-support"]
@@ -91,11 +92,14 @@ def demo_config(out: str, model: str, overrides: list[str] | None = None) -> CAI
 def run_demo(out: str = "runs/demo", *, model: str = "smollm2-135m", fresh: bool = False,
              overrides: list[str] | None = None) -> dict:
     configure_threads()
-    if fresh and Path(out).exists():
-        shutil.rmtree(out)
     started = time.perf_counter()
     print(f"alignkit demo: Constitutional AI on {model} -> {out}", flush=True)
-    manifest = run_cai(demo_config(out, model, overrides), log=lambda message: print(message, flush=True))
+    with locked_folder(out):  # held from here, so `fresh` never removes a run another process is writing
+        if fresh:
+            for entry in Path(out).iterdir():
+                if entry.name != LOCK_FILE:
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        manifest = run_cai(demo_config(out, model, overrides), log=lambda message: print(message, flush=True))
     _print_summary(manifest, time.perf_counter() - started)
     return manifest
 

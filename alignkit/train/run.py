@@ -24,7 +24,7 @@ from alignkit.train.card import model_card
 from alignkit.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from alignkit.train.config import TrainConfig
 from alignkit.train.logging import MetricsLog
-from alignkit.utils.io import atomic_write_json, atomic_write_text
+from alignkit.utils.io import atomic_write_json, atomic_write_text, lock_folder, unlock_folder
 from alignkit.utils.memory import peak_rss_gb
 
 
@@ -132,6 +132,10 @@ class Run:
         self.device = self.accelerator.device
         self.precision = resolve_precision(cfg.precision, self.device)
         self.output_dir = Path(cfg.output_dir)
+        # Claimed before anything in it is read: a second process on the same run folder is refused at once.
+        self._locked = self.is_main
+        if self._locked:
+            lock_folder(self.output_dir)
         self.resume_from = self._check_output_dir()
         set_seed(cfg.seed)
         if self.is_main:
@@ -139,6 +143,12 @@ class Run:
             import yaml
 
             atomic_write_text(self.output_dir / "config.yaml", yaml.safe_dump({"method": method_name, **cfg.model_dump()}))
+
+    def close(self) -> None:
+        """Release the run folder to other processes (`fit` does it when it ends, however it ends)."""
+        if self._locked:
+            self._locked = False
+            unlock_folder(self.output_dir)
 
     @property
     def is_main(self) -> bool:
@@ -196,6 +206,13 @@ class Run:
         """Resume, run `steps` with logging, progress, evaluation and checkpoints, save the final model, summarise.
 
         `module` is what checkpoints hold (its trainable parameters) and what evaluation switches to eval mode."""
+        try:
+            return self._fit(module, optimizer, scheduler, steps, save_final)
+        finally:
+            self.close()
+
+    def _fit(self, module: nn.Module, optimizer, scheduler, steps: Steps,
+             save_final: Callable[[Path, dict[str, str]], None]) -> TrainResult:
         cfg, acc = self.cfg, self.accelerator
         total = steps.total
         start = 0

@@ -8,10 +8,13 @@ destination under a temporary name and then renamed, which is atomic on POSIX fi
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import secrets
 import shutil
+import sys
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -122,8 +125,63 @@ def claim_config_dir(folder: str | Path, config: dict, may_change: tuple[str, ..
         if not refused and differ:
             atomic_write_json(path, config)
         return refused or None
-    if folder.is_dir() and any(folder.iterdir()):
+    if folder.is_dir() and any(entry.name != LOCK_FILE for entry in folder.iterdir()):
         return "foreign"
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, config)
     return None
+
+
+LOCK_FILE = ".alignkit.lock"
+_held: dict[str, list] = {}  # resolved folder -> [open lock file descriptor, times claimed by this process]
+
+
+class FolderInUse(RuntimeError):
+    """Another running process holds the run folder."""
+
+
+def lock_folder(folder: str | Path) -> None:
+    """Claim the run folder `folder` for this process: a second process that claims it while this one runs is refused
+    at once, naming the holder. The claim is an exclusive `flock` on `folder/.alignkit.lock`, which the kernel drops
+    when the process ends however it ends (a SIGKILLed run leaves nothing stuck). Claims nest within one process
+    (a pipeline and the run it starts in the same folder): `unlock_folder` as often as `lock_folder`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = str(folder.resolve())
+    if key in _held:
+        _held[key][1] += 1
+        return
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "its process id is not recorded"
+        os.close(fd)
+        raise FolderInUse(f"{folder} is in use by another running alignkit process ({holder}); wait for it to "
+                          "finish or stop it, or choose another output_dir") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(sys.argv)[:300]}\n"
+              .encode(), 0)
+    _held[key] = [fd, 1]
+
+
+@contextlib.contextmanager
+def locked_folder(folder: str | Path) -> Iterator[None]:
+    """`lock_folder` for the length of a block."""
+    lock_folder(folder)
+    try:
+        yield
+    finally:
+        unlock_folder(folder)
+
+
+def unlock_folder(folder: str | Path) -> None:
+    """Give back one claim of `lock_folder`; the last one releases the folder to other processes."""
+    key = str(Path(folder).resolve())
+    entry = _held.get(key)
+    if entry is None:
+        return
+    entry[1] -= 1
+    if entry[1] == 0:
+        del _held[key]
+        os.close(entry[0])  # closing the descriptor drops the flock
