@@ -95,6 +95,9 @@ class Optimization(Strict):
                                                                description="learning-rate shape after warmup")
     max_grad_norm: float | None = Field(default=1.0, gt=0,
                                         description="clip the gradient norm to this (null: no clipping)")
+    skip_nonfinite: bool = Field(default=False,
+                                 description="skip (and count) an update whose loss or gradient is NaN/inf instead "
+                                             "of stopping the run at it")
 
 
 class OfflineBatching(Strict):

@@ -125,25 +125,27 @@ def offline_loop(run: Run, module: nn.Module, items: list, collate: Callable[[li
             if penalty.requires_grad:
                 acc.backward(penalty)
 
-        # 3. Clip, step, schedule.
-        grad_norm = None
-        if cfg.max_grad_norm is not None:
-            grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        # 3. Clip, step, schedule: a NaN/inf loss or gradient (over all processes) stops the run or, under
+        #    skip_nonfinite, skips the update (the schedule still moves on).
+        loss_value = acc.reduce(torch.tensor(loss_total, device=run.device), reduction="sum").item() / total_count
+        grad_norm = run.grad_norm(model.parameters())
         lr = scheduler.get_last_lr()[0]  # the rate this step used (the scheduler then moves to the next one)
-        optimizer.step()
+        if not run.skip_update(i, loss_value, grad_norm, f"training examples {_listed(micro_batches(i))} of this "
+                                                         "process, 0-based"):
+            optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         seen["tokens"] += step_tokens * world
 
-        # 4. Metrics (the loss reduction is collective: every process takes part).
-        loss_value = acc.reduce(torch.tensor(loss_total, device=run.device), reduction="sum").item() / total_count
+        # 4. Metrics.
         if not run.is_main:
             return {}
         metrics = {"loss": loss_value, "lr": lr, "epoch": i / steps_per_epoch}
         metrics.update({k: v / examples for k, v in stats.items()})
         metrics.update(penalty_stats)
-        if grad_norm is not None:
-            metrics["grad_norm"] = float(grad_norm)
+        metrics["grad_norm"] = grad_norm
+        if cfg.skip_nonfinite:
+            metrics["skipped_nonfinite"] = run.skipped_nonfinite
         metrics["tokens_per_s"] = seen["tokens"] / (time.perf_counter() - seen["since"])
         return metrics
 
@@ -151,6 +153,11 @@ def offline_loop(run: Run, module: nn.Module, items: list, collate: Callable[[li
     steps = Steps(total=total_steps, step=step, evaluate=evaluate, state=method.state, load_state=method.load_state,
                   progress=("loss", "tokens_per_s"))
     return run.fit(unwrapped, optimizer, scheduler, steps, save_final)
+
+
+def _listed(micro_batches: list[list[int]], most: int = 16) -> str:
+    flat = [i for batch in micro_batches for i in batch]
+    return ", ".join(map(str, flat[:most])) + (f" and {len(flat) - most} more" if len(flat) > most else "")
 
 
 def _permuted_micro_batches(run: Run, steps_per_epoch: int, n: int, global_batch: int,

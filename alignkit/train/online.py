@@ -293,10 +293,11 @@ class OnlineTrainer:
         counted = 0
         generator = torch.Generator().manual_seed(derived_seed(cfg.seed, iteration))
         grad_norms = []
-        for _ in range(cfg.ppo_epochs):
+        for epoch in range(cfg.ppo_epochs):
             order = torch.randperm(n, generator=generator)
             for start in range(0, n - mb_size + 1, mb_size):
                 minibatch = order[start : start + mb_size]
+                minibatch_loss = 0.0
                 for m in range(0, mb_size, cfg.batch_size):
                     rows = minibatch[m : m + cfg.batch_size].to(self.device)
                     mb = select_rows(exp, rows)
@@ -307,19 +308,25 @@ class OnlineTrainer:
                         mb["old_logps"] = out["logps"].detach()
                     losses, metrics = self.algorithm.loss(out, mb)
                     (losses.sum() / mb_size).backward()
+                    minibatch_loss += float(losses.detach().sum()) / mb_size
                     metrics["entropy"] = masked_mean_per_row(out["entropy"], mb["response_mask"])
                     for key, value in {"loss": losses.detach(), **metrics}.items():
                         sums[key] = sums.get(key, 0.0) + float(value.sum())
                     counted += len(rows)
-                if cfg.max_grad_norm is not None:
-                    grad_norms.append(float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)))
-                optimizer.step()
+                grad_norm = self.run.grad_norm(self.model.parameters())
+                grad_norms.append(grad_norm)
+                rows = ", ".join(map(str, minibatch.tolist()[:16])) + (" ..." if mb_size > 16 else "")
+                if not self.run.skip_update(iteration, minibatch_loss, grad_norm,
+                                            f"update epoch {epoch + 1}, minibatch of rollout rows {rows}"):
+                    optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
         metrics = {k: v / counted for k, v in sums.items()}
         if grad_norms:
             metrics["grad_norm"] = sum(grad_norms) / len(grad_norms)
         metrics["lr"] = scheduler.get_last_lr()[0]
+        if cfg.skip_nonfinite:
+            metrics["skipped_nonfinite"] = self.run.skipped_nonfinite
         return metrics
 
     # ------------------------------------------------------------------ evaluation and the run

@@ -32,6 +32,10 @@ class RunError(RuntimeError):
     """The run cannot start as configured (output directory conflicts, data too small...)."""
 
 
+class NonFiniteError(RunError):
+    """A step's loss or gradient is NaN or infinite: the run stopped there, before applying it."""
+
+
 @dataclass
 class TrainResult:
     output_dir: Path
@@ -132,6 +136,7 @@ class Run:
         self.device = self.accelerator.device
         self.precision = resolve_precision(cfg.precision, self.device)
         self.output_dir = Path(cfg.output_dir)
+        self.skipped_nonfinite = 0  # updates skipped under skip_nonfinite (kept in checkpoints)
         # Claimed before anything in it is read: a second process on the same run folder is refused at once.
         self._locked = self.is_main
         if self._locked:
@@ -187,6 +192,32 @@ class Run:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def grad_norm(self, parameters) -> float:
+        """The gradient norm over `parameters` (of all processes: gradients are synchronised by now), clipped to
+        max_grad_norm when that is set."""
+        limit = self.cfg.max_grad_norm if self.cfg.max_grad_norm is not None else math.inf
+        return float(self.accelerator.clip_grad_norm_(parameters, limit))
+
+    def skip_update(self, step: int, loss: float, grad_norm: float, batch: str) -> bool:
+        """Whether step `step` (0-based) must not apply its update: its loss or gradient norm (both over all
+        processes) is NaN or infinite. Under skip_nonfinite the update is skipped and counted; otherwise the run
+        stops here with a NonFiniteError naming the step and `batch`, before anything is applied or written, so the
+        last checkpoint stays the last good one."""
+        if math.isfinite(loss) and math.isfinite(grad_norm):
+            return False
+        what = f"the loss is {loss}" if not math.isfinite(loss) else f"the gradient norm is {grad_norm}"
+        if self.cfg.skip_nonfinite:
+            self.skipped_nonfinite += 1
+            if self.is_main:
+                print(f"[{self.method_name}] step {step + 1}: {what} ({batch}); update skipped "
+                      f"({self.skipped_nonfinite} so far)", flush=True)
+            return True
+        checkpoints = list_checkpoints(self.output_dir)
+        keep = (f"the last good checkpoint is {checkpoints[-1]} (resume=auto continues from it)" if checkpoints
+                else "no checkpoint was written before it (save_every sets how often one is)")
+        raise NonFiniteError(f"step {step + 1}: {what} ({batch}); the run stopped without applying it: {keep}. "
+                             "Lower lr, check that batch, or set skip_nonfinite=true to skip such updates")
+
     def cache_path(self, name: str) -> Path:
         return self.output_dir / "cache" / name
 
@@ -219,6 +250,7 @@ class Run:
         if self.resume_from is not None:
             state = load_checkpoint(self.resume_from, module, optimizer, scheduler)
             start = state["step"]
+            self.skipped_nonfinite = state.get("skipped_nonfinite", 0)
             if steps.load_state is not None and "method_state" in state:
                 steps.load_state(state["method_state"])
             if self.is_main:
@@ -253,7 +285,8 @@ class Run:
                 acc.wait_for_everyone()
                 if self.is_main:
                     save_checkpoint(self.output_dir, done, module, optimizer, scheduler,
-                                    {"total_steps": total, "method": self.method_name}, cfg.keep_checkpoints,
+                                    {"total_steps": total, "method": self.method_name,
+                                     "skipped_nonfinite": self.skipped_nonfinite}, cfg.keep_checkpoints,
                                     steps.state() if steps.state is not None else None)
         if progress is not None:
             progress.close()
@@ -274,6 +307,7 @@ class Run:
                 "peak_rss_gb": round(peak_rss_gb(), 3),
                 "precision": self.precision,
                 "processes": acc.num_processes,
+                **({"skipped_nonfinite": self.skipped_nonfinite} if cfg.skip_nonfinite else {}),
                 "train": last_train,
                 **({"eval_before": before} if steps.evaluate_first else {}),
                 "eval": last_eval,
