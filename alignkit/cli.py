@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     from alignkit.pipelines.compare import CompareError
     from alignkit.train.config import ConfigError
     from alignkit.train.run import RunError
-    from alignkit.utils.io import FolderInUse
+    from alignkit.utils.io import FolderInUse, UnsafeFileError
 
     try:
         if args.command in METHODS:
@@ -413,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
                 "report": _report,
                 "constitution": _constitution, "demo": _demo}[args.command](args)
     except (ConfigError, DataError, ModelSpecError, RunError, ConstitutionError, FeedbackAuditError,
-            CompareError, FolderInUse) as e:
+            CompareError, FolderInUse, UnsafeFileError) as e:
         print(f"alignkit {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -121,7 +121,16 @@ def _is_blank(tokenizer: Tokenizer, token_id: int) -> bool:
 def _template(tokenizer: Tokenizer, messages: list[dict[str, Any]], *, generation_prompt: bool) -> str:
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError("conversational data needs a tokenizer with a chat_template")
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    from jinja2.exceptions import SecurityError
+
+    try:  # transformers renders templates in jinja's ImmutableSandboxedEnvironment
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    except SecurityError as err:
+        from alignkit.utils.io import UnsafeFileError
+
+        name = getattr(tokenizer, "name_or_path", "") or "this tokenizer"
+        raise UnsafeFileError(f"the chat template of {name} reaches outside jinja's sandbox ({err}); refused, as "
+                              "a template that runs code would") from None
     return str(text)
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 
+from alignkit.utils.secrets import redact
+
 from .base import Judge
 from .rules import CallableJudge, FinalAnswerVerifier, RefusalDetector, RegexJudge
 
@@ -63,12 +65,12 @@ def judge_from_spec(spec: str | dict | Judge) -> Judge:
         if spec in _KINDS and _KINDS[spec][1] is None:
             return _KINDS[spec][0]()()
         if spec in _KINDS:
-            raise ValueError(f"judge spec {spec!r} needs a value: {{{spec!r}: ...}}")
-        raise ValueError(f"unknown judge spec {spec!r}; valid kinds: {valid}")
+            raise ValueError(f"judge spec {redact(spec)!r} needs a value: {{{redact(spec)!r}: ...}}")
+        raise ValueError(f"unknown judge spec {redact(spec)!r}; valid kinds: {valid}")
     if isinstance(spec, dict):
         kinds = [key for key in spec if key in _KINDS]
         if len(kinds) != 1:
-            raise ValueError(f"judge spec {spec!r} must name exactly one kind; valid kinds: {valid}")
+            raise ValueError(f"judge spec {redact(spec)!r} must name exactly one kind; valid kinds: {valid}")
         kind = kinds[0]
         load, main_argument = _KINDS[kind]
         options = {key: value for key, value in spec.items() if key != kind}
@@ -78,13 +80,13 @@ def judge_from_spec(spec: str | dict | Judge) -> Judge:
         elif main_argument is not None:
             options[main_argument] = value
         elif value not in (None, True):
-            raise ValueError(f"judge spec {spec!r}: {kind!r} takes a dict of options, got {value!r}")
+            raise ValueError(f"judge spec {redact(spec)!r}: {kind!r} takes a dict of options, got {redact(value)!r}")
         cls = load()
         parameters = inspect.signature(cls.__init__).parameters
         accepted = set(parameters) - {"self"}
         unknown = sorted(set(options) - accepted)
         if unknown:
-            raise ValueError(f"judge spec {spec!r}: unknown options {unknown}; {kind!r} accepts {sorted(accepted)}")
+            raise ValueError(f"judge spec {redact(spec)!r}: unknown options {unknown}; {kind!r} accepts {sorted(accepted)}")
         required = [
             name
             for name, parameter in parameters.items()
@@ -94,7 +96,7 @@ def judge_from_spec(spec: str | dict | Judge) -> Judge:
         ]
         missing = [name for name in required if name not in options]
         if missing:
-            raise ValueError(f"judge spec {spec!r}: {kind!r} needs {missing}")
+            raise ValueError(f"judge spec {redact(spec)!r}: {kind!r} needs {missing}")
         return cls(**options)
     if isinstance(spec, Judge):
         return spec

@@ -6,6 +6,10 @@ A model spec is one of:
 - a local `.gguf` file, dequantized once into `$ALIGNKIT_HOME/models/gguf-<hash>`;
 - a hub id (`org/name`) for users who have a model hub; transformers downloads and caches it.
 
+Untrusted folders: weights load from safetensors, or from a torch pickle only as tensors and plain values (transformers'
+`weights_only=True`; anything else is refused); a model's own Python code (`auto_map`) runs only when the user sets
+ALIGNKIT_TRUST_REMOTE_CODE=1; chat templates render in transformers' sandboxed Jinja environment.
+
 GGUF files load in transformers only through the slow dequantizing path (tens of seconds) and a GGUF-loaded model
 refuses `save_pretrained`, so each GGUF is converted exactly once to a plain safetensors directory and every later
 load reads that directory.
@@ -23,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from alignkit.utils.io import atomic_dir
+from alignkit.utils.io import UnsafeFileError, atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -148,10 +152,37 @@ def _looks_like_hub_id(spec: str) -> bool:
     return len(parts) == 2 and all(p and not p.startswith(".") for p in parts) and not spec.startswith(("/", "~"))
 
 
+TRUST_REMOTE_CODE_ENV = "ALIGNKIT_TRUST_REMOTE_CODE"
+
+
+def trust_remote_code() -> bool:
+    """Whether a model folder's own Python code may run: only when the user sets ALIGNKIT_TRUST_REMOTE_CODE=1."""
+    return os.environ.get(TRUST_REMOTE_CODE_ENV, "") == "1"
+
+
+def from_pretrained(cls, spec: str, **kwargs):
+    """`cls.from_pretrained` of the prepared `spec` with alignkit's rules for untrusted folders (module docstring):
+    a refusal is an UnsafeFileError naming the model."""
+    import pickle
+
+    path = str(prepare(spec))
+    try:
+        return cls.from_pretrained(path, trust_remote_code=trust_remote_code(), **kwargs)
+    except pickle.UnpicklingError:
+        raise UnsafeFileError(f"model '{spec}': its weights are a pickle holding Python objects besides tensors, "
+                              "and unpickling them could run code, so they are refused; convert them to safetensors "
+                              "where they come from a source you trust") from None
+    except ValueError as err:
+        if "trust_remote_code" not in str(err):
+            raise
+        raise UnsafeFileError(f"model '{spec}' needs its own Python code (auto_map in its config), which alignkit "
+                              f"does not run unless you set {TRUST_REMOTE_CODE_ENV}=1 for a model you trust") from None
+
+
 def load_tokenizer(spec: str):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(prepare(spec)))
+    tokenizer = from_pretrained(AutoTokenizer, spec)
     if tokenizer.pad_token_id is None:
         # Padding positions are always masked out, so reusing EOS as the pad token is safe.
         tokenizer.pad_token = tokenizer.eos_token
@@ -161,8 +192,7 @@ def load_tokenizer(spec: str):
 def load_causal_lm(spec: str, *, dtype: torch.dtype = torch.float32):
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(prepare(spec)), dtype=dtype)
-    return model
+    return from_pretrained(AutoModelForCausalLM, spec, dtype=dtype, weights_only=True)
 
 
 def load_score_model(spec: str, *, dtype: torch.dtype = torch.float32):
@@ -172,8 +202,7 @@ def load_score_model(spec: str, *, dtype: torch.dtype = torch.float32):
     """
     from transformers import AutoModelForSequenceClassification
 
-    path = str(prepare(spec))
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype)
+    model = from_pretrained(AutoModelForSequenceClassification, spec, num_labels=1, dtype=dtype, weights_only=True)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = model.config.eos_token_id
     return model

@@ -662,7 +662,7 @@ class Pipeline:
             sections.append("\n".join(rows))
         import yaml
 
-        from alignkit.train.card import redact
+        from alignkit.utils.secrets import redact
 
         config = yaml.safe_dump(redact(self.cfg.model_dump(mode="json")), sort_keys=False).strip()
         sections.append(f"## The cai config\n\nThe whole run's settings (the RL stage's own are under Reproduce):"

@@ -16,7 +16,6 @@ written relative to the working directory or `$ALIGNKIT_HOME`, else by their las
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -25,9 +24,8 @@ from typing import Any
 import yaml
 
 from alignkit.data.sources import BUILTIN_PREFIX
+from alignkit.utils.secrets import redact, redact_env
 
-REDACTED = "<redacted>"
-_SECRET_KEY = re.compile(r"api[_-]?key|token|secret|password|authorization", re.IGNORECASE)
 # An absolute path inside free text: a "/" not preceded by a word character, ":" or "/" (so URLs are left alone).
 _ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~$>])/(?:[^\s/'\"`|,;)\]]+/)*[^\s/'\"`|,;)\]]+")
 
@@ -45,25 +43,12 @@ def portable(text: str) -> str:
     or else cut to its last three parts, and with the values of secret environment variables replaced."""
     from alignkit.models.loading import alignkit_home
 
-    for name, value in os.environ.items():
-        if _SECRET_KEY.search(name) and len(value) >= 6:
-            text = text.replace(value, REDACTED)
+    text = redact_env(text)
     prefixes = [(str(Path.cwd().resolve()), "."), (str(alignkit_home().resolve()), "$ALIGNKIT_HOME")]
     for prefix, short in sorted(prefixes, key=lambda p: -len(p[0])):
         text = re.sub(re.escape(prefix) + r"(?=/|\b)", short, text)
     # What is left is outside both: only its last three parts are kept (enough to tell `4-sl/run/final` apart).
     return _ABSOLUTE_PATH.sub(lambda m: "<...>/" + "/".join(m.group(0).split("/")[-3:]), text)
-
-
-def redact(value: Any) -> Any:
-    """A config (dict/list/scalars) with the values of secret-named keys replaced."""
-    if isinstance(value, dict):
-        # `api_key_env` names the variable that holds a key: the name is kept, its value never read.
-        return {k: REDACTED if _SECRET_KEY.search(str(k)) and not str(k).endswith("_env") and v else redact(v)
-                for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return value
 
 
 def _authors(spec: str | None) -> str:

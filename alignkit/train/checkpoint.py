@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from alignkit.utils.io import atomic_dir
+from alignkit.utils.io import atomic_dir, safe_torch_load
 
 STATE_FILE = "trainer_state.json"
 
@@ -40,15 +40,22 @@ def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every generator's state as tensors and plain values, so that it loads as weights only (`safe_torch_load`)."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": [version, torch.tensor(internal, dtype=torch.int64), gauss],
+             "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal.tolist()), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -88,10 +95,10 @@ def load_checkpoint(path: Path, module: nn.Module, optimizer, scheduler) -> dict
     with torch.no_grad():
         for name, value in weights.items():
             params[name].copy_(value)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
-    set_rng_state(torch.load(path / "rng.pt", weights_only=False))
+    optimizer.load_state_dict(safe_torch_load(path / "optimizer.pt"))
+    scheduler.load_state_dict(safe_torch_load(path / "scheduler.pt"))
+    set_rng_state(safe_torch_load(path / "rng.pt"))
     state = json.loads((path / STATE_FILE).read_text())
     if (path / METHOD_STATE_FILE).is_file():
-        state["method_state"] = torch.load(path / METHOD_STATE_FILE, weights_only=False)
+        state["method_state"] = safe_torch_load(path / METHOD_STATE_FILE)
     return state

@@ -25,7 +25,7 @@ from alignkit.models import (
 from alignkit.train.config import TrainConfig
 from alignkit.train.loop import Method, offline_loop
 from alignkit.train.run import Run, RunError, TrainResult, configure_threads
-from alignkit.utils.io import atomic_torch_save
+from alignkit.utils.io import atomic_torch_save, safe_torch_load
 
 
 def load_policy(cfg: TrainConfig):
@@ -100,7 +100,7 @@ def cached_reference_logps(run: Run, name: str, reference: nn.Module, items: lis
         [[getattr(v, "input_ids", None) for v in it.values()] for it in items],
     )
     if path.is_file():
-        cached = torch.load(path, weights_only=True)
+        cached = safe_torch_load(path)
         if cached.get("stamp") == stamp:
             return cached["values"]
     # Longest first keeps padding low within each batch; results are put back in the original order.

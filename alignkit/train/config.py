@@ -19,13 +19,27 @@ from typing import Any, ClassVar, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_serializer, model_validator
 
+from alignkit.utils.secrets import secret_path
+
 
 class ConfigError(ValueError):
     """A configuration problem, with the file and key it concerns."""
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Errors never echo a value back (it may be a secret); the CLI names the field and the problem.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_secrets(cls, data: Any) -> Any:
+        """A config is written to disk (config.yaml, manifests, the model card), so it may not hold a secret: keys
+        stay in environment variables, named by `api_key_env` (`utils/secrets.py`)."""
+        found = secret_path(data)
+        if found:
+            raise ValueError(f"'{found}' holds a secret, and configs are written to disk: put it in an environment "
+                             "variable and name that variable instead (api_key_env)")
+        return data
 
 
 class DataConfig(Strict):

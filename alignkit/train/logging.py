@@ -51,7 +51,7 @@ def _open_tracker(name: str, output_dir: Path, config: dict) -> tuple[Callable, 
     to write the run under `<output_dir>/wandb` for a later `wandb sync`); trackio writes to its local database
     (`TRACKIO_DIR`, default under the Hugging Face cache) and shows it with `trackio show --project alignkit`.
     """
-    from alignkit.train.card import redact
+    from alignkit.utils.secrets import redact
 
     run_name, config = Path(output_dir).name, redact(config)
     if name == "tensorboard":

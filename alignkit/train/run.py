@@ -26,6 +26,7 @@ from alignkit.train.config import TrainConfig
 from alignkit.train.logging import MetricsLog
 from alignkit.utils.io import atomic_write_json, atomic_write_text, lock_folder, unlock_folder
 from alignkit.utils.memory import peak_rss_gb
+from alignkit.utils.secrets import redact
 
 
 class RunError(RuntimeError):
@@ -147,7 +148,8 @@ class Run:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             import yaml
 
-            atomic_write_text(self.output_dir / "config.yaml", yaml.safe_dump({"method": method_name, **cfg.model_dump()}))
+            atomic_write_text(self.output_dir / "config.yaml",
+                              yaml.safe_dump({"method": method_name, **redact(cfg.model_dump())}))
 
     def close(self) -> None:
         """Release the run folder to other processes (`fit` does it when it ends, however it ends)."""

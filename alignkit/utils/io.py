@@ -111,6 +111,27 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         raise
 
 
+class UnsafeFileError(RuntimeError):
+    """A file would run code when loaded (a pickle of arbitrary objects, custom model code)."""
+
+
+def safe_torch_load(path: str | Path) -> Any:
+    """`torch.load` of tensors and plain values only (`weights_only=True`): anything else in the file, which
+    unpickling would run, is refused with an error naming the file. The only way alignkit reads a torch pickle."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UnsafeFileError(
+            f"{path}: holds Python objects besides tensors and plain values, and unpickling them could run code, so "
+            f"it is refused (a tampered file, or one written by an alignkit older than this check; {reason})"
+        ) from None
+
+
 def claim_config_dir(folder: str | Path, config: dict, may_change: tuple[str, ...] = ()) -> list[str] | str | None:
     """A folder holds one configuration's results (its `config.json`). Returns None when `config` may use the folder
     (recorded there now if new), the top-level keys that differ from the recorded one, or "foreign" when the folder

@@ -5,8 +5,7 @@ import json
 
 import pytest
 
-from alignkit.data import DataError, LMRecord, Preference, builtin_names, load_records, read_rows, render_many
-from alignkit.data import sources
+from alignkit.data import DataError, LMRecord, Preference, builtin_names, load_records, read_rows, render_many, sources
 
 
 def test_jsonl_rows_and_locations_skip_blank_lines(tmp_path):

@@ -6,8 +6,7 @@ from collections import Counter
 
 import pytest
 
-from alignkit.data import DataError, LMRecord, PromptOnly, builtin_names, load_records, read_rows, user_turn
-from alignkit.data import suites
+from alignkit.data import DataError, LMRecord, PromptOnly, builtin_names, load_records, read_rows, suites, user_turn
 from alignkit.data.suites import (
     SUITE_PARTS,
     JailbreakTemplate,

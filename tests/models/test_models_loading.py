@@ -18,11 +18,11 @@ from alignkit.models import (
     load_causal_lm,
     load_score_model,
     load_tokenizer,
+    loading,
     per_row_sum,
     prepare,
     save_pretrained,
 )
-from alignkit.models import loading
 
 
 def test_local_directory_resolves_to_itself(tiny_dir):

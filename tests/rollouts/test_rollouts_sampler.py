@@ -143,8 +143,8 @@ def test_decode_loop_drops_finished_rows_without_changing_the_outputs(tiny_tok, 
 
 
 def test_decode_loop_with_dropped_rows_samples_with_the_policys_log_probs(tiny_tok, diverse_lm):
-    from alignkit.rollouts import DecodeLoopBackend
     from alignkit.data import render_prompt, user_turn
+    from alignkit.rollouts import DecodeLoopBackend
     from alignkit.rollouts.sampler import _left_pad
 
     prompts = ["hi", "a longer prompt here", "tell me a story"]

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 
-
 def _jsonl(path: Path, rows: list[dict]) -> str:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(path)

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from alignkit.cli import main
-from alignkit.train.card import add_sections, portable, redact
+from alignkit.train.card import add_sections, portable
+from alignkit.utils.secrets import redact
 
 SECRET = "sk-test-4f9a1c2e7b"
 
