@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from alignkit.judges.base import Judge
+from alignkit.utils.journal import Journal
 
 # (conversations, each a list of {"role", "content"}, max_new_tokens) -> one reply each.
 Generate = Callable[[list[list[dict]], int], list[str]]
@@ -24,6 +26,9 @@ class FeedbackModel:
     name: str
     judge: Judge
     generate: Generate | None = None
+    # How many requests a journal asks at a time (`journaled`): an endpoint answers each request on its own, so
+    # its answers are kept a few at a time; a local model answers all at once, batched as without a journal.
+    chunk: int | None = None
 
     def require_generate(self) -> Generate:
         if self.generate is None:
@@ -69,8 +74,43 @@ def load_feedback_model(spec: str | dict, *, batch_size: int = 64, max_length: i
         def generate(conversations: list[list[dict]], max_new_tokens: int) -> list[str]:
             return judge.client.chat_many(conversations, max_tokens=max_new_tokens)
 
-        return FeedbackModel(judge.name, judge, generate)
+        return FeedbackModel(judge.name, judge, generate, chunk=4 * judge.client.max_concurrency)
     return FeedbackModel(getattr(judge, "name", type(judge).__name__), judge)
 
 
-__all__ = ["FeedbackModel", "Generate", "load_feedback_model", "local_feedback_model"]
+class JournaledJudge:
+    """A judge whose comparisons (both orders) are answered through a `Journal`; anything else goes to the judge."""
+
+    def __init__(self, judge: Judge, journal: Journal, chunk: int | None):
+        self.judge, self.journal, self.chunk = judge, journal, chunk
+
+    def compare_orders_many(self, items: list[tuple]) -> list[tuple[float, float]]:
+        from alignkit.constitution.labels import judge_orders
+
+        requests = [{"compare": list(item)} for item in items]
+        answers = self.journal.map(lambda part: judge_orders(self.judge, [tuple(r["compare"]) for r in part]),
+                                   requests, self.chunk)
+        return [tuple(a) for a in answers]
+
+    def __getattr__(self, name: str):
+        return getattr(self.judge, name)
+
+
+def journaled(feedback: FeedbackModel, path: str | Path) -> FeedbackModel:
+    """`feedback` answering through the journal at `path`: a stage stopped half-way (killed, or its endpoint gone)
+    asks again only what it had not been answered, and ends with the answers an uninterrupted run gets."""
+    journal = Journal(path)
+    generate = None
+    if feedback.generate is not None:
+        inner = feedback.generate
+
+        def generate(conversations: list[list[dict]], max_new_tokens: int) -> list[str]:
+            requests = [{"generate": c, "max_new_tokens": max_new_tokens} for c in conversations]
+            return journal.map(lambda part: inner([r["generate"] for r in part], max_new_tokens), requests,
+                               feedback.chunk)
+
+    return FeedbackModel(feedback.name, JournaledJudge(feedback.judge, journal, feedback.chunk), generate,
+                         feedback.chunk)
+
+
+__all__ = ["FeedbackModel", "Generate", "JournaledJudge", "journaled", "load_feedback_model", "local_feedback_model"]

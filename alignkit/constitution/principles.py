@@ -102,8 +102,12 @@ def lint(spec: str | Path = "default") -> tuple[Constitution | None, list[LintIs
     label = str(path)
     if not path.is_file():
         return None, [LintIssue("error", label, "no such file")]
+    data = path.read_bytes()
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        document = yaml.safe_load(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        return None, [LintIssue("error", f"{label}:{line}", f"not UTF-8 text (undecodable bytes: {e.reason})")]
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{label}:{mark.line + 1}" if mark is not None else label

@@ -128,6 +128,9 @@ def _read_jsonl(path: Path, label: str) -> Iterator[tuple[str, RowOrError]]:
                     where, "one JSON object per line", f"invalid JSON ({error.msg} at column {error.colno})"
                 )
                 continue
+            except RecursionError:
+                yield where, DataError(where, "one JSON object per line", "JSON nested too deeply to read")
+                continue
             yield where, _as_object(where, value)
 
 
@@ -140,6 +143,8 @@ def _read_json(path: Path, label: str, split: str) -> Iterator[tuple[str, RowOrE
         ) from None
     except UnicodeDecodeError as error:
         raise DataError(label, "UTF-8 text", f"undecodable bytes ({error.reason})") from None
+    except RecursionError:
+        raise DataError(label, "valid JSON", "JSON nested too deeply to read") from None
     rows = _json_row_list(document, label, split)
     for index, value in enumerate(rows):
         where = f"{label}:[{index}]"
@@ -161,9 +166,26 @@ def _json_row_list(document: Any, label: str, split: str) -> list[Any]:
     )
 
 
+# A cell may hold a long document: csv's default cap (131072 characters per field) would refuse it.
+_CSV_FIELD_LIMIT = 1 << 30
+
+
+def _decoded(path: Path, label: str) -> str:
+    """The whole file as text; invalid UTF-8 is an error naming the line it is on."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise DataError(f"{label}:{line}", "UTF-8 text", f"undecodable bytes ({error.reason})") from None
+
+
 def _read_csv(path: Path, label: str) -> Iterator[tuple[str, RowOrError]]:
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
+    import io
+
+    csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
+    reader = csv.DictReader(io.StringIO(_decoded(path, label), newline=""))
+    try:
         if reader.fieldnames is None:
             return
         # Reading fieldnames consumed the header, so line_num now points at its last line.
@@ -173,6 +195,8 @@ def _read_csv(path: Path, label: str) -> Iterator[tuple[str, RowOrError]]:
             where = f"{label}:{last_line + 1}"
             last_line = reader.line_num
             yield where, _csv_row(cells)
+    except csv.Error as error:
+        raise DataError(f"{label}:{reader.line_num}", "valid CSV", str(error)) from None
 
 
 def _csv_row(cells: dict[str | None, Any]) -> dict[str, Any]:
@@ -208,10 +232,14 @@ def _read_parquet(path: Path, label: str) -> Iterator[tuple[str, RowOrError]]:
     import pyarrow.parquet as pq
 
     index = 0
-    for batch in pq.ParquetFile(path).iter_batches():
-        for row in batch.to_pylist():
-            yield f"{label}:row {index}", row
-            index += 1
+    try:
+        for batch in pq.ParquetFile(path).iter_batches():
+            for row in batch.to_pylist():
+                yield f"{label}:row {index}", row
+                index += 1
+    except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid / ArrowIOError for a file it cannot read
+        raise DataError(f"{label}:row {index}" if index else label, "a readable Parquet file",
+                        f"{type(error).__name__}: {str(error)[:200]}") from None
 
 
 def _read_saved_dataset(path: Path, split: str) -> Iterator[tuple[str, RowOrError]]:
@@ -223,8 +251,12 @@ def _read_saved_dataset(path: Path, split: str) -> Iterator[tuple[str, RowOrErro
         )
     from datasets import DatasetDict, load_from_disk
 
-    dataset = load_from_disk(str(path))
     label = str(path)
+    try:
+        dataset = load_from_disk(str(path))
+    except Exception as error:  # noqa: BLE001 - datasets raises many kinds for a folder it cannot read back
+        raise DataError(label, "a folder that datasets' load_from_disk reads back",
+                        f"{type(error).__name__}: {str(error)[:200]}") from None
     if isinstance(dataset, DatasetDict):
         if split not in dataset:
             raise DataError(label, f"a split named '{split}'", f"splits {sorted(dataset)}")

@@ -121,10 +121,8 @@ class IterativeDPO:
         out = Path(cfg.output_dir)
         lock_folder(out)  # before anything in it is read or removed; train() gives it back
         started = sorted(out.glob("round-*")) + ([out / "initial_eval.json"] if (out / "initial_eval.json").exists() else [])
-        if started and cfg.overwrite:
-            for path in started:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-        elif started and cfg.resume == "never":
+        self._replaced = started if cfg.overwrite else []  # removed when training begins, not before
+        if started and not cfg.overwrite and cfg.resume == "never":
             raise RunError(f"{out} holds an unfinished iterative DPO run ({started[0].name}, ...). Use resume=auto to "
                            "continue it, overwrite=true to start over, or another output_dir.")
         self.run = Run(cfg, "iterative-dpo")
@@ -252,6 +250,9 @@ class IterativeDPO:
 
     def _train(self) -> TrainResult:
         cfg = self.cfg
+        for path in self._replaced:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        self.run.begin()
         t0 = time.perf_counter()
         base = cfg.model
         history_path = self.out / "initial_eval.json"

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from alignkit.constitution.feedback import journaled
 from alignkit.data import render_prompt, reply_to, request_text
 from alignkit.methods import METHODS
 from alignkit.pipelines.cai_config import CAIConfig, DataMix
@@ -59,6 +60,7 @@ from alignkit.utils.progress import batches
 from alignkit.utils.stages import Stage, StageError, StageRunner
 
 STAGES = ("feedback", "audit", "critique", "sl", "labels", "preference", "rl", "eval")
+FEEDBACK_JOURNAL = "feedback.journal.jsonl"  # a stage's feedback-model answers so far (utils/journal.py)
 
 def _jsonl(rows: list[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
@@ -411,7 +413,8 @@ class Pipeline:
         prompts = [r["prompt"] for r in rows]
         initial = self._policy_rollouts(self.cfg.model, prompts, cfg.max_new_tokens, temperature=0.0, n=1,
                                         batch_size=self.cfg.feedback.batch_size)
-        feedback = self.feedback()
+        # The feedback model's answers are journaled as they come: a stage stopped half-way asks only the rest.
+        feedback = journaled(self.feedback(), folder / FEEDBACK_JOURNAL)
         # Critiques, revisions and their check are the feedback model's judgements: only under principles it passed.
         pool = self.judging_constitution(cfg.principles)
         records = critique_and_revise(prompts, initial, pool, feedback.require_generate(), rng,
@@ -472,7 +475,7 @@ class Pipeline:
         pairs = [(texts[2 * i], texts[2 * i + 1]) for i in range(len(prompts))]
         # Two identical samples carry no preference; empty ones are not answers.
         keep = [i for i, (a, b) in enumerate(pairs) if a.strip() and b.strip() and a.strip() != b.strip()]
-        feedback = self.feedback()
+        feedback = journaled(self.feedback(), folder / FEEDBACK_JOURNAL)
         judging = self.judging_constitution()  # the principles the audit allows
         out = rlaif_rows([prompts[i] for i in keep], [pairs[i] for i in keep], feedback.judge, judging,
                          rng, k=min(cfg.principles_per_label, len(judging.principles)), cot=cfg.cot,

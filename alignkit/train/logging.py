@@ -19,8 +19,10 @@ class MetricsLog:
     def __init__(self, output_dir: Path, report_to: list[str], config: dict, resume_step: int = 0):
         self.path = Path(output_dir) / "metrics.jsonl"
         if resume_step and self.path.exists():
-            # Drop lines logged after the checkpoint we resume from: those steps are about to be redone.
-            kept = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= resume_step]
+            # Drop lines logged after the checkpoint we resume from (those steps are about to be redone), and a
+            # last line cut short by a kill or a full disk.
+            kept = [ln for ln in self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+                    if (row := _parsed(ln)) is not None and row.get("step", 0) <= resume_step]
             atomic_write_text(self.path, "".join(k + "\n" for k in kept))
         elif self.path.exists():
             self.path.unlink()
@@ -38,6 +40,14 @@ class MetricsLog:
         self._file.close()
         for _, close in self._trackers:
             close()
+
+
+def _parsed(line: str) -> dict | None:
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return row if isinstance(row, dict) else None
 
 
 def _plain(value):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from alignkit.train.card import model_card
@@ -124,6 +126,14 @@ def decay_groups(module: nn.Module, weight_decay: float, lr: float) -> list[dict
     return [g for g in groups if g["params"]]
 
 
+def _os_reason(err: Exception) -> str:
+    """The operating system's words for a failed write (safetensors reports it as "... (os error 28)")."""
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    found = re.search(r"os error (\d+)", str(err))
+    return os.strerror(int(found.group(1))) if found else str(err)
+
+
 class Run:
     """One training run in `cfg.output_dir`: created with the output-directory checks, then `fit(...)`."""
 
@@ -138,18 +148,28 @@ class Run:
         self.precision = resolve_precision(cfg.precision, self.device)
         self.output_dir = Path(cfg.output_dir)
         self.skipped_nonfinite = 0  # updates skipped under skip_nonfinite (kept in checkpoints)
+        self._replace = False  # overwrite: the finished run here is removed when training begins
         # Claimed before anything in it is read: a second process on the same run folder is refused at once.
         self._locked = self.is_main
         if self._locked:
             lock_folder(self.output_dir)
         self.resume_from = self._check_output_dir()
         set_seed(cfg.seed)
+
+    def begin(self) -> None:
+        """The run starts writing into its folder: a finished run that `overwrite` replaces is removed, and
+        config.yaml written. Called when training is about to start, so a run that stops earlier (bad data, a model
+        that does not load) leaves the folder as it found it."""
         if self.is_main:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
             import yaml
 
+            if self._replace:
+                for name in ("final", "checkpoints", "metrics.jsonl", "summary.json", "cache"):
+                    target = self.output_dir / name
+                    shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+                self._replace = False
             atomic_write_text(self.output_dir / "config.yaml",
-                              yaml.safe_dump({"method": method_name, **redact(cfg.model_dump())}))
+                              yaml.safe_dump({"method": self.method_name, **redact(self.cfg.model_dump())}))
 
     def close(self) -> None:
         """Release the run folder to other processes (`fit` does it when it ends, however it ends)."""
@@ -173,11 +193,7 @@ class Run:
                     f"{out} already holds a finished run (final/ exists). Choose another output_dir, "
                     "or pass overwrite=true to replace it."
                 )
-            if self.accelerator.is_main_process:
-                for name in ("final", "checkpoints", "metrics.jsonl", "summary.json", "cache"):
-                    target = out / name
-                    shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
-            self.accelerator.wait_for_everyone()
+            self._replace = True  # the old results go when training starts (`begin`), not before
             return None
         checkpoints = list_checkpoints(out)
         if checkpoints and cfg.resume == "auto":
@@ -247,6 +263,8 @@ class Run:
     def _fit(self, module: nn.Module, optimizer, scheduler, steps: Steps,
              save_final: Callable[[Path, dict[str, str]], None]) -> TrainResult:
         cfg, acc = self.cfg, self.accelerator
+        self.begin()
+        acc.wait_for_everyone()
         total = steps.total
         start = 0
         if self.resume_from is not None:
@@ -286,10 +304,7 @@ class Run:
             if cfg.save_every and done % cfg.save_every == 0 and done < total:
                 acc.wait_for_everyone()
                 if self.is_main:
-                    save_checkpoint(self.output_dir, done, module, optimizer, scheduler,
-                                    {"total_steps": total, "method": self.method_name,
-                                     "skipped_nonfinite": self.skipped_nonfinite}, cfg.keep_checkpoints,
-                                    steps.state() if steps.state is not None else None)
+                    self._checkpoint(done, module, optimizer, scheduler, total, steps)
         if progress is not None:
             progress.close()
         seconds = time.perf_counter() - t0
@@ -321,6 +336,23 @@ class Run:
         return TrainResult(output_dir=self.output_dir, final_dir=self.final_dir, steps=total, seconds=seconds,
                            peak_rss_gb=peak_rss_gb(), resumed_from=start, train_metrics=last_train,
                            eval_metrics=last_eval)
+
+    def _checkpoint(self, step: int, module: nn.Module, optimizer, scheduler, total: int, steps: Steps) -> None:
+        """A checkpoint, or, where the disk is full or read-only, a RunError saying so: the new checkpoint was not
+        kept (atomic_dir removes its partial folder) and the previous one is intact, so the same command resumes
+        from it once there is room."""
+        try:
+            save_checkpoint(self.output_dir, step, module, optimizer, scheduler,
+                            {"total_steps": total, "method": self.method_name,
+                             "skipped_nonfinite": self.skipped_nonfinite}, self.cfg.keep_checkpoints,
+                            steps.state() if steps.state is not None else None)
+        except (OSError, SafetensorError) as err:
+            earlier = list_checkpoints(self.output_dir)
+            kept = (f"{earlier[-1]} is intact and the same command resumes from it (resume=auto)" if earlier
+                    else "there is no earlier checkpoint")
+            raise RunError(f"step {step}: the checkpoint could not be written into {self.output_dir / 'checkpoints'} "
+                           f"({_os_reason(err)}); nothing of it was kept, {kept} once the disk has room and "
+                           "the folder is writable") from err
 
     def _evaluate(self, module: nn.Module, evaluate: Callable[[], dict], log: MetricsLog | None, step: int,
                   when: str) -> dict:

@@ -374,3 +374,138 @@ def test_contrast_pairs_prefer_the_policys_own_right_response():
     # Sampled failures rejected only on harmful prompts: a benign prompt gives a pair only where greedy refused.
     only = contrast_pairs(prompts, refuse, greedy, samples)  # the default, as rl.contrast's
     assert [p["prompt"] for p in only] == ["harm-1", "harm-2", "benign-1"]
+
+
+class Endpoint:
+    """A deterministic OpenAI-compatible feedback model on a fixed port: replies and A/B log-probs are functions of
+    the request, so any run asking the same question gets the same answer. `die_when(ready, after)`: once `ready()`
+    holds, the `after`-th request gets no answer and the server goes away; `start()` brings it back on the port."""
+
+    def __init__(self):
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.served: list[str] = []  # the key of every request answered
+        self.trigger = None
+        self.server = None
+
+    @staticmethod
+    def answer(body: dict) -> dict:
+        import hashlib
+        import math
+
+        digest = hashlib.sha256(json.dumps(body["messages"], sort_keys=True).encode()).hexdigest()
+        if body.get("logprobs"):
+            p = 0.05 + 0.9 * int(digest[:4], 16) / 0xFFFF
+            top = [{"token": "A", "logprob": math.log(p)}, {"token": "B", "logprob": math.log(1 - p)}]
+            token = "A" if p >= 0.5 else "B"
+            choice = {"message": {"role": "assistant", "content": token},
+                      "logprobs": {"content": [{"token": token, "logprob": max(t["logprob"] for t in top),
+                                                "top_logprobs": top}]}}
+        else:
+            choice = {"message": {"role": "assistant", "content": f"reply {digest[:10]}"}, "logprobs": None}
+        return {"id": "x", "object": "chat.completion", "model": "stub",
+                "choices": [{"index": 0, "finish_reason": "stop", **choice}]}
+
+    def start(self) -> None:
+        import threading
+        import time
+
+        deadline = time.time() + 10
+        while self.server is not None and time.time() < deadline:  # a death still shutting the old one down
+            time.sleep(0.01)
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                if endpoint.trigger is not None:
+                    ready, left = endpoint.trigger
+                    if ready():
+                        endpoint.trigger = (ready, left - 1)
+                        if left <= 1:  # this request dies with the server
+                            endpoint.trigger = None
+                            threading.Thread(target=endpoint.stop, daemon=True).start()
+                            self.close_connection = True
+                            return
+                data = json.dumps(endpoint.answer(body)).encode()
+                endpoint.served.append(json.dumps(body["messages"], sort_keys=True))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        ThreadingHTTPServer.allow_reuse_address = True
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    def die_when(self, ready, after: int) -> None:
+        self.trigger = (ready, after)
+
+
+def _answers(path) -> list[dict]:
+    """A stage file's rows without the run's own paths (the policy's folder differs between the two runs)."""
+    return [{k: v for k, v in row.items() if k != "policy"} for row in read_jsonl(path)]
+
+
+def test_the_http_feedback_model_dying_mid_critique_and_mid_labelling_loses_and_repeats_nothing(chatty_dir,
+                                                                                                tmp_path):
+    """The endpoint goes away half-way through the critiques and again half-way through the labels, and comes back
+    each time: the same command resumes each stage from what was answered (the stage's feedback journal), and the
+    revisions and labels equal those of a run that never lost its feedback model."""
+    endpoint = Endpoint()
+    endpoint.start()
+    try:
+        http = {"base_url": endpoint.url, "model": "stub", "timeout": 10, "max_retries": 0, "max_concurrency": 1,
+                "top_logprobs": 2, "max_tokens": 8}
+
+        def config(out):
+            return tiny_config(chatty_dir, out, method="dpo", extra=[
+                f"feedback.model={json.dumps({'http': http})}", "feedback.audit_extra_principles=0",
+                "critique.critique_tokens=8", "critique.revision_tokens=8", "rl.principles_per_label=2"])
+
+        reference = tmp_path / "reference"
+        run_cai(config(reference))
+        asked_by_reference = len(endpoint.served)
+
+        out = tmp_path / "broken"
+        endpoint.served.clear()
+        endpoint.die_when(lambda: (out / "2-audit" / "done.json").exists(), after=6)  # mid-critique
+        with pytest.raises(Exception, match=str(endpoint.port)):
+            run_cai(config(out))
+        assert not (out / "3-critique" / "done.json").exists()
+        journal = out / "3-critique" / "feedback.journal.jsonl"
+        assert len(journal.read_text().splitlines()) == 4  # the first chunk of answers was kept
+        endpoint.start()
+        endpoint.die_when(lambda: (out / "4-sl" / "done.json").exists(), after=6)  # mid-labelling
+        with pytest.raises(Exception, match=str(endpoint.port)):
+            run_cai(config(out))
+        assert (out / "3-critique" / "done.json").exists() and not (out / "5-labels" / "done.json").exists()
+        endpoint.start()
+        run_cai(config(out))
+    finally:
+        endpoint.stop()
+
+    for stage, name in (("3-critique", "revisions.jsonl"), ("5-labels", "labels.jsonl")):
+        assert _answers(out / stage / name) == _answers(reference / stage / name), stage
+        # Every question asked once in the journal, as in the uninterrupted run: none lost, none twice.
+        lines = (out / stage / "feedback.journal.jsonl").read_text().splitlines()
+        assert sorted(lines) == sorted((reference / stage / "feedback.journal.jsonl").read_text().splitlines())
+    # Only the chunk each death cut short was asked again (4 requests at most each time, one of them unanswered).
+    assert asked_by_reference <= len(endpoint.served) <= asked_by_reference + 2 * 3
