@@ -279,7 +279,7 @@ class IterativeDPO:
                           generated=f"{cfg.rounds} rounds of responses sampled from the policy, scored by the judge "
                                     f"`{json.dumps(cfg.judge) if isinstance(cfg.judge, dict) else cfg.judge}`, "
                                     "best/worst of each prompt as DPO pairs")
-        with atomic_dir(self.run.final_dir, replace=cfg.overwrite) as tmp:
+        with atomic_dir(self.run.final_dir, replace=cfg.overwrite or self.run.refinish) as tmp:
             shutil.copytree(current, tmp, dirs_exist_ok=True)
             (tmp / "README.md").write_text(card, encoding="utf-8")
         report = {

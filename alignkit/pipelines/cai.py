@@ -55,7 +55,14 @@ from alignkit.pipelines.cai_records import (
 )
 from alignkit.train.config import StageSettings
 from alignkit.train.run import RunError
-from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text, claim_config_dir, locked_folder
+from alignkit.utils.io import (
+    atomic_dir,
+    atomic_write_json,
+    atomic_write_text,
+    claim_config_dir,
+    locked_folder,
+    remove_leftovers,
+)
 from alignkit.utils.progress import batches
 from alignkit.utils.stages import Stage, StageError, StageRunner
 
@@ -229,6 +236,7 @@ class Pipeline:
 
     def _run(self) -> dict:
         self._claim_output_dir()
+        remove_leftovers(self.out)  # what a killed run was writing here
         started = time.perf_counter()
         other = self._take_over_from()
         for stage in self.stages():

@@ -44,7 +44,7 @@ from alignkit.eval.results import EvalResults
 from alignkit.methods import METHODS, MethodSpec
 from alignkit.pipelines.cai_config import CAIStage
 from alignkit.train.config import Strict, WrittenOnly, merge_config, stage_settings
-from alignkit.utils.io import atomic_write_json, atomic_write_text, claim_config_dir, locked_folder
+from alignkit.utils.io import atomic_write_json, atomic_write_text, claim_config_dir, locked_folder, remove_leftovers
 from alignkit.utils.memory import peak_rss_gb
 from alignkit.utils.stages import Finished, Stage, StageRunner
 
@@ -180,7 +180,7 @@ class Comparison:
             atomic_write_json(folder / "stage.json", spec)
             self.log(f"[compare] {'+'.join(chain)} seed {seed}: training {spec['kind']}")
             proc = subprocess.run([sys.executable, "-m", "alignkit.pipelines.compare", str(folder / "stage.json")],
-                                  env={**os.environ}, capture_output=True, text=True)
+                                  env={**os.environ}, capture_output=True, text=True, preexec_fn=_die_with_parent)
             if proc.returncode != 0:
                 atomic_write_text(folder / "error.log", proc.stdout + proc.stderr)
                 raise CompareError(f"stage {'+'.join(chain)} seed {seed} failed (exit {proc.returncode}); its output "
@@ -241,6 +241,7 @@ class Comparison:
 
     def _run(self) -> dict:
         self._claim_output_dir()
+        remove_leftovers(self.out)  # what a killed run was writing here
         runs = [self.run_recipe(recipe, seed) for recipe in self.cfg.recipes for seed in self.cfg.seeds]
         results = self.evaluate(runs)
         table = comparison_table(runs, results.metrics, self.cfg.seeds)
@@ -344,6 +345,16 @@ def _write_plot(table: dict[str, dict], start: dict, out: Path) -> None:
     ax.set_title("Recipes: helpfulness vs harmlessness (filled: Pareto front)")
     ax.grid(True, color="#e3e6ea", linewidth=0.8)
     _save(fig, out / "pareto.png")
+
+
+def _die_with_parent() -> None:
+    """In a stage's subprocess, before it starts (Linux): be killed when compare dies, however it dies, so that a
+    killed comparison leaves no orphan still training in the folder its rerun is about to use."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def run_compare(cfg: CompareConfig, log: Callable[[str], None] = print) -> dict:

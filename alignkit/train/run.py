@@ -26,7 +26,7 @@ from alignkit.train.card import model_card
 from alignkit.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from alignkit.train.config import TrainConfig
 from alignkit.train.logging import MetricsLog
-from alignkit.utils.io import atomic_write_json, atomic_write_text, lock_folder, unlock_folder
+from alignkit.utils.io import atomic_write_json, atomic_write_text, lock_folder, remove_leftovers, unlock_folder
 from alignkit.utils.memory import peak_rss_gb
 from alignkit.utils.secrets import redact
 
@@ -149,6 +149,7 @@ class Run:
         self.output_dir = Path(cfg.output_dir)
         self.skipped_nonfinite = 0  # updates skipped under skip_nonfinite (kept in checkpoints)
         self._replace = False  # overwrite: the finished run here is removed when training begins
+        self.refinish = False  # final/ is there but not its summary: the run is finished again (_check_output_dir)
         # Claimed before anything in it is read: a second process on the same run folder is refused at once.
         self._locked = self.is_main
         if self._locked:
@@ -163,6 +164,8 @@ class Run:
         if self.is_main:
             import yaml
 
+            for folder in (self.output_dir, self.output_dir / "checkpoints"):  # what a killed run was writing
+                remove_leftovers(folder)
             if self._replace:
                 for name in ("final", "checkpoints", "metrics.jsonl", "summary.json", "cache"):
                     target = self.output_dir / name
@@ -187,6 +190,13 @@ class Run:
 
     def _check_output_dir(self) -> Path | None:
         out, cfg = self.output_dir, self.cfg
+        if (out / "final").exists() and not (out / "summary.json").exists() and cfg.resume == "auto" \
+                and not cfg.overwrite:
+            # Killed after saving final/ but before its summary (written last): the run is finished again from its
+            # last checkpoint; the same steps give the same final/, which then replaces this one.
+            self.refinish = True
+            checkpoints = list_checkpoints(out)
+            return checkpoints[-1] if checkpoints else None
         if (out / "final").exists():
             if not cfg.overwrite:
                 raise RunError(
@@ -315,7 +325,12 @@ class Run:
             card = model_card(self.method_name, cfg, steps=total, precision=self.precision, seconds=seconds,
                               train_metrics=last_train, eval_metrics=last_eval,
                               adapter=cfg.lora is not None and not cfg.save_merged, generated=steps.generated)
+            if self.refinish and self.final_dir.exists():  # set aside, removed once the new one is saved
+                aside = self.output_dir / ".final.replaced"
+                shutil.rmtree(aside, ignore_errors=True)
+                os.replace(self.final_dir, aside)
             save_final(self.final_dir, {"README.md": card})
+            shutil.rmtree(self.output_dir / ".final.replaced", ignore_errors=True)
             summary = {
                 "method": self.method_name,
                 "steps": total,

@@ -45,6 +45,18 @@ def _temp_dir(path: Path) -> Path:
             continue
 
 
+def remove_leftovers(folder: str | Path) -> int:
+    """Remove the temporary files and folders (`.NAME.HEX.tmp`) that writes killed half-way left in `folder`; the
+    caller holds the folder (`lock_folder`), so no write of another process can be among them. Returns how many."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    found = [p for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
+    for path in found:
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    return len(found)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
-from alignkit.utils.io import atomic_write_json
+from alignkit.utils.io import atomic_write_json, remove_leftovers
 
 RECORD_FILE = "done.json"
 R = TypeVar("R")
@@ -176,6 +176,7 @@ class StageRunner:
             if why:
                 self.log(f"== {name}: {take_over}'s differs ({'; '.join(why[:3])}), so it runs here")
             self.log(f"== {name}: running into {stage.folder}")
+            remove_leftovers(stage.folder)  # what a killed attempt of this stage was writing
             started, self._reads = time.perf_counter(), _Reads()
             try:
                 record = stage.run(stage.folder)
