@@ -269,26 +269,37 @@ def soak(name: str, args: list[str], work: Path, kills: int, rng: random.Random,
     while result.kills < kills:
         result.chains += 1
         out = folder / f"chain-{result.chains:02d}"
-        outcome = "killed"
-        while outcome == "killed" and result.kills < kills:
-            # Inside an atomic write (a checkpoint, a stage's hand-over, a data file), or at a moment from outside.
-            if inside_only or rng.random() < 0.5:
-                outcome = attempt(args, out, hook, log, write=rng.randint(1, writes))
-            else:
-                outcome = attempt(args, out, hook, log, delay=rng.uniform(0.5, seconds))
-            if outcome == "killed":
-                result.kills += 1
-                if (out / "summary.json").is_file():  # killed as it exited: a trainer's run is finished
-                    outcome = "finished"
-                else:
-                    result.resumes += 1  # the next start is a resume
-        if outcome == "killed":
-            run_to_end(args, out, hook, log)  # the last resume, left to finish
+        try:
+            _chain(args, out, hook, log, kills, rng, writes, seconds, result, inside_only)
+        except RuntimeError as err:  # a resume that failed: this chain is a difference, the soak goes on
+            result.problems.append(f"chain {result.chains}: {err}")
+            print(f"[soak] {name}: chain {result.chains} failed: {err}", flush=True)
+            continue
         problems = differences(folder / "reference", out)
         result.problems += [f"chain {result.chains}: {p}" for p in problems]
-        print(f"[soak] {name}: chain {result.chains} done ({result.kills} kills so far), "
+        print(f"[soak] {name}: chain {result.chains} done ({result.kills} kills, {result.resumes} resumes so far), "
               f"{'identical' if not problems else '; '.join(problems[:3])}", flush=True)
     return result
+
+
+def _chain(args: list[str], out: Path, hook: Path, log: Path, kills: int, rng: random.Random, writes: int,
+           seconds: float, result: Result, inside_only: bool) -> None:
+    """Kill and resume one chain until it finishes by itself or the kills are reached; then let it finish."""
+    outcome = "killed"
+    while outcome == "killed" and result.kills < kills:
+        # Inside an atomic write (a checkpoint, a stage's hand-over, a data file), or at a moment from outside.
+        if inside_only or rng.random() < 0.5:
+            outcome = attempt(args, out, hook, log, write=rng.randint(1, writes))
+        else:
+            outcome = attempt(args, out, hook, log, delay=rng.uniform(0.5, seconds))
+        if outcome == "killed":
+            result.kills += 1
+            if (out / "summary.json").is_file():  # killed as it exited: a trainer's run is finished
+                outcome = "finished"
+            else:
+                result.resumes += 1  # the next start is a resume
+    if outcome == "killed":
+        run_to_end(args, out, hook, log)  # the last resume, left to finish
 
 
 def table(results: list[Result]) -> str:

@@ -214,8 +214,9 @@ class IterativeDPO:
             generated = json.loads((rdir / "samples.meta.json").read_text())["generated_tokens"]
         else:
             samples, generated = self.sample_round(r, current)
-            atomic_write_text(samples_file, _jsonl(samples))
+            # The samples file marks the step done, so it is written last (a kill between the two resamples).
             atomic_write_json(rdir / "samples.meta.json", {"generated_tokens": generated})
+            atomic_write_text(samples_file, _jsonl(samples))
         t_sampled = time.perf_counter()
         # 2. Pairs.
         pairs, skipped = best_worst_pairs(samples)
