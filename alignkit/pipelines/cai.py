@@ -69,6 +69,10 @@ from alignkit.utils.stages import Stage, StageError, StageRunner
 STAGES = ("feedback", "audit", "critique", "sl", "labels", "preference", "rl", "eval")
 FEEDBACK_JOURNAL = "feedback.journal.jsonl"  # a stage's feedback-model answers so far (utils/journal.py)
 
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.3f}"
+
+
 def _jsonl(rows: list[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
@@ -406,7 +410,7 @@ class Pipeline:
                                       extra_principles=fb.audit_extra_principles, seed=self.cfg.seed)
         folder.mkdir(parents=True, exist_ok=True)
         self.log(f"   audit: accuracy {report.accuracy:.2f} on {report.n} held-out gold comparisons, position bias "
-                 f"{report.position_bias}, agreement {report.principle_agreement}")
+                 f"{_signed(report.position_bias)}, agreement {report.principle_agreement}")
         return AuditRecord(feedback.name, report.n, report.accuracy, report.position_bias, report.principle_agreement,
                            report.accuracy_by_principle)
 
