@@ -239,8 +239,8 @@ class Pipeline:
             return self._run()
 
     def _run(self) -> dict:
+        remove_leftovers(self.out)  # what a killed run was writing here (its config.json, say): before the claim
         self._claim_output_dir()
-        remove_leftovers(self.out)  # what a killed run was writing here
         started = time.perf_counter()
         other = self._take_over_from()
         for stage in self.stages():

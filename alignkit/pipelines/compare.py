@@ -240,8 +240,8 @@ class Comparison:
             return self._run()
 
     def _run(self) -> dict:
+        remove_leftovers(self.out)  # what a killed run was writing here (its config.json, say): before the claim
         self._claim_output_dir()
-        remove_leftovers(self.out)  # what a killed run was writing here
         runs = [self.run_recipe(recipe, seed) for recipe in self.cfg.recipes for seed in self.cfg.seeds]
         results = self.evaluate(runs)
         table = comparison_table(runs, results.metrics, self.cfg.seeds)
