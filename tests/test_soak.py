@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _soak_module():
     spec = importlib.util.spec_from_file_location("soak", ROOT / "bench" / "soak.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules["soak"] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
