@@ -170,21 +170,21 @@ def _json_row_list(document: Any, label: str, split: str) -> list[Any]:
 _CSV_FIELD_LIMIT = 1 << 30
 
 
-def _decoded(path: Path, label: str) -> str:
+def read_utf8(path: Path, label: str | None = None) -> str:
     """The whole file as text; invalid UTF-8 is an error naming the line it is on."""
     data = path.read_bytes()
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
-        raise DataError(f"{label}:{line}", "UTF-8 text", f"undecodable bytes ({error.reason})") from None
+        raise DataError(f"{label or path}:{line}", "UTF-8 text", f"undecodable bytes ({error.reason})") from None
 
 
 def _read_csv(path: Path, label: str) -> Iterator[tuple[str, RowOrError]]:
     import io
 
     csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
-    reader = csv.DictReader(io.StringIO(_decoded(path, label), newline=""))
+    reader = csv.DictReader(io.StringIO(read_utf8(path, label), newline=""))
     try:
         if reader.fieldnames is None:
             return

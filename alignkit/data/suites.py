@@ -38,6 +38,7 @@ import yaml
 from .errors import DataError, describe
 from .records import Turns
 from .render import user_turn
+from .sources import read_utf8
 
 SUITE_PARTS = ("redteam", "jailbreaks", "borderline", "verifiable", "bias", "anthropomorphism")
 SPLITS = ("train", "heldout")
@@ -145,7 +146,7 @@ def load_suite(spec: str | Path = "default", split: str = "heldout") -> Suite:
         raise DataError("split", f"one of {list(SPLITS)}", describe(split))
     path = suite_path(spec)
     try:
-        config = yaml.safe_load(_utf8(path)) or {}
+        config = yaml.safe_load(read_utf8(path)) or {}
     except yaml.YAMLError as e:
         raise DataError(str(path), "valid YAML", str(e).splitlines()[0]) from None
     if not isinstance(config, dict):
@@ -173,20 +174,11 @@ def load_suite(spec: str | Path = "default", split: str = "heldout") -> Suite:
     return suite
 
 
-def _utf8(path: Path) -> str:
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}", "UTF-8 text", f"undecodable bytes ({e.reason})") from None
-
-
 def _read_part(path: Path, part: str) -> list[tuple[str, dict]]:
     if not path.is_file():
         raise DataError(str(path), f"an existing file for the suite part {part!r}", "no such file")
     rows = []
-    for number, line in enumerate(_utf8(path).splitlines(), start=1):
+    for number, line in enumerate(read_utf8(path).splitlines(), start=1):
         where = f"{path}:{number}"
         if not line.strip():
             continue
