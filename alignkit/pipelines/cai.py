@@ -69,6 +69,7 @@ from alignkit.utils.stages import Stage, StageError, StageRunner
 STAGES = ("feedback", "audit", "critique", "sl", "labels", "preference", "rl", "eval")
 FEEDBACK_JOURNAL = "feedback.journal.jsonl"  # a stage's feedback-model answers so far (utils/journal.py)
 
+
 def _signed(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.3f}"
 
