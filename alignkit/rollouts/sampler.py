@@ -8,6 +8,12 @@ The backend is a seam: anything with `generate(model, prompt_ids, prompt_mask, p
   the cost is per step, nearly independent of the batch; the shared prefill saves (n-1)/n of the prompt compute.
 - `HFGenerateBackend` (default with n = 1): transformers' `generate` on the prompts repeated n times.
 
+Random streams. By default a batch draws from one stream seeded with `settings.seed`, so a row's samples depend on
+the batch it was drawn in. With `prompt_seeds`, each prompt's samples draw from their own stream (the decode loop
+samples by inverting each row's CDF at uniforms drawn per prompt), so a prompt gets the same samples whichever batch,
+chunk or process it is sampled in, and whether or not finished rows are dropped: what sharding the prompts of an
+online step over several processes needs to equal one process.
+
 Log-probs are those of the sampling distribution p(token | prefix) = softmax(logits / temperature), read from the
 raw logits the generation step produced (no second forward pass). top-p / top-k truncation is not part of them:
 like most RLHF implementations, the policy-gradient ratio is taken against the tempered, untruncated distribution.
@@ -32,6 +38,8 @@ class SamplingSettings:
     top_k: int = 0
     n: int = 1  # samples per prompt
     seed: int = 0
+    # One seed per prompt: its samples draw from their own stream (see the module docstring); None: one stream, `seed`.
+    prompt_seeds: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -74,6 +82,29 @@ class RolloutBackend(Protocol):
         ...
 
 
+def prompt_uniforms(settings: SamplingSettings, prompt_index: torch.Tensor) -> torch.Tensor:
+    """Uniforms in (0, 1] [B, max_new_tokens], one row per output row: the rows of prompt p are drawn, in order, from
+    a generator seeded with `settings.prompt_seeds[p]`, so they do not depend on the other prompts of the batch."""
+    seeds = settings.prompt_seeds
+    index = prompt_index.cpu()
+    if seeds is None or len(seeds) != int(index.max()) + 1:
+        raise ValueError(f"prompt_seeds: expected one seed per prompt ({int(index.max()) + 1}), got "
+                         f"{None if seeds is None else len(seeds)}")
+    out = torch.empty((index.shape[0], settings.max_new_tokens))
+    for p, seed in enumerate(seeds):
+        rows = (index == p).nonzero().squeeze(-1)
+        out[rows] = torch.rand((rows.shape[0], settings.max_new_tokens), generator=torch.Generator().manual_seed(seed))
+    return 1.0 - out  # torch.rand is in [0, 1); a draw of 0 could land on a token of probability 0
+
+
+def inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """The token of each row [b] whose CDF interval holds the row's uniform in (0, 1]: a draw from `probs` [b, V].
+    Tokens of probability 0 have empty intervals and are never drawn."""
+    cdf = probs.cumsum(-1)
+    target = uniforms.to(cdf.device, cdf.dtype)[:, None] * cdf[:, -1:]  # the total is 1 up to rounding
+    return torch.searchsorted(cdf, target).squeeze(-1).clamp_(max=probs.shape[-1] - 1)
+
+
 def _filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
     """Top-k then nucleus (top-p) truncation: tokens outside get -inf. The most likely token always survives."""
     if top_k > 0 and top_k < logits.shape[-1]:
@@ -94,8 +125,9 @@ class DecodeLoopBackend:
     Rows that have ended are dropped from the batch (and from the KV cache) once they make up `compact_fraction` of
     it: at the batch sizes where decoding is compute-bound, a step costs in proportion to the rows it carries, and
     answers end at very different lengths (a refusal in 20 tokens beside an answer cut at the limit). Dropping rows
-    changes neither greedy outputs nor the sampling distribution; sampled rows draw from the random stream in a
-    different order than without dropping, so the same seed gives other (equally valid) samples. 0 never drops.
+    changes neither greedy outputs nor the sampling distribution; from one random stream, sampled rows draw in a
+    different order than without dropping, so the same seed gives other (equally valid) samples (with prompt_seeds,
+    the same samples). 0 never drops.
     """
 
     def __init__(self, compact_fraction: float = 0.125):
@@ -106,6 +138,8 @@ class DecodeLoopBackend:
     def generate(self, model, prompt_ids, prompt_mask, prompt_index, settings: SamplingSettings, eos_id: int,
                  pad_id: int):
         sampling = settings.temperature > 0
+        uniforms = (prompt_uniforms(settings, prompt_index).to(prompt_ids.device)
+                    if sampling and settings.prompt_seeds is not None else None)
         out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids(prompt_mask),
                     use_cache=True, logits_to_keep=1)
         cache = out.cache
@@ -123,8 +157,11 @@ class DecodeLoopBackend:
             scaled = logits / settings.temperature if sampling else logits
             log_probs = torch.log_softmax(scaled, -1)
             if sampling:
-                filtered = _filter_logits(scaled, settings.top_k, settings.top_p)
-                token = torch.multinomial(torch.softmax(filtered, -1), 1).squeeze(-1)
+                probs = torch.softmax(_filter_logits(scaled, settings.top_k, settings.top_p), -1)
+                if uniforms is None:
+                    token = torch.multinomial(probs, 1).squeeze(-1)
+                else:
+                    token = inverse_cdf(probs, uniforms[active, step])
             else:
                 token = scaled.argmax(-1)
             token = torch.where(done, torch.full_like(token, pad_id), token)
@@ -153,6 +190,8 @@ class HFGenerateBackend:
     def generate(self, model, prompt_ids, prompt_mask, prompt_index, settings: SamplingSettings, eos_id: int,
                  pad_id: int):
         sampling = settings.temperature > 0
+        if sampling and settings.prompt_seeds is not None:
+            raise ValueError("HFGenerateBackend draws from one stream; prompt_seeds needs the DecodeLoopBackend")
         prompt_ids, prompt_mask = prompt_ids[prompt_index], prompt_mask[prompt_index]
         out = model.generate(
             input_ids=prompt_ids,
@@ -193,7 +232,8 @@ def sample(model, tokenizer, prompts: list[Turns], settings: SamplingSettings = 
     """Sample `settings.n` responses to each prompt; rows are prompt-major (prompt 0's n samples first)."""
     # Measured (bench/generation.py): sharing the prefill pays when prompts repeat (8 prompts x 8 samples: 19.7 s vs
     # 31.3 s); for distinct prompts transformers' generate was faster (8.7 s vs 10.5 s).
-    backend = backend or (DecodeLoopBackend() if settings.n > 1 else HFGenerateBackend())
+    per_prompt = settings.prompt_seeds is not None and settings.temperature > 0
+    backend = backend or (DecodeLoopBackend() if settings.n > 1 or per_prompt else HFGenerateBackend())
     device = next(model.parameters()).device
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     encoded = [render_prompt(tokenizer, p) for p in prompts]  # the one prompt rule (data/render.py)

@@ -13,8 +13,16 @@ One iteration = one rollout batch of `prompts_per_step` prompts x `samples_per_p
 Each distinct prompt of a (micro-)batch goes through the transformer once; its samples reuse the prompt's KV cache
 (`response_states`). An algorithm (PPO, GRPO, RLOO) is a small `Algorithm` record of plain functions.
 
-Runs are single-process (multi-process online training is not implemented). Checkpoints are taken between
-iterations and resume exactly: the prompt order and the sampling seed are functions of (seed, iteration).
+Several processes (`accelerate launch --num_processes N`): each process samples, scores and runs the no-grad
+passes for its contiguous share of the iteration's prompts (N must divide `prompts_per_step`), so a prompt's samples
+— a GRPO/RLOO group — live in one process. The experience is then gathered, so every process holds the whole batch
+and computes the advantages, the whitening, the KL controller and the logged statistics over all of it, exactly as
+one process does. Each minibatch is split over the processes (N must divide `minibatch_size`) and the gradients are
+summed across them (DDP), scaled so the step equals one process's over the same minibatch. Each prompt draws its
+samples from its own stream (`SamplingSettings.prompt_seeds`), so N processes sample what one process samples.
+
+Checkpoints are taken between iterations and resume exactly, on any process count that divides the batch: the
+prompt order and each prompt's sampling seed are functions of (seed, iteration, prompt position) alone.
 """
 
 from __future__ import annotations
@@ -149,8 +157,34 @@ def rollout_batch(rollout: Rollout) -> Batch:
     return select_rows(full, torch.arange(index.shape[0], device=index.device))
 
 
-def _pad_to(x: torch.Tensor, width: int) -> torch.Tensor:
-    return torch.nn.functional.pad(x, (0, width - x.shape[1])) if x.shape[1] < width else x
+def _pad_to(x: torch.Tensor, width: int, value: float = 0, left: bool = False) -> torch.Tensor:
+    if x.shape[1] >= width:
+        return x
+    return torch.nn.functional.pad(x, (width - x.shape[1], 0) if left else (0, width - x.shape[1]), value=value)
+
+
+PROMPT_KEYS = ("prompt_ids", "prompt_mask")  # one row per distinct prompt, left-padded
+
+
+def merge_batches(parts: list[Batch], pad_id: int) -> Batch:
+    """Experience batches of consecutive shares of the prompts (process 0's first) as one batch, in the order one
+    process would have made it: prompt tensors left-padded to one width, row tensors right-padded, `prompt_index`
+    shifted past the prompts before each part."""
+    merged: Batch = {}
+    offsets = [0]
+    for part in parts[:-1]:
+        offsets.append(offsets[-1] + part["prompt_ids"].shape[0])
+    for key in parts[0]:
+        values = [part[key] for part in parts]
+        if key == "prompt_index":
+            merged[key] = torch.cat([v + offset for v, offset in zip(values, offsets)])
+        elif values[0].ndim == 2:
+            width = max(v.shape[1] for v in values)
+            pad = pad_id if key in ("prompt_ids", "response_ids") else 0
+            merged[key] = torch.cat([_pad_to(v, width, pad, left=key in PROMPT_KEYS) for v in values])
+        else:
+            merged[key] = torch.cat(values)
+    return merged
 
 
 class OnlineTrainer:
@@ -160,8 +194,12 @@ class OnlineTrainer:
         configure_threads()
         self.cfg, self.algorithm = cfg, algorithm
         self.run = Run(cfg, algorithm.name)
-        if self.run.accelerator.num_processes > 1:
-            raise RunError(f"{algorithm.name}: online methods run in one process (multi-process is not implemented)")
+        self.world, self.rank = self.run.accelerator.num_processes, self.run.accelerator.process_index
+        n = cfg.prompts_per_step * cfg.samples_per_prompt
+        if cfg.prompts_per_step % self.world or self.minibatch_size() % self.world:
+            raise RunError(f"{algorithm.name} on {self.world} processes: the process count must divide "
+                           f"prompts_per_step ({cfg.prompts_per_step}) and the minibatch "
+                           f"({self.minibatch_size()} of the {n} sequences)")
         self.device = self.run.device
         # The prompts are checked before any model loads.
         self.train_prompts = load_prompts(cfg.data.train, cfg.data.limit, cfg.data.skip_invalid)
@@ -176,6 +214,9 @@ class OnlineTrainer:
                 critic_model = apply_lora(critic_model, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
                                           target_modules=cfg.lora.target_modules)
         self.model = PolicyWithValue(policy, algorithm.critic, critic_model).to(self.device)
+        # What the update's forward goes through: DDP around the model on several processes (it sums the gradients
+        # across them); sampling, the no-grad passes, evaluation and checkpoints use the model itself.
+        self.trained = self.run.accelerator.prepare_model(self.model) if self.world > 1 else self.model
         self.policy = policy
         self.reference = self._reference() if algorithm.uses_reference and self._kl_used() else None
         self.judge = judge_from_spec(cfg.judge)
@@ -200,10 +241,14 @@ class OnlineTrainer:
 
     # ------------------------------------------------------------------ the iteration
 
-    def settings(self, iteration: int) -> SamplingSettings:
+    def settings(self, iteration: int, first: int = 0, count: int | None = None) -> SamplingSettings:
+        """Sampling for prompts first .. first + count of the iteration: each draws from the stream of (seed,
+        iteration, its position), wherever it is sampled."""
         c = self.cfg
+        count = c.prompts_per_step if count is None else count
         return SamplingSettings(max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_p=c.top_p,
-                                top_k=c.top_k, n=c.samples_per_prompt, seed=derived_seed(c.seed, iteration))
+                                top_k=c.top_k, n=c.samples_per_prompt, seed=derived_seed(c.seed, iteration),
+                                prompt_seeds=tuple(derived_seed(c.seed, iteration, first + i) for i in range(count)))
 
     def prompts_for(self, iteration: int) -> list:
         per_epoch = len(self.train_prompts) // self.cfg.prompts_per_step
@@ -216,10 +261,12 @@ class OnlineTrainer:
     @torch.no_grad()
     def experience(self, iteration: int, state: OnlineState) -> tuple[Batch, dict[str, float]]:
         cfg, alg = self.cfg, self.algorithm
-        records = self.prompts_for(iteration)
+        share = cfg.prompts_per_step // self.world  # this process's consecutive share of the iteration's prompts
+        records = self.prompts_for(iteration)[self.rank * share : (self.rank + 1) * share]
         t0 = time.perf_counter()
         with self.run.autocast():
-            rollout = sample(self.policy, self.tokenizer, [r.prompt for r in records], self.settings(iteration))
+            rollout = sample(self.policy, self.tokenizer, [r.prompt for r in records],
+                             self.settings(iteration, self.rank * share, share))
         t_generate = time.perf_counter() - t0
         rows = rollout.prompt_index.tolist()
         scores = self.judge.score([records[i].prompt for i in rows], rollout.texts,
@@ -231,7 +278,7 @@ class OnlineTrainer:
         exp["sample_logps"] = rollout.logps[:, : exp["response_ids"].shape[1]].float().to(self.device)
         # The rollout policy's log-probs (and values) in a no-grad pass when the update is not one on-policy step;
         # otherwise the loss uses the current log-probs, detached, which are the same numbers.
-        single_step = cfg.ppo_epochs == 1 and self.minibatch_size() >= rollout.response_ids.shape[0]
+        single_step = cfg.ppo_epochs == 1 and self.minibatch_size() >= cfg.prompts_per_step * cfg.samples_per_prompt
         if not single_step or alg.critic is not None:
             out = self.forward_chunks(exp, with_values=alg.critic is not None)
             exp["old_logps"] = out["logps"]
@@ -239,19 +286,29 @@ class OnlineTrainer:
                 exp["values"] = out["values"]
         if alg.uses_reference and self._kl_used():
             exp["ref_logps"] = self.reference_logps(exp)
-        generated = int(rollout.response_mask.sum())
+        if self.world > 1:
+            exp = self.gathered(exp)
+        generated = int(exp["response_mask"].sum())
         state.generated_tokens += generated
         metrics = {
             "score": float(exp["scores"].mean()),
-            "score_std": float(exp["scores"].std()) if len(scores) > 1 else 0.0,
-            "response_length": float(rollout.response_mask.sum(-1).float().mean()),
-            "eos_rate": float(rollout.eos.float().mean()),
+            "score_std": float(exp["scores"].std()) if exp["scores"].numel() > 1 else 0.0,
+            "response_length": float(exp["response_mask"].sum(-1).float().mean()),
+            "eos_rate": float(exp["eos"].float().mean()),
             "generate_seconds": t_generate,
             "score_seconds": t_score,
             "generate_tokens_per_s": generated / max(t_generate, 1e-9),
             "generated_tokens": float(state.generated_tokens),
         }
         return exp, metrics
+
+    def gathered(self, exp: Batch) -> Batch:
+        """Every process's experience, in prompt order, on every process."""
+        import torch.distributed as dist
+
+        parts: list = [None] * self.world
+        dist.all_gather_object(parts, {k: v.cpu() for k, v in exp.items()})
+        return {k: v.to(self.device) for k, v in merge_batches(parts, self.tokenizer.pad_token_id).items()}
 
     def forward_chunks(self, exp: Batch, with_values: bool) -> dict[str, torch.Tensor]:
         """No-grad forward over the whole batch in micro-batches of `eval_batch_size` (default 2 x batch_size)."""
@@ -287,8 +344,11 @@ class OnlineTrainer:
         return min(self.cfg.minibatch_size or total, total)
 
     def update(self, exp: Batch, optimizer, scheduler, iteration: int) -> dict[str, float]:
-        cfg, n = self.cfg, exp["response_ids"].shape[0]
+        """`ppo_epochs` passes over the (whole, gathered) batch in minibatches; this process computes its share of
+        each minibatch, micro-batch by micro-batch, and DDP sums the gradients over the processes at the last one."""
+        cfg, acc, n = self.cfg, self.run.accelerator, exp["response_ids"].shape[0]
         mb_size = self.minibatch_size()
+        mine = mb_size // self.world
         sums: dict[str, float] = {}
         counted = 0
         generator = torch.Generator().manual_seed(derived_seed(cfg.seed, iteration))
@@ -297,22 +357,29 @@ class OnlineTrainer:
             order = torch.randperm(n, generator=generator)
             for start in range(0, n - mb_size + 1, mb_size):
                 minibatch = order[start : start + mb_size]
+                own = minibatch[self.rank * mine : (self.rank + 1) * mine]
                 minibatch_loss = 0.0
-                for m in range(0, mb_size, cfg.batch_size):
-                    rows = minibatch[m : m + cfg.batch_size].to(self.device)
+                for m in range(0, mine, cfg.batch_size):
+                    rows = own[m : m + cfg.batch_size].to(self.device)
                     mb = select_rows(exp, rows)
-                    with self.run.autocast():
-                        out = self.model(mb, cfg.temperature, with_values=self.algorithm.critic is not None,
-                                         with_entropy=True)
-                    if "old_logps" not in mb:
-                        mb["old_logps"] = out["logps"].detach()
-                    losses, metrics = self.algorithm.loss(out, mb)
-                    (losses.sum() / mb_size).backward()
+                    last = m + cfg.batch_size >= mine
+                    with contextlib.nullcontext() if last or self.world == 1 else acc.no_sync(self.trained):
+                        with self.run.autocast():
+                            out = self.trained(mb, cfg.temperature, with_values=self.algorithm.critic is not None,
+                                               with_entropy=True)
+                        if "old_logps" not in mb:
+                            mb["old_logps"] = out["logps"].detach()
+                        losses, metrics = self.algorithm.loss(out, mb)
+                        loss = losses.sum() / mb_size
+                        (loss * self.world if self.world > 1 else loss).backward()  # DDP averages over processes
                     minibatch_loss += float(losses.detach().sum()) / mb_size
                     metrics["entropy"] = masked_mean_per_row(out["entropy"], mb["response_mask"])
                     for key, value in {"loss": losses.detach(), **metrics}.items():
                         sums[key] = sums.get(key, 0.0) + float(value.sum())
                     counted += len(rows)
+                if self.world > 1:  # every process decides on the same (whole minibatch's) loss
+                    total = torch.tensor(minibatch_loss, dtype=torch.float64, device=self.device)
+                    minibatch_loss = float(acc.reduce(total, "sum"))
                 grad_norm = self.run.grad_norm(self.model.parameters())
                 grad_norms.append(grad_norm)
                 rows = ", ".join(map(str, minibatch.tolist()[:16])) + (" ..." if mb_size > 16 else "")
@@ -321,6 +388,11 @@ class OnlineTrainer:
                     optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
+        if self.world > 1:  # the statistics of every process's rows
+            keys = sorted(sums)
+            totals = acc.reduce(torch.tensor([sums[k] for k in keys] + [counted], dtype=torch.float64,
+                                             device=self.device), "sum").tolist()
+            sums, counted = dict(zip(keys, totals[:-1])), totals[-1]
         metrics = {k: v / counted for k, v in sums.items()}
         if grad_norms:
             metrics["grad_norm"] = sum(grad_norms) / len(grad_norms)

@@ -163,3 +163,37 @@ def test_decode_loop_with_dropped_rows_samples_with_the_policys_log_probs(tiny_t
     p = ids.shape[1]
     expected = torch.log_softmax(logits[:, p - 1 : -1] / 0.8, -1).gather(-1, tokens[..., None]).squeeze(-1) * keep
     torch.testing.assert_close(logps, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_inverse_cdf_draws_each_token_at_its_probability_and_never_a_zero_one():
+    from alignkit.rollouts.sampler import inverse_cdf
+
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.2, 0.3]])
+    # By hand: intervals (0, .5] -> 1, (.5, .7] -> 3, (.7, 1] -> 4; the smallest and the largest uniform included.
+    draws = [int(inverse_cdf(probs, torch.tensor([u]))) for u in (1e-9, 0.5, 0.5001, 0.7, 0.71, 1.0)]
+    assert draws == [1, 1, 3, 3, 4, 4]
+    uniforms = 1.0 - torch.rand(200_000, generator=torch.Generator().manual_seed(0))
+    counts = torch.bincount(inverse_cdf(probs.expand(len(uniforms), -1), uniforms), minlength=5).float()
+    torch.testing.assert_close(counts / len(uniforms), probs[0], atol=4e-3, rtol=0)
+
+
+def test_prompt_seeds_give_a_prompt_the_same_samples_in_any_batch_and_with_dropped_rows(tiny_tok, diverse_lm):
+    from alignkit.rollouts import DecodeLoopBackend
+
+    prompts = ["hi", "a longer prompt here", "tell me a story", "why"]
+    seeds = (11, 12, 13, 14)
+
+    def settings(part):
+        return SamplingSettings(max_new_tokens=10, temperature=0.9, n=3, prompt_seeds=tuple(seeds[i] for i in part))
+
+    whole = sample(diverse_lm, tiny_tok, prompts, settings(range(4)), DecodeLoopBackend(compact_fraction=0))
+    halves = [sample(diverse_lm, tiny_tok, [prompts[i] for i in part], settings(part)) for part in ((0, 1), (2, 3))]
+    assert whole.texts == halves[0].texts + halves[1].texts
+    assert whole.texts == sample(diverse_lm, tiny_tok, prompts, settings(range(4))).texts  # rows dropped by default
+    # One stream per prompt: its samples still differ from each other, and another seed gives others.
+    assert len(set(whole.texts[:3])) > 1
+    other = sample(diverse_lm, tiny_tok, prompts[:1], SamplingSettings(max_new_tokens=10, temperature=0.9, n=3,
+                                                                       prompt_seeds=(99,)))
+    assert other.texts != whole.texts[:3]
+    with pytest.raises(ValueError, match="one seed per prompt"):
+        sample(diverse_lm, tiny_tok, prompts, settings(range(2)))
