@@ -13,8 +13,8 @@ def kto_kl_estimate(policy_kl_logps: torch.Tensor, ref_kl_logps: torch.Tensor) -
     Ethayarajh et al. 2024, sec. 4.1: z_0 = max(0, mean_i [log pi(y'_i|x_i) - log ref(y'_i|x_i)]) where y'_i
     is a completion belonging to a *different* prompt in the batch (mismatched pairs), so that the estimate
     is not correlated with the examples being scored. No gradient flows through z_0 (it only shifts the
-    reference point). In data-parallel training the mean should be taken over the global batch: all-reduce
-    the inputs (or the unclamped mean) before calling this.
+    reference point). In data-parallel training the mean should be taken over the global batch: the KTO trainer
+    all-reduces the unclamped sum and count instead of calling this (`alignkit.methods.kto.reference_point`).
 
     Args:
         policy_kl_logps: [M] sequence log-probs of the mismatched completions under the policy.

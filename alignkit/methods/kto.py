@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import random
 
+import torch
+import torch.distributed as dist
 from pydantic import Field
 
 from alignkit.data import render_responses
@@ -62,6 +64,17 @@ def render_unpaired(tokenizer, records: list, max_length: int, seed: int, name: 
     return [it for it in items if any(it["seq"].loss_mask[1:]) and any(it["kl_seq"].loss_mask[1:])]
 
 
+def reference_point(policy_kl: torch.Tensor, ref_kl: torch.Tensor, across_processes: bool) -> torch.Tensor:
+    """z0 from the mismatched rows; while training under several processes, from those of every process's
+    micro-batch of the same step, as one process holding all of them would compute it (evaluation runs on one)."""
+    if not (across_processes and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return kto_kl_estimate(policy_kl, ref_kl)
+    diff = (policy_kl - ref_kl).detach().double()
+    sums = torch.stack([diff.sum(), torch.tensor(float(diff.numel()), dtype=torch.float64, device=diff.device)])
+    dist.all_reduce(sums)
+    return (sums[0] / sums[1]).clamp(min=0).to(policy_kl.dtype)
+
+
 def train_kto(cfg: KTOConfig) -> TrainResult:
     configure_threads()
     # 1. Run directory, policy, unpaired examples (preference data is split into chosen=good / rejected=bad).
@@ -85,11 +98,11 @@ def train_kto(cfg: KTOConfig) -> TrainResult:
         kto_loss, beta=cfg.beta, desirable_weight=cfg.desirable_weight, undesirable_weight=cfg.undesirable_weight
     )
 
-    # 3. One forward over matched + mismatched rows; z0 from this micro-batch's mismatched rows.
+    # 3. One forward over matched + mismatched rows; z0 from the mismatched rows of this micro-batch on every process.
     def example_losses(module, batch):
         total, _ = pair_sequence_logps(module, batch)
         n = total.shape[0] // 2
-        kl = kto_kl_estimate(total[n:], batch["ref_kl"])
+        kl = reference_point(total[n:], batch["ref_kl"], across_processes=module.training)
         losses, metrics = loss_fn(total[:n], batch["ref"], batch["label"] > 0.5, kl)
         desirable = metrics["desirable"]
         # Per-example statistics that average correctly across micro-batches (the loss's NaN-masked split does not).

@@ -137,7 +137,12 @@ def offline_loop(run: Run, module: nn.Module, items: list, collate: Callable[[li
         optimizer.zero_grad(set_to_none=True)
         seen["tokens"] += step_tokens * world
 
-        # 4. Metrics.
+        # 4. Metrics, of the examples of every process.
+        if world > 1:
+            keys = sorted(stats)
+            sums = torch.tensor([stats[k] for k in keys] + [float(examples)], dtype=torch.float64, device=run.device)
+            *values, examples = acc.reduce(sums, reduction="sum").tolist()
+            stats = dict(zip(keys, values))
         if not run.is_main:
             return {}
         metrics = {"loss": loss_value, "lr": lr, "epoch": i / steps_per_epoch}

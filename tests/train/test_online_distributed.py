@@ -12,22 +12,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import load_file
 
 from alignkit.data import user_turn
 from alignkit.train.checkpoint import list_checkpoints
+from tests.train import launched
 
 PROMPTS = [f"question number {i}" for i in range(8)]
-PORTS = iter(range(29541, 29600))
 
 RUNS = {
     # name: (command, its keys); each runs 3 iterations of 4 prompts x 2 samples, minibatches of 4 sequences.
@@ -52,53 +48,28 @@ def _args(command: str, keys: list[str], model: str, prompts: str, out: Path, st
             "save_every=1", *keys]
 
 
-def _env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
-
-
-def _launch(args: list[str], processes: int) -> list[str]:
-    if processes == 1:
-        return [sys.executable, *args]
-    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
-    return [accelerate, "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
-            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(next(PORTS)), *args]
-
-
-def _run(args: list[str], processes: int) -> None:
-    done = subprocess.run(_launch(args, processes), env=_env(), capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-
-
-def _metrics(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
 def _assert_same_training(one: Path, two: Path, keys=("train/loss", "train/score", "train/kl_coef", "train/grad_norm", "train/kl")) -> None:
-    a, b = _metrics(one), _metrics(two)
+    a, b = launched.metrics(one), launched.metrics(two)
     assert [m["step"] for m in a] == [m["step"] for m in b]
     for row_a, row_b in zip(a, b):
         for key in keys:
             if key in row_a:
                 assert abs(row_a[key] - row_b[key]) < 1e-5, (key, row_a["step"], row_a[key], row_b[key])
-    w1, w2 = load_file(str(one / "final" / "model.safetensors")), load_file(str(two / "final" / "model.safetensors"))
-    for key in w1:
-        torch.testing.assert_close(w1[key], w2[key], atol=1e-5, rtol=1e-4, msg=key)
+    launched.assert_same_weights(one, two)
 
 
 @pytest.mark.parametrize("name", list(RUNS))
 def test_two_processes_match_one_process(name, tiny_dir, prompt_file, tmp_path):
     command, keys = RUNS[name]
     one, two = tmp_path / "one", tmp_path / "two"
-    _run(_args(command, keys, tiny_dir, prompt_file, one), 1)
-    _run(_args(command, keys, tiny_dir, prompt_file, two), 2)
+    launched.run(_args(command, keys, tiny_dir, prompt_file, one), 1)
+    launched.run(_args(command, keys, tiny_dir, prompt_file, two), 2)
     assert json.loads((two / "summary.json").read_text())["processes"] == 2
     _assert_same_training(one, two)
-    rows = _metrics(one)
+    rows = launched.metrics(one)
     # Not a comparison of two idle runs: the samples were scored differently and training moved the weights.
     assert len({round(m["train/score"], 6) for m in rows}) > 1 or 0 < rows[0]["train/score"] < 1
-    base = load_file(str(Path(tiny_dir) / "model.safetensors"))
-    final = load_file(str(one / "final" / "model.safetensors"))
-    assert any(not torch.equal(base[k], final[k]) for k in base)
+    launched.assert_moved(tiny_dir, one)
     if name == "ppo-shared":  # the adaptive coefficient moved, from the KL of the whole batch
         assert rows[-1]["train/kl_coef"] != 0.1
 
@@ -117,10 +88,10 @@ def _kill_every_process_of(out: Path) -> None:
 def test_a_killed_two_process_run_resumes_to_the_uninterrupted_end(tiny_dir, prompt_file, tmp_path):
     command, keys = RUNS["grpo"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    _run(_args(command, keys, tiny_dir, prompt_file, whole, steps=4), 2)
+    launched.run(_args(command, keys, tiny_dir, prompt_file, whole, steps=4), 2)
 
     args = _args(command, keys, tiny_dir, prompt_file, killed, steps=4)
-    proc = subprocess.Popen(_launch(args, 2), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen(launched.command(args, 2), env=launched.ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
         deadline = time.monotonic() + 300
@@ -131,6 +102,6 @@ def test_a_killed_two_process_run_resumes_to_the_uninterrupted_end(tiny_dir, pro
         _kill_every_process_of(killed)
         proc.wait()
     assert not (killed / "final").exists()
-    _run(args, 2)  # the same command resumes
+    launched.run(args, 2)  # the same command resumes
     assert json.loads((killed / "summary.json").read_text())["resumed_from_step"] >= 2
     _assert_same_training(whole, killed)

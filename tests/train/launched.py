@@ -1,0 +1,60 @@
+"""The CLI in one process or under `accelerate launch` on several CPU processes (gloo), for the tests that compare
+the two, and the comparisons they make."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import free_port
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def command(args: list[str], processes: int) -> list[str]:
+    """`python -m alignkit.cli ...` (`args` start with `-m`), behind the launcher when `processes` > 1."""
+    if processes == 1:
+        return [sys.executable, *args]
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
+    return [accelerate, "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()), *args]
+
+
+def run(args: list[str], processes: int) -> None:
+    done = subprocess.run(command(args, processes), env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_same_weights(one: Path, two: Path) -> None:
+    w1, w2 = load_file(str(one / "final" / "model.safetensors")), load_file(str(two / "final" / "model.safetensors"))
+    assert w1.keys() == w2.keys()
+    for key in w1:
+        torch.testing.assert_close(w1[key], w2[key], atol=1e-5, rtol=1e-4, msg=key)
+
+
+def assert_moved(base_dir: str, out: Path) -> None:
+    """Training changed the weights: a comparison of two runs is not one between two untouched models."""
+    base, final = load_file(str(Path(base_dir) / "model.safetensors")), load_file(str(out / "final" / "model.safetensors"))
+    assert any(not torch.equal(base[k], final[k]) for k in base)
+
+
+def assert_same_metrics(one: Path, two: Path, atol: float = 1e-5) -> None:
+    """Every logged training metric agrees step by step (all but the throughput, which is timed)."""
+    a, b = metrics(one), metrics(two)
+    assert [row["step"] for row in a] == [row["step"] for row in b]
+    for row_a, row_b in zip(a, b):
+        keys = {k for k in row_a if k.startswith("train/") and k != "train/tokens_per_s"}
+        assert keys == {k for k in row_b if k.startswith("train/") and k != "train/tokens_per_s"}
+        for key in sorted(keys):
+            assert abs(row_a[key] - row_b[key]) < atol, (key, row_a["step"], row_a[key], row_b[key])
