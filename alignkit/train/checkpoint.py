@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from alignkit.utils.io import atomic_dir, safe_torch_load
+from alignkit.utils.io import atomic_dir, safe_torch_load, torch_save
 
 STATE_FILE = "trainer_state.json"
 
@@ -71,10 +71,10 @@ def save_checkpoint(output_dir: Path, step: int, module: nn.Module, optimizer, s
     with atomic_dir(path, replace=True) as tmp:
         save_file(trainable_state(module), str(tmp / "trainable.safetensors"))
         if method_state is not None:
-            torch.save(method_state, tmp / METHOD_STATE_FILE)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        torch.save(rng_state(), tmp / "rng.pt")
+            torch_save(method_state, tmp / METHOD_STATE_FILE)
+        torch_save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch_save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch_save(rng_state(), tmp / "rng.pt")
         # Written last: its presence marks the checkpoint complete even on filesystems without atomic rename.
         (tmp / STATE_FILE).write_text(json.dumps({"step": step, **extra}, indent=2) + "\n")
     for old in list_checkpoints(output_dir)[:-keep]:

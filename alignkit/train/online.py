@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from alignkit.data import load_records
@@ -304,8 +305,6 @@ class OnlineTrainer:
 
     def gathered(self, exp: Batch) -> Batch:
         """Every process's experience, in prompt order, on every process."""
-        import torch.distributed as dist
-
         parts: list = [None] * self.world
         dist.all_gather_object(parts, {k: v.cpu() for k, v in exp.items()})
         return {k: v.to(self.device) for k, v in merge_batches(parts, self.tokenizer.pad_token_id).items()}

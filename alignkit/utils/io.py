@@ -107,15 +107,22 @@ def atomic_dir(path: str | Path, *, replace: bool = False) -> Iterator[Path]:
         raise
 
 
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
+def torch_save(obj: Any, path: str | Path) -> None:
+    """`torch.save` through a Python file, so that a failed write raises the OSError that says why (no space left,
+    read-only): given a path, torch's own writer reports a full disk only as "unexpected pos 113311040 vs ..."."""
     import torch
 
+    with open(path, "wb") as handle:
+        torch.save(obj, handle)
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _temp_file(path)
     os.close(fd)
     try:
-        torch.save(obj, tmp)
+        torch_save(obj, tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -23,6 +23,7 @@ import alignkit.train.checkpoint as checkpoint_module
 from alignkit.methods.sft import SFTConfig, train_sft
 from alignkit.train.config import DataConfig
 from alignkit.train.run import RunError
+from alignkit.utils.io import torch_save
 
 
 def _cfg(tiny_dir, sft_file, out: Path) -> SFTConfig:
@@ -102,20 +103,24 @@ def test_a_disk_that_fills_up_during_a_checkpoint(small_disk, tiny_dir, sft_file
 def test_an_injected_disk_fault_during_a_checkpoint_keeps_the_previous_one(code, tiny_dir, sft_file, tmp_path,
                                                                           monkeypatch):
     """A full disk, or one that turned read-only (a tmpfs cannot be remounted read-only while the run holds files
-    open on it, so this fault is injected everywhere)."""
+    open on it, so that fault is raised by hand). The full disk is real: the second checkpoint's optimizer state is
+    written by torch into /dev/full, whose every write fails with ENOSPC (given a path, torch's own writer once
+    reported that as "unexpected pos ..." and the run died with a traceback; the soak of the real cai found it)."""
     reference = tmp_path / "reference"
     train_sft(_cfg(tiny_dir, sft_file, reference))
     out = tmp_path / "run"
-    real_save, calls = checkpoint_module.torch.save, [0]
+    real_save, calls = checkpoint_module.torch_save, [0]
 
-    def save(obj, path, *args, **kwargs):
+    def save(obj, path):
         calls[0] += 1
-        if calls[0] == 5:  # the second checkpoint's second file: part of it is on disk when the fault comes
+        if calls[0] == 4:  # the second checkpoint's first torch file: the weights are on disk when the fault comes
             Path(path).write_bytes(b"partial")
+            if code == errno.ENOSPC:
+                real_save(obj, "/dev/full")
             raise OSError(code, os.strerror(code))
-        return real_save(obj, path, *args, **kwargs)
+        return real_save(obj, path)
 
-    monkeypatch.setattr(checkpoint_module.torch, "save", save)
+    monkeypatch.setattr(checkpoint_module, "torch_save", save)
     with pytest.raises(RunError) as err:
         train_sft(_cfg(tiny_dir, sft_file, out))
     monkeypatch.undo()
@@ -126,3 +131,10 @@ def test_an_injected_disk_fault_during_a_checkpoint_keeps_the_previous_one(code,
     fix.error = str(err.value)
     assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]
     _check_stopped_then_resumed(tiny_dir, sft_file, out, reference, os.strerror(code), fix)
+
+
+def test_torch_files_on_a_full_disk_fail_with_the_reason():
+    """Given a path, torch.save reports a full disk as "unexpected pos ..."; through a Python file it is ENOSPC."""
+    with pytest.raises(OSError) as err:
+        torch_save({"w": torch.zeros(100_000)}, "/dev/full")
+    assert err.value.errno == errno.ENOSPC
