@@ -64,10 +64,12 @@ def step_seconds(step_end_times: list[float]) -> float:
     return statistics.median(deltas)
 
 
-def run_worker(script: str, args: list[str]) -> dict:
-    """Run `script --worker ...` in a fresh process and return the JSON it prints on its last line."""
+def run_worker(script: str, args: list[str], env: dict | None = None) -> dict:
+    """Run `script --worker ...` in a fresh process (with `env` added to the environment) and return the JSON it
+    prints on its last line."""
     # Offline: nothing may try to reach a model hub in the middle of a timed run.
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false",
+           **(env or {})}
     proc = subprocess.run([sys.executable, script, "--worker", *args], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"worker {args} failed:\n{proc.stderr[-4000:]}")
@@ -105,9 +107,13 @@ def run_as_worker(worker_args: list[str], workers: dict) -> None:
     impl, precision, data, steps = worker_args
     with tempfile.TemporaryDirectory() as tmp:
         res = workers[impl](Path(data), precision, int(steps), Path(tmp) / "run")
+    import torch
+
     from alignkit.utils.memory import peak_rss_gb
 
     res["peak_rss_gb"] = peak_rss_gb()
+    if torch.cuda.is_available():
+        res["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 2**30
     print(json.dumps(res))
 
 
@@ -149,10 +155,12 @@ def bench_main(script: str, workers: dict, make_rows, tokens_per_step, describe:
 
 
 def trl_worker(trainer_name: str, data: Path, precision: str, steps: int, out: Path, **config) -> dict:
-    """Run TRL's `<trainer_name>Trainer` with its `<trainer_name>Config` on the embedded model; step end times."""
+    """Run TRL's `<trainer_name>Trainer` with its `<trainer_name>Config` on the embedded model; step end times.
+    On the GPU where one is visible (as alignkit's runs), else on the CPU."""
     import time
 
     import datasets
+    import torch
     import trl
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
@@ -171,8 +179,8 @@ def trl_worker(trainer_name: str, data: Path, precision: str, steps: int, out: P
     dataset = datasets.load_dataset("json", data_files=str(data), split="train")
     args = getattr(trl, f"{trainer_name}Config")(
         output_dir=str(out), max_steps=steps, bf16=precision == "bf16", logging_steps=1, report_to=[],
-        save_strategy="no", use_cpu=True, dataloader_num_workers=0, lr_scheduler_type="constant", disable_tqdm=True,
-        **config,
+        save_strategy="no", use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
+        lr_scheduler_type="constant", disable_tqdm=True, **config,
     )
     trainer = getattr(trl, f"{trainer_name}Trainer")(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[StepTimes()]

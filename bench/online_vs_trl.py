@@ -30,10 +30,13 @@ def prompt_rows() -> list[dict]:
     return [{"prompt": [{"role": "user", "content": r.prompt}], "reference": r.reference} for r in records]
 
 
-def worker_trl(data: Path, precision: str, steps: int, out: Path, checkpointing: bool) -> dict:
+def worker_trl(data: Path, precision: str, steps: int, out: Path, checkpointing: bool, generations: int = GENERATIONS,
+               max_new: int = MAX_NEW) -> dict:
+    """TRL's GRPOTrainer; on the GPU where one is visible, else on the CPU."""
     import time
 
     import datasets
+    import torch
     import trl
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
@@ -63,8 +66,9 @@ def worker_trl(data: Path, precision: str, steps: int, out: Path, checkpointing:
     dataset = datasets.load_dataset("json", data_files=str(data), split="train")
     args = trl.GRPOConfig(
         output_dir=str(out), max_steps=steps, bf16=precision == "bf16", logging_steps=1, report_to=[],
-        save_strategy="no", use_cpu=True, dataloader_num_workers=0, lr_scheduler_type="constant", disable_tqdm=True,
-        per_device_train_batch_size=GENERATIONS, num_generations=GENERATIONS, max_completion_length=MAX_NEW,
+        save_strategy="no", use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
+        lr_scheduler_type="constant", disable_tqdm=True, per_device_train_batch_size=generations,
+        num_generations=generations, max_completion_length=max_new,
         learning_rate=LR, beta=0.0, gradient_checkpointing=checkpointing, seed=0,
     )
     trainer = trl.GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=dataset,
