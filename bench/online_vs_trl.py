@@ -27,7 +27,9 @@ def prompt_rows() -> list[dict]:
     from alignkit.data import load_records
 
     records = load_records("task:arithmetic?difficulty=1&split=train", "prompt", limit=PROMPTS).records
-    return [{"prompt": [{"role": "user", "content": r.prompt}], "reference": r.reference} for r in records]
+    # The task's prompts are user turns already (the one prompt renderer); a plain string would be wrapped in one.
+    return [{"prompt": r.prompt if isinstance(r.prompt, list) else [{"role": "user", "content": r.prompt}],
+             "reference": r.reference} for r in records]
 
 
 def worker_trl(data: Path, precision: str, steps: int, out: Path, checkpointing: bool, generations: int = GENERATIONS,
