@@ -138,11 +138,7 @@ def offline_loop(run: Run, module: nn.Module, items: list, collate: Callable[[li
         seen["tokens"] += step_tokens * world
 
         # 4. Metrics, of the examples of every process.
-        if world > 1:
-            keys = sorted(stats)
-            sums = torch.tensor([stats[k] for k in keys] + [float(examples)], dtype=torch.float64, device=run.device)
-            *values, examples = acc.reduce(sums, reduction="sum").tolist()
-            stats = dict(zip(keys, values))
+        stats, examples = run.summed(stats, examples)
         if not run.is_main:
             return {}
         metrics = {"loss": loss_value, "lr": lr, "epoch": i / steps_per_epoch}

@@ -387,11 +387,7 @@ class OnlineTrainer:
                     optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-        if self.world > 1:  # the statistics of every process's rows
-            keys = sorted(sums)
-            totals = acc.reduce(torch.tensor([sums[k] for k in keys] + [counted], dtype=torch.float64,
-                                             device=self.device), "sum").tolist()
-            sums, counted = dict(zip(keys, totals[:-1])), totals[-1]
+        sums, counted = self.run.summed(sums, counted)  # the statistics of every process's rows
         metrics = {k: v / counted for k, v in sums.items()}
         if grad_norms:
             metrics["grad_norm"] = sum(grad_norms) / len(grad_norms)

@@ -352,6 +352,16 @@ class Run:
                            peak_rss_gb=peak_rss_gb(), resumed_from=start, train_metrics=last_train,
                            eval_metrics=last_eval)
 
+    def summed(self, sums: dict[str, float], count: float) -> tuple[dict[str, float], float]:
+        """Per-key sums and a count added up over every process (as they are in one process): what a step's logged
+        statistics are averaged from."""
+        if self.accelerator.num_processes == 1:
+            return sums, count
+        keys = sorted(sums)
+        totals = torch.tensor([sums[k] for k in keys] + [float(count)], dtype=torch.float64, device=self.device)
+        *values, total = self.accelerator.reduce(totals, reduction="sum").tolist()
+        return dict(zip(keys, values)), total
+
     def _checkpoint(self, step: int, module: nn.Module, optimizer, scheduler, total: int, steps: Steps) -> None:
         """A checkpoint, or, where the disk is full or read-only, a RunError saying so: the new checkpoint was not
         kept (atomic_dir removes its partial folder) and the previous one is intact, so the same command resumes
