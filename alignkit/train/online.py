@@ -350,6 +350,7 @@ class OnlineTrainer:
         mine = mb_size // self.world
         sums: dict[str, float] = {}
         counted = 0
+        gap_sum, gap_tokens = 0.0, 0  # |sampler log-prob - trainer log-prob| of the first minibatch's tokens
         generator = torch.Generator().manual_seed(derived_seed(cfg.seed, iteration))
         grad_norms = []
         for epoch in range(cfg.ppo_epochs):
@@ -372,6 +373,10 @@ class OnlineTrainer:
                         loss = losses.sum() / mb_size
                         (loss * self.world if self.world > 1 else loss).backward()  # DDP averages over processes
                     minibatch_loss += float(losses.detach().sum()) / mb_size
+                    if epoch == 0 and start == 0:  # still the weights that sampled: both saw the same tokens
+                        mask = mb["response_mask"]
+                        diff = torch.where(mask.bool(), out["logps"].detach() - mb["sample_logps"], 0.0).abs()
+                        gap_sum, gap_tokens = gap_sum + float(diff.sum()), gap_tokens + int(mask.sum())
                     metrics["entropy"] = masked_mean_per_row(out["entropy"], mb["response_mask"])
                     for key, value in {"loss": losses.detach(), **metrics}.items():
                         sums[key] = sums.get(key, 0.0) + float(value.sum())
@@ -389,6 +394,8 @@ class OnlineTrainer:
                 optimizer.zero_grad(set_to_none=True)
         sums, counted = self.run.summed(sums, counted)  # the statistics of every process's rows
         metrics = {k: v / counted for k, v in sums.items()}
+        gap, gap_tokens = self.run.summed({"sampler_logp_gap": gap_sum}, gap_tokens)
+        metrics["sampler_logp_gap"] = gap["sampler_logp_gap"] / max(gap_tokens, 1)
         if grad_norms:
             metrics["grad_norm"] = sum(grad_norms) / len(grad_norms)
         metrics["lr"] = scheduler.get_last_lr()[0]
