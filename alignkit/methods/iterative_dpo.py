@@ -12,6 +12,10 @@ The reference is the starting model in every round (`reference: fixed`) or the r
     done.json       the round's figures (RoundRecord); written last by the stage runner, it marks the round complete
 
 A stopped run continues from the first incomplete round, reusing a round's samples if they were written.
+
+Under `accelerate launch --num_processes N` each process samples and scores its block of a round's generation
+batches (the batches and seeds of one process, so the samples are the same), the rows are gathered, the main process
+writes the round's files, and every process trains the round's DPO run together (DDP).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from alignkit.train.card import model_card
 from alignkit.train.config import Sampling, TrainConfig
 from alignkit.train.online import load_prompts
 from alignkit.train.run import Run, RunError, TrainResult, configure_threads
+from alignkit.utils import processes
 from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text, lock_folder, unlock_folder
 from alignkit.utils.memory import peak_rss_gb
 from alignkit.utils.seeds import derived_seed
@@ -117,9 +122,12 @@ def best_worst_pairs(samples: list[dict]) -> tuple[list[dict], int]:
 class IterativeDPO:
     def __init__(self, cfg: IterativeDPOConfig):
         configure_threads()
+        processes.join()
         self.cfg = cfg
         out = Path(cfg.output_dir)
-        lock_folder(out)  # before anything in it is read or removed; train() gives it back
+        self._locked = processes.is_main()
+        if self._locked:
+            lock_folder(out)  # before anything in it is read or removed; train() gives it back
         started = sorted(out.glob("round-*")) + ([out / "initial_eval.json"] if (out / "initial_eval.json").exists() else [])
         self._replaced = started if cfg.overwrite else []  # removed when training begins, not before
         if started and not cfg.overwrite and cfg.resume == "never":
@@ -161,7 +169,8 @@ class IterativeDPO:
         model, tokenizer = self.load(model_path)
         result = judged_generation(model, tokenizer, self.eval_prompts, self.judge,
                                    max_new_tokens=self.cfg.eval_max_new_tokens or self.cfg.max_new_tokens,
-                                   batch_size=self.cfg.generation_batch_size, precision=self.run.precision)
+                                   batch_size=self.cfg.generation_batch_size, precision=self.run.precision,
+                                   shard=True)
         return result.metrics
 
     def sample_round(self, r: int, model_path: str) -> tuple[list[dict], int]:
@@ -170,7 +179,7 @@ class IterativeDPO:
         model, tokenizer = self.load(model_path)
         rows, generated = [], 0
         per_call = max(1, cfg.generation_batch_size // cfg.samples_per_prompt)
-        for start in range(0, len(records), per_call):
+        for start in processes.my_share(range(0, len(records), per_call)):  # all of them in one process
             chunk = records[start : start + per_call]
             settings = SamplingSettings(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                                         top_k=cfg.top_k, n=cfg.samples_per_prompt,
@@ -184,7 +193,7 @@ class IterativeDPO:
                 mine = [j for j, i in enumerate(index) if i == k]
                 rows.append({"prompt": rec.prompt, "reference": rec.reference,
                              "responses": [rollout.texts[j] for j in mine], "scores": [scores[j] for j in mine]})
-        return rows, generated
+        return processes.gathered(rows), sum(processes.gathered([generated]))
 
     def dpo_config(self, r: int, model_path: str, pairs_file: Path, base: str) -> DPOConfig:
         cfg = self.cfg
@@ -215,18 +224,22 @@ class IterativeDPO:
         else:
             samples, generated = self.sample_round(r, current)
             # The samples file marks the step done, so it is written last (a kill between the two resamples).
-            atomic_write_json(rdir / "samples.meta.json", {"generated_tokens": generated})
-            atomic_write_text(samples_file, _jsonl(samples))
+            with processes.main_writes() as writer:
+                if writer:
+                    atomic_write_json(rdir / "samples.meta.json", {"generated_tokens": generated})
+                    atomic_write_text(samples_file, _jsonl(samples))
         t_sampled = time.perf_counter()
         # 2. Pairs.
         pairs, skipped = best_worst_pairs(samples)
         pairs_file = rdir / "pairs.jsonl"
-        atomic_write_text(pairs_file, _jsonl(pairs))
+        with processes.main_writes() as writer:
+            if writer:
+                atomic_write_text(pairs_file, _jsonl(pairs))
         sample_scores = [s for row in samples for s in row["scores"]]
         # 3. DPO on the pairs (resumable on its own through its checkpoints).
         model, dpo_seconds, dpo_steps, dpo_train = current, 0.0, 0, None
-        if len(pairs) < cfg.batch_size * cfg.grad_accum:
-            print(f"[iterative-dpo] round {r}: only {len(pairs)} pairs, too few to train; model unchanged", flush=True)
+        if len(pairs) < cfg.batch_size * cfg.grad_accum * processes.world():
+            self.log(f"round {r}: only {len(pairs)} pairs, too few to train; model unchanged")
         elif (rdir / "dpo" / "final").is_dir():  # trained before a stop that came ahead of the round's record
             model, dpo_seconds, dpo_steps = str(rdir / "dpo" / "final"), None, None
         else:
@@ -238,22 +251,30 @@ class IterativeDPO:
         record = RoundRecord(r, current, sum(sample_scores) / len(sample_scores), len(pairs), skipped, generated,
                              round(t_sampled - t_round, 2), model, dpo_seconds, dpo_steps, dpo_train,
                              self.evaluate(model), round(time.perf_counter() - t_round, 2))
-        print(f"[iterative-dpo] round {r}: {len(pairs)} pairs ({skipped} prompts without spread), sample score "
-              f"{record.sample_score:.3f}, eval {record.eval}", flush=True)
+        self.log(f"round {r}: {len(pairs)} pairs ({skipped} prompts without spread), sample score "
+                 f"{record.sample_score:.3f}, eval {record.eval}")
         return record
+
+    @staticmethod
+    def log(message: str) -> None:
+        if processes.is_main():
+            print(f"[iterative-dpo] {message}", flush=True)
 
     def train(self) -> TrainResult:
         try:
             return self._train()
         finally:
             self.run.close()
-            unlock_folder(self.out)
+            if self._locked:
+                self._locked = False
+                unlock_folder(self.out)
 
     def _train(self) -> TrainResult:
         cfg = self.cfg
-        for path in self._replaced:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        self.run.begin()
+        with processes.main_writes() as writer:
+            for path in self._replaced if writer else ():
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+            self.run.begin()
         t0 = time.perf_counter()
         base = cfg.model
         history_path = self.out / "initial_eval.json"
@@ -261,10 +282,12 @@ class IterativeDPO:
             initial = json.loads(history_path.read_text())
         else:
             initial = self.evaluate(base)
-            atomic_write_json(history_path, initial)
-            print(f"[iterative-dpo] before training: {initial}", flush=True)
+            with processes.main_writes() as writer:
+                if writer:
+                    atomic_write_json(history_path, initial)
+            self.log(f"before training: {initial}")
         current, rounds = base, []
-        runner = StageRunner(self.out, cfg, lambda message: print(f"[iterative-dpo] {message}", flush=True), "round")
+        runner = StageRunner(self.out, cfg, self.log, "round")
         for r in range(1, cfg.rounds + 1):
             finished = runner.run(Stage(f"{r:02d}", self.round_dir(r), RoundRecord,
                                         lambda folder, r=r, start=current: self.run_round(r, start, base)))
@@ -280,9 +303,6 @@ class IterativeDPO:
                           generated=f"{cfg.rounds} rounds of responses sampled from the policy, scored by the judge "
                                     f"`{json.dumps(cfg.judge) if isinstance(cfg.judge, dict) else cfg.judge}`, "
                                     "best/worst of each prompt as DPO pairs")
-        with atomic_dir(self.run.final_dir, replace=cfg.overwrite or self.run.refinish) as tmp:
-            shutil.copytree(current, tmp, dirs_exist_ok=True)
-            (tmp / "README.md").write_text(card, encoding="utf-8")
         report = {
             "method": "iterative-dpo",
             "rounds": [dataclasses.asdict(record) for record in rounds],
@@ -292,8 +312,14 @@ class IterativeDPO:
             "train_seconds": round(seconds, 2),
             "peak_rss_gb": round(peak_rss_gb(), 3),
             "precision": self.run.precision,
+            "processes": processes.world(),
         }
-        atomic_write_json(self.out / "summary.json", report)
+        with processes.main_writes() as writer:
+            if writer:
+                with atomic_dir(self.run.final_dir, replace=cfg.overwrite or self.run.refinish) as tmp:
+                    shutil.copytree(current, tmp, dirs_exist_ok=True)
+                    (tmp / "README.md").write_text(card, encoding="utf-8")
+                atomic_write_json(self.out / "summary.json", report)
         return TrainResult(output_dir=self.out, final_dir=self.run.final_dir, steps=cfg.rounds, seconds=seconds,
                            peak_rss_gb=peak_rss_gb(), resumed_from=0, train_metrics={}, eval_metrics=report["eval"])
 

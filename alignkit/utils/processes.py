@@ -1,0 +1,76 @@
+"""The processes of one command under `accelerate launch` (or torchrun): which one this is, the share of a list
+of work each one does, and the whole list again once every one has done its share.
+
+A pipeline stage that samples, judges or labels splits its work into the chunks it would run in one process (same
+chunks, same seeds), gives each process a consecutive block of them and gathers the results in chunk order, so that
+N processes produce exactly what one does. Files are written by the main process, and the others wait for it
+(`main_writes`) before anything reads them. Without a launcher every function here is the one-process one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from typing import TypeVar
+
+import torch
+import torch.distributed as dist
+
+T = TypeVar("T")
+
+
+def join() -> None:
+    """Join the launcher's process group, when there is one and it is not joined yet (accelerate's shared state, so
+    that every later `Accelerator` of the command uses the same group)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        from accelerate import PartialState
+
+        PartialState(cpu=not torch.cuda.is_available())
+
+
+def _grouped() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if _grouped() else 0
+
+
+def world() -> int:
+    return dist.get_world_size() if _grouped() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if _grouped():
+        dist.barrier()
+
+
+def my_share(items: Sequence[T]) -> Sequence[T]:
+    """This process's consecutive block of `items` (the first `len % world` processes take one more)."""
+    base, extra = divmod(len(items), world())
+    r = rank()
+    start = r * base + min(r, extra)
+    return items[start : start + base + (1 if r < extra else 0)]
+
+
+def gathered(part: list[T]) -> list[T]:
+    """Every process's `part`, concatenated in process order (so, with `my_share`, in the original order), on
+    every process."""
+    if not _grouped():
+        return part
+    parts: list = [None] * world()
+    dist.all_gather_object(parts, part)
+    return [item for p in parts for item in p]
+
+
+@contextlib.contextmanager
+def main_writes() -> Iterator[bool]:
+    """`with main_writes() as writer: if writer: ...write...`: only the main process writes, and no process goes
+    on until it has. A failure while writing ends the main process, and the launcher then ends the others."""
+    yield is_main()
+    barrier()
