@@ -22,6 +22,11 @@ def unwrap_peft(model: nn.Module) -> nn.Module:
     return get_base() if callable(get_base) else model
 
 
+def activation_checkpointing(model: nn.Module) -> bool:
+    """Whether the model's layers recompute their activations in the backward pass (`gradient_checkpointing`)."""
+    return any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+
+
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions counted over real tokens only (left or right padding)."""
     # Correct for right padding (training) and left padding (generation-style batches) alike.
@@ -176,6 +181,14 @@ def response_states(model: nn.Module, prompt_ids, prompt_mask, prompt_index, res
     """
     base = unwrap_peft(model)
     decoder = base.get_decoder()
+    if base.training and torch.is_grad_enabled() and activation_checkpointing(base):
+        # Checkpointed layers keep no KV cache (they run again in the backward pass), so each row runs its whole
+        # sequence: the same states, the prompt computed once per row instead of once per prompt.
+        ids, mask = torch.cat([prompt_ids[prompt_index], response_ids], 1), torch.cat([prompt_mask[prompt_index],
+                                                                                          response_mask], 1)
+        hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)).last_hidden_state
+        start = prompt_ids.shape[1] - 1
+        return hidden[:, start : start + response_ids.shape[1]]
     first = decoder(
         input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids(prompt_mask), use_cache=True
     )

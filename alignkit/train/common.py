@@ -36,6 +36,14 @@ def load_policy(cfg: TrainConfig):
         model = apply_lora(
             model, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout, target_modules=cfg.lora.target_modules
         )
+    if cfg.gradient_checkpointing:
+        # Non-reentrant: works with frozen inputs (LoRA) and under DDP; active in training mode only, so sampling
+        # (eval mode, KV cache) is unchanged.
+        enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.24 calls it so
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model, tokenizer
 
 

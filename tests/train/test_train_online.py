@@ -283,3 +283,23 @@ def test_iterative_dpo_raises_the_reward_and_keeps_each_round_on_disk(reference,
     again.train()
     assert json.loads((out / "round-02" / "done.json").read_text()) == round_two
     assert (out / "round-03" / "done.json").is_file() and (out / "final").is_dir()
+
+
+def test_gradient_checkpointing_leaves_online_training_as_it_was(tiny_dir, prompt_file, tmp_path):
+    # Sampling runs without gradients, so the checkpointed model still decodes with its KV cache; the update
+    # recomputes each layer in the backward pass. Same scores, losses and (to float rounding) weights.
+    rows, finals = [], []
+    for checkpointing in (False, True):
+        out = tmp_path / str(checkpointing)
+        cfg = GRPOConfig(**{**_common(tiny_dir, prompt_file, tmp_path), "output_dir": str(out)}, max_steps=3,
+                         lr=2e-3, kl_coef=0.01, precision="fp32", gradient_checkpointing=checkpointing)
+        trainer = OnlineTrainer(cfg, grpo_algorithm(cfg))
+        trainer.judge = CallableJudge(first_lowercase)
+        finals.append(load_causal_lm(str(trainer.train().final_dir)).state_dict())
+        rows.append([json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()])
+    for a, b in zip(*rows):
+        for key in ("train/score", "train/loss", "train/kl"):
+            assert a[key] == pytest.approx(b[key], abs=1e-6), key
+    assert len({row["train/score"] for row in rows[0]}) > 1 or rows[0][0]["train/loss"] != 0
+    for key, value in finals[0].items():
+        torch.testing.assert_close(value, finals[1][key], atol=1e-5, rtol=1e-4, msg=key)
