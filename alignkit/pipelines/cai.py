@@ -55,6 +55,7 @@ from alignkit.pipelines.cai_records import (
 )
 from alignkit.train.config import StageSettings
 from alignkit.train.run import RunError
+from alignkit.utils import processes
 from alignkit.utils.io import (
     atomic_dir,
     atomic_write_json,
@@ -236,6 +237,8 @@ class Pipeline:
         return other
 
     def run(self) -> dict:
+        if (why := processes.one_process_only("alignkit cai")) is not None:
+            raise RunError(why)
         with locked_folder(self.out):  # a second process on this run folder is refused at once
             return self._run()
 

@@ -44,6 +44,7 @@ from alignkit.eval.results import EvalResults
 from alignkit.methods import METHODS, MethodSpec
 from alignkit.pipelines.cai_config import CAIStage
 from alignkit.train.config import Strict, WrittenOnly, merge_config, stage_settings
+from alignkit.utils import processes
 from alignkit.utils.io import atomic_write_json, atomic_write_text, claim_config_dir, locked_folder, remove_leftovers
 from alignkit.utils.memory import peak_rss_gb
 from alignkit.utils.stages import Finished, Stage, StageRunner
@@ -236,6 +237,8 @@ class Comparison:
         return results
 
     def run(self) -> dict:
+        if (why := processes.one_process_only("alignkit compare")) is not None:
+            raise CompareError(why)
         with locked_folder(self.out):  # a second process on this comparison folder is refused at once
             return self._run()
 

@@ -95,7 +95,7 @@ class RunSettings(Strict):
     save_merged: bool = Field(default=True, description="with LoRA, save the final model merged (else the adapter)")
     gradient_checkpointing: bool = Field(default=False,
                                          description="recompute each layer's activations in the backward pass instead "
-                                                     "of keeping them: less memory, ~1/3 more compute, same result")
+                                                     "of keeping them: less memory, ~30% longer steps, same result")
     progress: bool = Field(default=True, description="show a progress bar with an ETA")
 
 

@@ -23,10 +23,25 @@ T = TypeVar("T")
 def join() -> None:
     """Join the launcher's process group, when there is one and it is not joined yet (accelerate's shared state, so
     that every later `Accelerator` of the command uses the same group)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+    if launched() > 1 and not dist.is_initialized():
         from accelerate import PartialState
 
         PartialState(cpu=not torch.cuda.is_available())
+
+
+def launched() -> int:
+    """How many processes the launcher started for this command (1 without one)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def one_process_only(command: str) -> str | None:
+    """What to tell a user who ran `command`, which runs in one process for now, under a launcher (None: no
+    launcher)."""
+    if launched() <= 1:
+        return None
+    return (f"{command} runs in one process for now: run it without `accelerate launch` (it was started as "
+            f"{launched()} processes). Its trainers run under a launcher one by one (alignkit sft/dpo/reward/ppo/"
+            "grpo ...), and so does alignkit iterative-dpo; docs/scaling.md says what runs where")
 
 
 def _grouped() -> bool:

@@ -1,6 +1,6 @@
 """Online methods on two CPU processes (accelerate launch, gloo) compute the same training as one process with the
 same global batch: PPO (shared and separate critic), GRPO and RLOO; and a SIGKILLed two-process run resumes to the
-same end as an uninterrupted one.
+same end as an uninterrupted one, on two processes or on one.
 
 Each process samples and scores its half of a step's prompts; the experience is gathered, so advantages, whitening,
 the adaptive KL coefficient and the logged statistics are computed over the whole batch; each minibatch is split over
@@ -85,7 +85,9 @@ def _kill_every_process_of(out: Path) -> None:
             pass  # gone already
 
 
-def test_a_killed_two_process_run_resumes_to_the_uninterrupted_end(tiny_dir, prompt_file, tmp_path):
+@pytest.mark.parametrize("resume_on", [2, 1], ids=["resumed-on-2", "resumed-on-1"])
+def test_a_killed_two_process_run_resumes_to_the_uninterrupted_end(resume_on, tiny_dir, prompt_file, tmp_path):
+    # Checkpoints hold nothing per process, so the run also resumes on another process count that divides its batch.
     command, keys = RUNS["grpo"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     launched.run(_args(command, keys, tiny_dir, prompt_file, whole, steps=4), 2)
@@ -102,6 +104,7 @@ def test_a_killed_two_process_run_resumes_to_the_uninterrupted_end(tiny_dir, pro
         _kill_every_process_of(killed)
         proc.wait()
     assert not (killed / "final").exists()
-    launched.run(args, 2)  # the same command resumes
-    assert json.loads((killed / "summary.json").read_text())["resumed_from_step"] >= 2
+    launched.run(args, resume_on)  # the same command resumes
+    summary = json.loads((killed / "summary.json").read_text())
+    assert summary["resumed_from_step"] >= 2 and summary["processes"] == resume_on
     _assert_same_training(whole, killed)

@@ -59,3 +59,21 @@ def test_iterative_dpo_on_two_processes_matches_one(tiny_dir, prompt_files, tmp_
     assert all(len(_lines(one / r / "pairs.jsonl")) >= 4 for r in ("round-01", "round-02"))
     launched.assert_moved(tiny_dir, one)
     launched.assert_same_weights(one, two)
+
+
+def test_cai_and_compare_under_a_launcher_say_they_run_in_one_process(tiny_dir, tmp_path, monkeypatch):
+    """Not split over processes yet: started as two, each says so before it claims its folder (not a confusing
+    'folder in use' from the second process)."""
+    from alignkit.pipelines.cai import run_cai
+    from alignkit.pipelines.compare import CompareError, run_compare
+    from alignkit.train.run import RunError
+    from tests.test_compare import tiny_compare
+    from tests.train.test_cai import tiny_config
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RunError, match="alignkit cai runs in one process for now.*2 processes"):
+        run_cai(tiny_config(tiny_dir, tmp_path / "cai"))
+    assert not (tmp_path / "cai").exists()
+    with pytest.raises(CompareError, match="alignkit compare runs in one process for now"):
+        run_compare(tiny_compare(tiny_dir, tmp_path / "compare"))
+    assert not (tmp_path / "compare").exists()
