@@ -224,17 +224,16 @@ class IterativeDPO:
         else:
             samples, generated = self.sample_round(r, current)
             # The samples file marks the step done, so it is written last (a kill between the two resamples).
-            with processes.main_writes() as writer:
-                if writer:
-                    atomic_write_json(rdir / "samples.meta.json", {"generated_tokens": generated})
-                    atomic_write_text(samples_file, _jsonl(samples))
+            def write_samples() -> None:
+                atomic_write_json(rdir / "samples.meta.json", {"generated_tokens": generated})
+                atomic_write_text(samples_file, _jsonl(samples))
+
+            processes.on_main(write_samples)
         t_sampled = time.perf_counter()
         # 2. Pairs.
         pairs, skipped = best_worst_pairs(samples)
         pairs_file = rdir / "pairs.jsonl"
-        with processes.main_writes() as writer:
-            if writer:
-                atomic_write_text(pairs_file, _jsonl(pairs))
+        processes.on_main(atomic_write_text, pairs_file, _jsonl(pairs))
         sample_scores = [s for row in samples for s in row["scores"]]
         # 3. DPO on the pairs (resumable on its own through its checkpoints).
         model, dpo_seconds, dpo_steps, dpo_train = current, 0.0, 0, None
@@ -271,10 +270,12 @@ class IterativeDPO:
 
     def _train(self) -> TrainResult:
         cfg = self.cfg
-        with processes.main_writes() as writer:
-            for path in self._replaced if writer else ():
+        def begin() -> None:
+            for path in self._replaced:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
             self.run.begin()
+
+        processes.on_main(begin)
         t0 = time.perf_counter()
         base = cfg.model
         history_path = self.out / "initial_eval.json"
@@ -282,9 +283,7 @@ class IterativeDPO:
             initial = json.loads(history_path.read_text())
         else:
             initial = self.evaluate(base)
-            with processes.main_writes() as writer:
-                if writer:
-                    atomic_write_json(history_path, initial)
+            processes.on_main(atomic_write_json, history_path, initial)
             self.log(f"before training: {initial}")
         current, rounds = base, []
         runner = StageRunner(self.out, cfg, self.log, "round")
@@ -314,12 +313,13 @@ class IterativeDPO:
             "precision": self.run.precision,
             "processes": processes.world(),
         }
-        with processes.main_writes() as writer:
-            if writer:
-                with atomic_dir(self.run.final_dir, replace=cfg.overwrite or self.run.refinish) as tmp:
-                    shutil.copytree(current, tmp, dirs_exist_ok=True)
-                    (tmp / "README.md").write_text(card, encoding="utf-8")
-                atomic_write_json(self.out / "summary.json", report)
+        def write_final() -> None:
+            with atomic_dir(self.run.final_dir, replace=cfg.overwrite or self.run.refinish) as tmp:
+                shutil.copytree(current, tmp, dirs_exist_ok=True)
+                (tmp / "README.md").write_text(card, encoding="utf-8")
+            atomic_write_json(self.out / "summary.json", report)
+
+        processes.on_main(write_final)
         return TrainResult(output_dir=self.out, final_dir=self.run.final_dir, steps=cfg.rounds, seconds=seconds,
                            peak_rss_gb=peak_rss_gb(), resumed_from=0, train_metrics={}, eval_metrics=report["eval"])
 

@@ -33,6 +33,7 @@ from alignkit.train.common import (
 from alignkit.train.config import TrainConfig
 from alignkit.train.loop import Method, offline_loop
 from alignkit.train.run import Run, RunError, TrainResult, configure_threads
+from alignkit.utils import processes
 
 
 class KTOConfig(TrainConfig):
@@ -67,7 +68,7 @@ def render_unpaired(tokenizer, records: list, max_length: int, seed: int, name: 
 def reference_point(policy_kl: torch.Tensor, ref_kl: torch.Tensor, across_processes: bool) -> torch.Tensor:
     """z0 from the mismatched rows; while training under several processes, from those of every process's
     micro-batch of the same step, as one process holding all of them would compute it (evaluation runs on one)."""
-    if not (across_processes and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+    if not across_processes or processes.world() == 1:
         return kto_kl_estimate(policy_kl, ref_kl)
     diff = (policy_kl - ref_kl).detach().double()
     sums = torch.stack([diff.sum(), torch.tensor(float(diff.numel()), dtype=torch.float64, device=diff.device)])

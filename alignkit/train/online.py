@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from alignkit.data import load_records
@@ -48,6 +47,7 @@ from alignkit.rollouts import Rollout, SamplingSettings, sample
 from alignkit.train.common import final_saver, load_policy
 from alignkit.train.config import OnlineConfig
 from alignkit.train.run import Run, RunError, Steps, TrainResult, configure_threads, decay_groups
+from alignkit.utils import processes
 from alignkit.utils.seeds import derived_seed
 
 Batch = dict[str, torch.Tensor]
@@ -305,8 +305,7 @@ class OnlineTrainer:
 
     def gathered(self, exp: Batch) -> Batch:
         """Every process's experience, in prompt order, on every process."""
-        parts: list = [None] * self.world
-        dist.all_gather_object(parts, {k: v.cpu() for k, v in exp.items()})
+        parts = processes.gathered([{k: v.cpu() for k, v in exp.items()}])
         return {k: v.to(self.device) for k, v in merge_batches(parts, self.tokenizer.pad_token_id).items()}
 
     def forward_chunks(self, exp: Batch, with_values: bool) -> dict[str, torch.Tensor]:

@@ -4,14 +4,13 @@ of work each one does, and the whole list again once every one has done its shar
 A pipeline stage that samples, judges or labels splits its work into the chunks it would run in one process (same
 chunks, same seeds), gives each process a consecutive block of them and gathers the results in chunk order, so that
 N processes produce exactly what one does. Files are written by the main process, and the others wait for it
-(`main_writes`) before anything reads them. Without a launcher every function here is the one-process one.
+(`on_main`) before anything reads them. Without a launcher every function here is the one-process one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import torch
@@ -83,9 +82,9 @@ def gathered(part: list[T]) -> list[T]:
     return [item for p in parts for item in p]
 
 
-@contextlib.contextmanager
-def main_writes() -> Iterator[bool]:
-    """`with main_writes() as writer: if writer: ...write...`: only the main process writes, and no process goes
-    on until it has. A failure while writing ends the main process, and the launcher then ends the others."""
-    yield is_main()
+def on_main(write: Callable[..., object], *args) -> None:
+    """`write(*args)` on the main process only; no process goes on until it is done. A failure there ends the main
+    process, and the launcher then ends the others."""
+    if is_main():
+        write(*args)
     barrier()

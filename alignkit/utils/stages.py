@@ -171,17 +171,13 @@ class StageRunner:
             self.log(f"== {name}: finished earlier, reusing {stage.folder}")
         elif theirs is not None and not why:
             finished = dataclasses.replace(theirs, reused_from=str(take_over))
-            with processes.main_writes() as writer:
-                if writer:
-                    write_finished(stage.folder, finished)
+            processes.on_main(write_finished, stage.folder, finished)
             self.log(f"== {name}: reusing the identical stage of {take_over}")
         else:
             if why:
                 self.log(f"== {name}: {take_over}'s differs ({'; '.join(why[:3])}), so it runs here")
             self.log(f"== {name}: running into {stage.folder}")
-            with processes.main_writes() as writer:
-                if writer:
-                    remove_leftovers(stage.folder)  # what a killed attempt of this stage was writing
+            processes.on_main(remove_leftovers, stage.folder)  # what a killed attempt of this stage was writing
             started, self._reads = time.perf_counter(), _Reads()
             try:
                 record = stage.run(stage.folder)
@@ -194,9 +190,7 @@ class StageRunner:
             if not isinstance(record, stage.record):
                 raise TypeError(f"stage {stage.name} returned {type(record).__name__}, not {stage.record.__name__}")
             finished = Finished(record, round(time.perf_counter() - started, 1), reads.settings, tuple(reads.inputs))
-            with processes.main_writes() as writer:  # under a launcher every process ran the stage; one writes
-                if writer:
-                    write_finished(stage.folder, finished)
+            processes.on_main(write_finished, stage.folder, finished)  # every process ran the stage; one writes
             self.log(f"== {name}: done in {finished.seconds:.0f} s")
         self.finished[stage.name] = finished
         if stage.gate is not None:
