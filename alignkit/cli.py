@@ -245,11 +245,16 @@ def _cai(argv: list[str]) -> int:
     from alignkit.pipelines.cai import run_cai
     from alignkit.pipelines.cai_config import CAIConfig
     from alignkit.train.config import load_config
+    from alignkit.utils import processes
 
     config_path = None
     if argv and "=" not in argv[0]:
         config_path, argv = argv[0], argv[1:]
     cfg = load_config(CAIConfig, config_path, argv)
+    processes.join()  # under a launcher: every process runs the pipeline, the main one speaks for them
+    if not processes.is_main():
+        run_cai(cfg)
+        return 0
     print(f"alignkit cai: {cfg.model} -> {cfg.output_dir}/ (a numbered folder per stage, cai.json, report.html; the "
           f"model: {Path(cfg.output_dir) / 'final'}/)", file=sys.stderr, flush=True)
     manifest = run_cai(cfg)

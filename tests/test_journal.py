@@ -37,3 +37,48 @@ def test_a_line_cut_short_is_ignored_and_other_requests_are_not_answered_from_th
     assert journal.map(lambda part: [f"c-{x}" for x in part], ["q", "r", "p"], chunk=1) == ["b-q", "b-r", "a-p"]
     with pytest.raises(RuntimeError, match="2 requests were answered with 1 answers"):
         Journal(tmp_path / "other.jsonl").map(lambda part: part[:1], ["x", "y"])
+
+
+def _process(rank: int, world: int, init: str, folder: str) -> None:
+    """One of two gloo processes: a journal asked with its chunks handed out, and a batch_map."""
+    import json
+    from pathlib import Path
+
+    import torch.distributed as dist
+
+    from alignkit.utils import processes
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        asked: list[list[int]] = []
+
+        def ask(part):
+            asked.append(list(part))
+            return [x * 10 for x in part]
+
+        answers = Journal(Path(folder) / "journal.jsonl").map(ask, list(range(10)), chunk=2, shard=True)
+        mapped = processes.batch_map(lambda start: [[start, processes.rank()]], 7, 2, "test", shard=True)
+        (Path(folder) / f"process-{rank}.json").write_text(json.dumps({"answers": answers, "asked": asked,
+                                                                       "mapped": mapped}))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_under_two_processes_each_asks_its_share_of_the_chunks_and_the_main_one_writes(tmp_path):
+    """`shard=True` (an endpoint's journal under a launcher): the chunks still unanswered are handed out one a
+    process at a time, every process gets every answer, and the journal holds each answer once."""
+    import json
+
+    import torch.multiprocessing as mp
+
+    path = tmp_path / "journal.jsonl"
+    Journal(path).map(lambda part: [x * 10 for x in part], [2, 3])  # one chunk answered before: not asked again
+    mp.spawn(_process, args=(2, f"file://{tmp_path / 'init'}", str(tmp_path)), nprocs=2)
+    runs = [json.loads((tmp_path / f"process-{r}.json").read_text()) for r in range(2)]
+    assert [run["answers"] for run in runs] == [[x * 10 for x in range(10)]] * 2
+    assert runs[0]["asked"] == [[0, 1], [6, 7]] and runs[1]["asked"] == [[4, 5], [8, 9]]
+    assert len(path.read_text().splitlines()) == 10
+    assert Journal(path).map(lambda part: pytest.fail("asked again"), list(range(10)), chunk=2) == [
+        x * 10 for x in range(10)]
+    # batch_map: 4 batches of 7 items, two a process, every result on both, in batch order.
+    assert [run["mapped"] for run in runs] == [[[0, 0], [2, 0], [4, 1], [6, 1]]] * 2

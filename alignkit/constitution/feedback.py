@@ -29,6 +29,9 @@ class FeedbackModel:
     # How many requests a journal asks at a time (`journaled`): an endpoint answers each request on its own, so
     # its answers are kept a few at a time; a local model answers all at once, batched as without a journal.
     chunk: int | None = None
+    # Under a launcher, whether the journal hands its chunks out to the processes (an endpoint, which does not split
+    # its work itself); a local model made with `shard` splits each call's batches over them instead.
+    split_chunks: bool = False
 
     def require_generate(self) -> Generate:
         if self.generate is None:
@@ -38,58 +41,67 @@ class FeedbackModel:
 
 
 def local_feedback_model(model: str | Any, tokenizer=None, *, name: str | None = None, batch_size: int = 64,
-                         max_length: int | None = None, judge_model: str | None = None) -> FeedbackModel:
+                         max_length: int | None = None, judge_model: str | None = None,
+                         shard: bool = False) -> FeedbackModel:
     """A local causal LM: greedy replies for critiques and revisions, option log-probs for comparisons (questions cut
     to `max_length` tokens as its teaching cut them). `judge_model` (a path) compares instead, when each skill was
-    taught to its own copy."""
+    taught to its own copy. With `shard`, every process of the command asks it alike and each computes its block
+    of every call's batches (the answers are one process's, on every process)."""
     from alignkit.eval.harness import EvalSettings, greedy_rollouts
     from alignkit.judges.model import LMJudge
     from alignkit.models import load_causal_lm, load_tokenizer
 
     tokenizer = tokenizer or load_tokenizer(model)
-    module = load_causal_lm(model) if isinstance(model, str) else model
-    comparer = module if judge_model is None else load_causal_lm(judge_model)
-    judge = LMJudge(comparer, tokenizer, batch_size=min(batch_size, 16), max_length=max_length)
+    from alignkit.utils import processes
+
+    # Loaded here, a model computes where this process does (its GPU, if any); one passed in stays where it is.
+    module = load_causal_lm(model).to(processes.device()) if isinstance(model, str) else model
+    comparer = module if judge_model is None else load_causal_lm(judge_model).to(processes.device())
+    judge = LMJudge(comparer, tokenizer, batch_size=min(batch_size, 16), max_length=max_length,
+                    shard=shard)
 
     def generate(conversations: list[list[dict]], max_new_tokens: int) -> list[str]:
         settings = EvalSettings(max_new_tokens=max_new_tokens, batch_size=batch_size)
-        return greedy_rollouts(module, tokenizer, conversations, settings)[0]
+        return greedy_rollouts(module, tokenizer, conversations, settings, shard=shard)[0]
 
     return FeedbackModel(name or (str(model) if judge_model is None else f"{model} + {judge_model}"), judge, generate)
 
 
-def load_feedback_model(spec: str | dict, *, batch_size: int = 64, max_length: int | None = None) -> FeedbackModel:
+def load_feedback_model(spec: str | dict, *, batch_size: int = 64, max_length: int | None = None,
+                        shard: bool = False) -> FeedbackModel:
     """`spec`: a model (alias, HF directory, .gguf, hub id), `{lm: MODEL}`, `{http: {base_url, model, ...}}` (an
     OpenAI-compatible endpoint) or any other judge spec (`{reward_model: DIR}`, ...; comparisons only). A local
-    model's comparison questions are cut to `max_length` tokens (None: never)."""
+    model's comparison questions are cut to `max_length` tokens (None: never). `shard`: every process of the
+    command asks it alike, and the work is split over them (a local model's batches, an endpoint's journal
+    chunks); another judge answers every question on every process."""
     from alignkit.judges.factory import judge_from_spec
 
     if isinstance(spec, str):
-        return local_feedback_model(spec, batch_size=batch_size, max_length=max_length)
+        return local_feedback_model(spec, batch_size=batch_size, max_length=max_length, shard=shard)
     if isinstance(spec, dict) and set(spec) == {"lm"}:
-        return local_feedback_model(spec["lm"], batch_size=batch_size, max_length=max_length)
+        return local_feedback_model(spec["lm"], batch_size=batch_size, max_length=max_length, shard=shard)
     judge = judge_from_spec(spec)
     if isinstance(spec, dict) and "http" in spec:
         # An OpenAI-compatible endpoint: the judge's chat client (judges/chat_client.py) also writes.
         def generate(conversations: list[list[dict]], max_new_tokens: int) -> list[str]:
             return judge.client.chat_many(conversations, max_tokens=max_new_tokens)
 
-        return FeedbackModel(judge.name, judge, generate, chunk=4 * judge.client.max_concurrency)
+        return FeedbackModel(judge.name, judge, generate, chunk=4 * judge.client.max_concurrency, split_chunks=shard)
     return FeedbackModel(getattr(judge, "name", type(judge).__name__), judge)
 
 
 class JournaledJudge:
     """A judge whose comparisons (both orders) are answered through a `Journal`; anything else goes to the judge."""
 
-    def __init__(self, judge: Judge, journal: Journal, chunk: int | None):
-        self.judge, self.journal, self.chunk = judge, journal, chunk
+    def __init__(self, judge: Judge, journal: Journal, chunk: int | None, shard: bool = False):
+        self.judge, self.journal, self.chunk, self.shard = judge, journal, chunk, shard
 
     def compare_orders_many(self, items: list[tuple]) -> list[tuple[float, float]]:
         from alignkit.constitution.labels import judge_orders
 
         requests = [{"compare": list(item)} for item in items]
         answers = self.journal.map(lambda part: judge_orders(self.judge, [tuple(r["compare"]) for r in part]),
-                                   requests, self.chunk)
+                                   requests, self.chunk, shard=self.shard)
         return [tuple(a) for a in answers]
 
     def __getattr__(self, name: str):
@@ -107,10 +119,10 @@ def journaled(feedback: FeedbackModel, path: str | Path) -> FeedbackModel:
         def generate(conversations: list[list[dict]], max_new_tokens: int) -> list[str]:
             requests = [{"generate": c, "max_new_tokens": max_new_tokens} for c in conversations]
             return journal.map(lambda part: inner([r["generate"] for r in part], max_new_tokens), requests,
-                               feedback.chunk)
+                               feedback.chunk, shard=feedback.split_chunks)
 
-    return FeedbackModel(feedback.name, JournaledJudge(feedback.judge, journal, feedback.chunk), generate,
-                         feedback.chunk)
+    judge = JournaledJudge(feedback.judge, journal, feedback.chunk, feedback.split_chunks)
+    return FeedbackModel(feedback.name, judge, generate, feedback.chunk, feedback.split_chunks)
 
 
 __all__ = ["FeedbackModel", "Generate", "JournaledJudge", "journaled", "load_feedback_model", "local_feedback_model"]

@@ -17,11 +17,11 @@ from alignkit.models.forward import response_logits, response_states
 from alignkit.rollouts import Rollout
 
 
-def _row_chunks(rollouts: list[Rollout], rows: int):
+def _row_chunks(rollouts: list[Rollout], rows: int, device: torch.device):
     for r in rollouts:
         for start in range(0, r.prompt_ids.shape[0], rows):
             part = slice(start, start + rows)
-            yield r.prompt_ids[part], r.prompt_mask[part], r.response_ids[part], r.response_mask[part]
+            yield tuple(t[part].to(device) for t in (r.prompt_ids, r.prompt_mask, r.response_ids, r.response_mask))
 
 
 @torch.no_grad()
@@ -31,7 +31,8 @@ def drift(model, reference, rollouts: list[Rollout], *, rows: int = 16) -> dict[
     kl_sum, nll_sum, tokens = 0.0, 0.0, 0
     model.eval()
     reference.eval()
-    for prompt_ids, prompt_mask, response_ids, response_mask in _row_chunks(rollouts, rows):
+    device = next(model.parameters()).device
+    for prompt_ids, prompt_mask, response_ids, response_mask in _row_chunks(rollouts, rows, device):
         if int(response_mask.sum()) == 0:
             continue
         index = torch.arange(prompt_ids.shape[0], device=prompt_ids.device)

@@ -48,10 +48,10 @@ from alignkit.eval.scoring import (
 from alignkit.judges import Judge, is_refusal
 from alignkit.models import load_causal_lm, load_tokenizer
 from alignkit.rollouts import Rollout, SamplingSettings
-from alignkit.rollouts.sampler import DecodeLoopBackend, sample
+from alignkit.rollouts.sampler import DecodeLoopBackend, on_cpu, sample
+from alignkit.utils import processes
 from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text
 from alignkit.utils.memory import peak_rss_gb
-from alignkit.utils.progress import batches
 
 SAMPLES_PER_PART = 3
 
@@ -89,19 +89,26 @@ def suite_prompts(suite: Suite) -> list[_Prompt]:
     return prompts
 
 
-def greedy_rollouts(model, tokenizer, prompts: list[Turns], settings: EvalSettings) -> tuple[list[str], list[Rollout]]:
-    """Responses in input order, and the rollouts (batches sorted by prompt length, so little padding is decoded)."""
+def greedy_rollouts(model, tokenizer, prompts: list[Turns], settings: EvalSettings, *,
+                    shard: bool = False) -> tuple[list[str], list[Rollout]]:
+    """Responses in input order, and the rollouts (batches sorted by prompt length, so little padding is decoded).
+    With `shard` (every process of the command calls it alike), each process decodes its block of the batches and
+    every process gets all of them, the same as one process's (`processes.batch_map`)."""
     lengths = [len(render_prompt(tokenizer, p)) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: (-lengths[i], i))
-    texts = [""] * len(prompts)
-    rollouts = []
-    for start in batches(len(order), settings.batch_size, "answering"):
+
+    def decode(start: int) -> list[tuple[list[int], Rollout]]:
         chunk = order[start : start + settings.batch_size]
         # The decode loop measured faster than transformers' generate at large batches (docs/eval.md).
         rollout = sample(model, tokenizer, [prompts[i] for i in chunk],
                          SamplingSettings(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                                           seed=start),
                          backend=DecodeLoopBackend())
+        return [(chunk, on_cpu(rollout) if shard else rollout)]
+
+    texts = [""] * len(prompts)
+    rollouts = []
+    for chunk, rollout in processes.batch_map(decode, len(order), settings.batch_size, "answering", shard=shard):
         for i, text in zip(chunk, rollout.texts):
             texts[i] = text
         rollouts.append(rollout)
@@ -111,7 +118,7 @@ def greedy_rollouts(model, tokenizer, prompts: list[Turns], settings: EvalSettin
 def _load(spec: str | tuple) -> tuple[Any, Any]:
     if isinstance(spec, tuple):
         return spec
-    return load_causal_lm(spec), load_tokenizer(spec)
+    return load_causal_lm(spec).to(processes.device()), load_tokenizer(spec)
 
 
 def _describe(spec: str | tuple) -> str:
@@ -128,9 +135,12 @@ def evaluate(
     reference_name: str | None = None,
     settings: EvalSettings = EvalSettings(),
     log=None,
+    shard: bool = False,
 ) -> tuple[EvalResults, dict[str, list[dict]]]:
     """(results, per-model response rows). `models` maps display names to specs or (model, tokenizer) pairs; the
-    reference defaults to the first model."""
+    reference defaults to the first model. With `shard` (every process of the command calls it alike), the greedy
+    responses are split over the processes (`greedy_rollouts`); what follows them (verdicts, bias, drift) is the
+    same work on each, and every process returns the same results."""
     if not models:
         raise ValueError("evaluate: no models")
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))  # stdout stays for results
@@ -154,8 +164,9 @@ def evaluate(
         model, tokenizer = _load(models[name])
         # 2. greedy responses; the benign held-out prompts separately, as drift is measured on their rollouts.
         generation_started = time.perf_counter()
-        helpful_texts, helpful_rollouts = greedy_rollouts(model, tokenizer, [p.prompt for p in helpful], settings)
-        other_texts, _ = greedy_rollouts(model, tokenizer, [p.prompt for p in others], settings)
+        helpful_texts, helpful_rollouts = greedy_rollouts(model, tokenizer, [p.prompt for p in helpful], settings,
+                                                           shard=shard)
+        other_texts, _ = greedy_rollouts(model, tokenizer, [p.prompt for p in others], settings, shard=shard)
         generation_seconds = time.perf_counter() - generation_started
         answered = {(p.part, p.id): t for p, t in zip(helpful + others, helpful_texts + other_texts)}
         texts = [answered[(p.part, p.id)] for p in prompts]

@@ -18,6 +18,7 @@ from alignkit.judges.base import check_batch
 from alignkit.judges.prompts import COMPARISON_TEMPLATE, DEFAULT_QUESTION, conversation_text
 from alignkit.models import SequenceScores, load_causal_lm, load_score_model, load_tokenizer
 from alignkit.models.forward import position_ids
+from alignkit.utils import processes
 from alignkit.utils.progress import batches
 
 
@@ -57,10 +58,13 @@ class LMJudge:
 
     score() is not defined by a comparison-only judge in absolute terms; it returns each completion's probability of
     being preferred over an empty reply ("" as B), which ranks completions of one prompt consistently.
+
+    With `shard`, every process of the command asks it the same questions and each answers its block of the
+    batches (`processes.batch_map`): the same probabilities as one process, on every process.
     """
 
     def __init__(self, model: str | Any, tokenizer=None, *, question: str = DEFAULT_QUESTION, batch_size: int = 16,
-                 max_length: int | None = None):
+                 max_length: int | None = None, shard: bool = False):
         if tokenizer is None and not isinstance(model, str):
             raise ValueError("LMJudge: pass the tokenizer along with a model object")
         self.model = load_causal_lm(model) if isinstance(model, str) else model
@@ -70,6 +74,7 @@ class LMJudge:
         # The same cut a feedback model's training applied to these questions (data/render.py), so that it is
         # asked exactly what it was taught.
         self.max_length = max_length
+        self.shard = shard
 
     def _question(self, prompt: Turns, first: str, second: str, principle: str | None) -> tuple[list[int], list[int]]:
         """(ids the option is read after, [id of "A", id of "B"] there).
@@ -98,10 +103,10 @@ class LMJudge:
         asked = [self._question(*q) for q in questions]
         encoded = [ids for ids, _ in asked]
         options = torch.tensor([pair for _, pair in asked])
-        out = torch.empty(len(encoded), 2)
         # Similar lengths share a batch, so little padding is computed over.
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
-        for start in batches(len(order), self.batch_size, "judging"):
+
+        def ask(start: int) -> list[tuple[list[int], torch.Tensor]]:
             rows = order[start : start + self.batch_size]
             chunk = [encoded[i] for i in rows]
             batch = pad_batch([(seq, [1] * len(seq)) for seq in chunk], self.tokenizer.pad_token_id, side="left")
@@ -109,7 +114,11 @@ class LMJudge:
             logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
                                 position_ids=position_ids(mask).to(device), logits_to_keep=1).logits[:, -1].float()
             picked = logits.gather(-1, options[rows].to(device))
-            out[rows] = torch.softmax(picked, -1).cpu()
+            return [(rows, torch.softmax(picked, -1).cpu())]
+
+        out = torch.empty(len(encoded), 2)
+        for rows, probs in processes.batch_map(ask, len(order), self.batch_size, "judging", shard=self.shard):
+            out[rows] = probs
         return out
 
     def option_probs(self, prompt: Turns, first: str, second: str, principle: str | None = None) -> torch.Tensor:

@@ -26,6 +26,7 @@ The aligned model is copied to `output_dir/final` (HF format).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import random
@@ -64,11 +65,14 @@ from alignkit.utils.io import (
     locked_folder,
     remove_leftovers,
 )
-from alignkit.utils.progress import batches
 from alignkit.utils.stages import Stage, StageError, StageRunner
 
 STAGES = ("feedback", "audit", "critique", "sl", "labels", "preference", "rl", "eval")
 FEEDBACK_JOURNAL = "feedback.journal.jsonl"  # a stage's feedback-model answers so far (utils/journal.py)
+
+
+def _quiet(message: str) -> None:
+    """The log of every process but the main one."""
 
 
 def _signed(value: float | None) -> str:
@@ -182,8 +186,12 @@ class Pipeline:
     what each finished stage depends on is known (`alignkit.utils.stages`)."""
 
     def __init__(self, cfg: CAIConfig, log: Callable[[str], None] = print):
+        # Under `accelerate launch` every process runs every stage with the same random draws; each samples,
+        # critiques and judges its block of every batched call (`shard=True` below: processes.batch_map), the
+        # trainers run as one data-parallel run, and the main process writes every file and the log.
+        processes.join()
         self.out = Path(cfg.output_dir)
-        self.log = log
+        self.log = log if processes.is_main() else _quiet
         self.runner = StageRunner(self.out, cfg, log, "cai")
         self.gate: AuditGate | None = None
         self._constitution = None  # (name, Constitution) of the last load
@@ -218,7 +226,7 @@ class Pipeline:
     def _claim_output_dir(self) -> None:
         """Finished stages are reused only by the same configuration: another one in this folder is refused, so a
         run never silently mixes with, or overwrites, another run's results."""
-        conflict = claim_config_dir(self.out, computed_settings(self.cfg))
+        conflict = processes.from_main(claim_config_dir, self.out, computed_settings(self.cfg))
         if conflict == "foreign":
             raise RunError(f"{self.out} exists and is not a Constitutional AI run; use another output_dir")
         if conflict:
@@ -237,13 +245,13 @@ class Pipeline:
         return other
 
     def run(self) -> dict:
-        if (why := processes.one_process_only("alignkit cai")) is not None:
-            raise RunError(why)
-        with locked_folder(self.out):  # a second process on this run folder is refused at once
+        # A second command on this run folder is refused at once (the main process holds it for all of this one's).
+        with locked_folder(self.out) if processes.is_main() else contextlib.nullcontext():
             return self._run()
 
     def _run(self) -> dict:
-        remove_leftovers(self.out)  # what a killed run was writing here (its config.json, say): before the claim
+        # What a killed run was writing here (its config.json, say): before the claim.
+        processes.on_main(remove_leftovers, self.out)
         self._claim_output_dir()
         started = time.perf_counter()
         other = self._take_over_from()
@@ -258,7 +266,7 @@ class Pipeline:
         manifest = {"config": self.cfg.model_dump(mode="json"), "stages": self.summaries(),
                     "final": None if final is None else str(final),
                     "seconds_this_run": round(time.perf_counter() - started, 1)}
-        atomic_write_json(self.out / "cai.json", manifest)
+        processes.on_main(atomic_write_json, self.out / "cai.json", manifest)
         return manifest
 
     def summaries(self) -> dict[str, dict]:
@@ -286,7 +294,7 @@ class Pipeline:
             self.gate = AuditGate(report.min_accuracy, bool(report.passed), fb.override_audit,
                                   report.min_principle_accuracy, list(report.allowed_principles or []),
                                   self._labelling(report.allowed_principles))
-            atomic_write_json(self.folder("audit") / "audit.json",
+            processes.on_main(atomic_write_json, self.folder("audit") / "audit.json",
                               {**dataclasses.asdict(audit), **dataclasses.asdict(self.gate)})
         labelling = self.gate.labelling_principles
         excluded = sorted(set(self.constitution_ids()) - set(labelling))
@@ -349,30 +357,34 @@ class Pipeline:
             if taught is not None:
                 # A taught judge is asked its questions cut as its teaching cut them (the same ids: data/render.py).
                 model = local_feedback_model(taught.model, judge_model=taught.judge_model, batch_size=source[3],
-                                             max_length=source[4])
+                                             max_length=source[4], shard=True)
             else:
-                model = load_feedback_model(source[1], batch_size=source[2])
+                model = load_feedback_model(source[1], batch_size=source[2], shard=True)
             self._feedback = (source, model)
         return self._feedback[1]
 
     def _policy_rollouts(self, model: str, prompts: list, max_new_tokens: int, temperature: float, n: int,
                          batch_size: int) -> list[str]:
-        """n responses per prompt (prompt-major), in length-sorted batches."""
+        """n responses per prompt (prompt-major), in length-sorted batches (each process its block of them)."""
         from alignkit.models import load_causal_lm, load_tokenizer
         from alignkit.rollouts import SamplingSettings, sample
         from alignkit.rollouts.sampler import DecodeLoopBackend
 
-        tokenizer, module = load_tokenizer(model), load_causal_lm(model)
+        tokenizer, module = load_tokenizer(model), load_causal_lm(model).to(processes.device())
         order = sorted(range(len(prompts)), key=lambda i: -len(render_prompt(tokenizer, prompts[i])))
-        texts: list[str] = [""] * (len(prompts) * n)
         per_batch = max(1, batch_size // n)
-        for start in batches(len(order), per_batch, "sampling"):
+
+        def draw(start: int) -> list[tuple[list[int], list[str]]]:
             chunk = order[start : start + per_batch]
             rollout = sample(module, tokenizer, [prompts[i] for i in chunk],
                              SamplingSettings(max_new_tokens=max_new_tokens, temperature=temperature, n=n,
                                               seed=self.cfg.seed + start),
                              backend=DecodeLoopBackend())
-            for j, text in enumerate(rollout.texts):
+            return [(chunk, rollout.texts)]
+
+        texts: list[str] = [""] * (len(prompts) * n)
+        for chunk, drawn in processes.batch_map(draw, len(order), per_batch, "sampling", shard=True):
+            for j, text in enumerate(drawn):
                 texts[chunk[j // n] * n + j % n] = text
         return texts
 
@@ -392,8 +404,10 @@ class Pipeline:
         writing = folder / "critique_data.jsonl"
         comparing = folder / "comparison_data.jsonl"
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(writing, _jsonl(exemplar_sft_rows(self.constitution) * fb.exemplar_repeats))
-        atomic_write_text(comparing, _jsonl(comparison_sft_rows(gold, self.constitution) * fb.comparison_repeats))
+        processes.on_main(atomic_write_text, writing,
+                          _jsonl(exemplar_sft_rows(self.constitution) * fb.exemplar_repeats))
+        processes.on_main(atomic_write_text, comparing,
+                          _jsonl(comparison_sft_rows(gold, self.constitution) * fb.comparison_repeats))
         model = self._train("feedback (critique and revision)", "sft", folder, start, str(writing),
                             fb.sft, run="writer")
         judge = self._train("feedback (comparison)", "sft", folder, start, str(comparing),
@@ -447,7 +461,7 @@ class Pipeline:
                 r["revision_preferred"] = p
                 r["use"] = p > 0.5
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(folder / "revisions.jsonl", _jsonl(out))
+        processes.on_main(atomic_write_text, folder / "revisions.jsonl", _jsonl(out))
         changed = sum(r["final"].strip() != r["initial"].strip() for r in out)
         return CritiqueRecord(str(folder / "revisions.jsonl"), len(out), len(plain), len(out) - len(plain), cfg.rounds,
                               changed, sum(r.get("use", True) for r in out),
@@ -472,7 +486,7 @@ class Pipeline:
         random.Random(self.cfg.seed).shuffle(rows)
         folder.mkdir(parents=True, exist_ok=True)
         data = folder / "data.jsonl"
-        atomic_write_text(data, _jsonl(rows))
+        processes.on_main(atomic_write_text, data, _jsonl(rows))
         model = self._train("sl", "sft", folder, self.cfg.model, str(data), self.cfg.sl.sft)
         return SLRecord(model, str(data), len(kept), self.cfg.sl.revision_repeats, len(own), len(helpful),
                         f"revisions: AI (feedback model); policy answers: AI (the policy); demonstrations: {HUMAN}")
@@ -500,7 +514,7 @@ class Pipeline:
             row.update(chosen=reply_to(row["prompt"], row["chosen"]), rejected=reply_to(row["prompt"], row["rejected"]),
                        source=rows[i]["source"], policy=policy)
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(folder / "labels.jsonl", _jsonl(out))
+        processes.on_main(atomic_write_text, folder / "labels.jsonl", _jsonl(out))
         contrast = self._contrast(policy, folder) if cfg.contrast is not None else {}
         mean_confidence = sum(abs(r["probability"] - 0.5) for r in out) / max(len(out), 1)
         return LabelsRecord(
@@ -527,7 +541,7 @@ class Pipeline:
             pair.update(chosen=reply_to(pair["prompt"], pair["chosen"]),
                         rejected=reply_to(pair["prompt"], pair["rejected"]),
                         source=rows[pair.pop("index")][0]["source"], policy=policy)
-        atomic_write_text(folder / "contrast.jsonl", _jsonl(pairs))
+        processes.on_main(atomic_write_text, folder / "contrast.jsonl", _jsonl(pairs))
         return {"contrast": str(folder / "contrast.jsonl"), "contrast_prompts": len(prompts),
                 "contrast_pairs_refuse": sum(p["should_refuse"] for p in pairs),
                 "contrast_pairs_answer": sum(not p["should_refuse"] for p in pairs),
@@ -566,7 +580,7 @@ class Pipeline:
         random.Random(self.cfg.seed).shuffle(rows)
         folder.mkdir(parents=True, exist_ok=True)
         data = folder / "data.jsonl"
-        atomic_write_text(data, _jsonl(rows))
+        processes.on_main(atomic_write_text, data, _jsonl(rows))
         model = self._train("preference", "reward", folder, self.runner.record("sl").model, str(data),
                             self.cfg.rl.preference)
         return PreferenceRecord(model, str(data), len(labels), phase1, len(contrast), len(helpful),
@@ -582,7 +596,7 @@ class Pipeline:
         if cfg.method == "ppo":
             labels = read_jsonl(Path(self.runner.record("labels").labels))  # phase 2's prompts: the policy's own
             prompts = [{"prompt": r["prompt"], "source": r["source"]} for r in labels]
-            atomic_write_text(data, _jsonl(prompts))
+            processes.on_main(atomic_write_text, data, _jsonl(prompts))
             judge = {"reward_model": self.runner.record("preference").model}
             model = self._train("rl", "ppo", folder, policy, str(data), cfg.ppo, judge=judge)
             return RLRecord(model, "ppo", str(data), policy, f"prompts: {HUMAN}; rewards: AI (the preference model)",
@@ -593,7 +607,7 @@ class Pipeline:
         contrast = self._contrast_rows()
         rows = pairs + contrast + helpful
         random.Random(self.cfg.seed).shuffle(rows)
-        atomic_write_text(data, _jsonl(rows))
+        processes.on_main(atomic_write_text, data, _jsonl(rows))
         model = self._train("rl", "dpo", folder, policy, str(data), cfg.dpo)
         return RLRecord(model, "dpo", str(data), policy, f"pairs: AI (feedback-model labels); preferences: {HUMAN}",
                         ai_pairs=len(pairs), of_them_phase1=sum(r.get("phase") == 1 for r in pairs),
@@ -614,9 +628,9 @@ class Pipeline:
         results, rows = evaluate(models, load_suite(cfg.suite, "heldout"), judge=judge,
                                  judge_name=None if cfg.judge is None else json.dumps(cfg.judge),
                                  settings=EvalSettings(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size),
-                                 log=self.log)
+                                 log=self.log, shard=True)
         results = results.with_pipeline(self.pipeline_summary())
-        save_eval(folder, results, rows, overwrite=True, report_dir=self.out)
+        processes.on_main(lambda: save_eval(folder, results, rows, overwrite=True, report_dir=self.out))
         return EvalRecord(str(folder / "results.json"), str(self.out / "report.html"), results.metrics)
 
     def pipeline_summary(self) -> dict:
@@ -639,12 +653,15 @@ class Pipeline:
             return None
         final = self.out / "final"
         if not final.is_dir():
-            with atomic_dir(final) as tmp:
-                shutil.copytree(rl.model, tmp, dirs_exist_ok=True)
-                card = tmp / "README.md"
-                if card.is_file():
-                    card.write_text(self._card(card.read_text(encoding="utf-8")), encoding="utf-8")
+            processes.on_main(self._write_final, Path(rl.model), final)
         return final
+
+    def _write_final(self, model: Path, final: Path) -> None:
+        with atomic_dir(final) as tmp:
+            shutil.copytree(model, tmp, dirs_exist_ok=True)
+            card = tmp / "README.md"
+            if card.is_file():
+                card.write_text(self._card(card.read_text(encoding="utf-8")), encoding="utf-8")
 
     def _card(self, rl_card: str) -> str:
         """The RL stage's model card, told as the whole run: every stage with who wrote its data, the constitution,

@@ -18,6 +18,8 @@ Matched budget: every training stage runs `steps` optimizer steps of `batch_size
 own process, so its peak memory is its own; a recipe's time is the sum of its stages' wall-clock seconds (model
 loading included), its peak memory the largest of theirs. Stages are resumable: a rerun skips finished ones, and a
 rerun with more recipes or seeds trains only what is new (the evaluation is redone for the new set of models).
+Under `accelerate launch` each stage's process is started by every process of the command, and the stage's processes
+train it together (`docs/scaling.md`).
 
 Output (`output_dir`): stages/<chain>/seed-<s>/ (each stage's run), eval/ (results.json, responses, report.html of
 every model), comparison.json, comparison.md (the table: mean and seed-to-seed standard deviation of attack success
@@ -26,6 +28,7 @@ rate, over-refusal, helpfulness, KL from the start model, time and peak memory) 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -90,7 +93,8 @@ class CompareConfig(Strict):
         default_factory=lambda: list(RECIPES), min_length=1, description="the recipes to run side by side")
     seeds: list[int] = Field(default_factory=lambda: [0, 1], min_length=1, description="each recipe runs once per seed")
     steps: int = Field(default=20, ge=1, description="optimizer steps of every training stage: the matched budget")
-    batch_size: int = Field(default=8, ge=1, description="examples per micro-batch of every training stage")
+    batch_size: int = Field(default=8, ge=1, description="examples per micro-batch of every training stage (each "
+                                                         "process's, under a launcher)")
     max_length: int = Field(default=384, ge=8, description="token budget per sequence of every training stage")
     sft_data: str = Field(default="builtin:sft", description="demonstrations (SFT, HBAT, joint)")
     preference_data: str = Field(default="builtin:preference",
@@ -127,7 +131,11 @@ class TrainedStage:
 
 class Comparison:
     def __init__(self, cfg: CompareConfig, log: Callable[[str], None] = print):
-        self.cfg, self.log = cfg, log
+        # Under `accelerate launch` every process runs the comparison: each stage's process is started by every one
+        # of them, and those processes train it as one data-parallel run (`run_stage`); the evaluation's answers
+        # are split over the processes; the main process writes and speaks.
+        processes.join()
+        self.cfg, self.log = cfg, log if processes.is_main() else (lambda message: None)
         self.out = Path(cfg.output_dir)
         self.runner = StageRunner(self.out, cfg, lambda message: None, "compare")
 
@@ -173,19 +181,30 @@ class Comparison:
         """The last stage of `chain`, trained in its own process unless it finished earlier (the stage runner)."""
         folder = self.stage_dir(chain, seed)
 
-        def train(folder: Path) -> TrainedStage:
-            spec = self.stage_spec(chain, seed, start)
+        def prepare(folder: Path, spec: dict) -> None:
             if (folder / "run").exists():  # an unfinished attempt: start the stage over
                 shutil.rmtree(folder / "run")
             folder.mkdir(parents=True, exist_ok=True)
             atomic_write_json(folder / "stage.json", spec)
+
+        def train(folder: Path) -> TrainedStage:
+            spec = self.stage_spec(chain, seed, start)
+            processes.on_main(prepare, folder, spec)
             self.log(f"[compare] {'+'.join(chain)} seed {seed}: training {spec['kind']}")
+            env = {**os.environ}
+            if processes.world() > 1:
+                # The stage's processes form a group of their own, on a port of their own, with a store of their
+                # own (torchrun's agent store, which the launcher's variables point to, serves this command's group).
+                env = {k: v for k, v in env.items() if not k.startswith("TORCHELASTIC_")}
+                env["MASTER_PORT"] = str(processes.from_main(_free_port))
             proc = subprocess.run([sys.executable, "-m", "alignkit.pipelines.compare", str(folder / "stage.json")],
-                                  env={**os.environ}, capture_output=True, text=True, preexec_fn=_die_with_parent)
+                                  env=env, capture_output=True, text=True, preexec_fn=_die_with_parent)
             if proc.returncode != 0:
-                atomic_write_text(folder / "error.log", proc.stdout + proc.stderr)
+                log = folder / ("error.log" if processes.is_main() else f"error-{processes.rank()}.log")
+                atomic_write_text(log, proc.stdout + proc.stderr)
                 raise CompareError(f"stage {'+'.join(chain)} seed {seed} failed (exit {proc.returncode}); its output "
-                                   f"is in {folder / 'error.log'}:\n{proc.stderr[-2000:]}")
+                                   f"is in {log}:\n{proc.stderr[-2000:]}")
+            processes.barrier()  # the stage's main process writes result.json once all of them are done
             return TrainedStage(**json.loads((folder / "result.json").read_text(encoding="utf-8")))
 
         return self.runner.run(Stage(f"{'+'.join(chain)}/seed-{seed}", folder, TrainedStage, train))
@@ -232,34 +251,35 @@ class Comparison:
             anthropomorphism=suite.anthropomorphism if "anthropomorphism" in parts else [],
             bias=suite.bias if "bias" in parts else [])
         settings = EvalSettings(max_new_tokens=self.cfg.eval.max_new_tokens, batch_size=self.cfg.eval.batch_size)
-        results, rows = evaluate(models, suite, settings=settings, log=self.log)
-        save_eval(folder, results, rows, overwrite=True)
+        results, rows = evaluate(models, suite, settings=settings, log=self.log, shard=True)
+        processes.on_main(lambda: save_eval(folder, results, rows, overwrite=True))
         return results
 
     def run(self) -> dict:
-        if (why := processes.one_process_only("alignkit compare")) is not None:
-            raise CompareError(why)
-        with locked_folder(self.out):  # a second process on this comparison folder is refused at once
+        # A second command on this comparison folder is refused at once (the main process holds it for this one).
+        with locked_folder(self.out) if processes.is_main() else contextlib.nullcontext():
             return self._run()
 
     def _run(self) -> dict:
-        remove_leftovers(self.out)  # what a killed run was writing here (its config.json, say): before the claim
+        # What a killed run was writing here (its config.json, say): before the claim.
+        processes.on_main(remove_leftovers, self.out)
         self._claim_output_dir()
         runs = [self.run_recipe(recipe, seed) for recipe in self.cfg.recipes for seed in self.cfg.seeds]
         results = self.evaluate(runs)
         table = comparison_table(runs, results.metrics, self.cfg.seeds)
         summary = {"config": self.cfg.model_dump(mode="json"), "runs": runs, "table": table,
                    "eval": str(self.out / "eval" / "results.json")}
-        atomic_write_json(self.out / "comparison.json", summary)
-        atomic_write_text(self.out / "comparison.md", comparison_markdown(table, self.cfg))
-        _write_plot(table, results.metrics.get("start", {}), self.out)
+        processes.on_main(atomic_write_json, self.out / "comparison.json", summary)
+        processes.on_main(atomic_write_text, self.out / "comparison.md", comparison_markdown(table, self.cfg))
+        processes.on_main(_write_plot, table, results.metrics.get("start", {}), self.out)
         self.log(f"[compare] table: {self.out / 'comparison.md'}")
         return summary
 
     def _claim_output_dir(self) -> None:
         """A folder holds one comparison: a rerun with the same settings resumes it, and may add or drop recipes and
         seeds (each stage's run depends on neither); other settings are refused."""
-        conflict = claim_config_dir(self.out, self.cfg.model_dump(mode="json"), may_change=("recipes", "seeds"))
+        conflict = processes.from_main(claim_config_dir, self.out, self.cfg.model_dump(mode="json"),
+                                       may_change=("recipes", "seeds"))
         if conflict == "foreign":
             raise CompareError(f"{self.out} is not empty and holds no comparison; use another output_dir")
         if conflict:
@@ -350,6 +370,14 @@ def _write_plot(table: dict[str, dict], start: dict, out: Path) -> None:
     _save(fig, out / "pareto.png")
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _die_with_parent() -> None:
     """In a stage's subprocess, before it starts (Linux): be killed when compare dies, however it dies, so that a
     killed comparison leaves no orphan still training in the folder its rerun is about to use."""
@@ -378,14 +406,14 @@ def _stage_main(spec_path: str) -> int:
             manifest = run_cai(CAIConfig.model_validate(spec["config"]))
         except FeedbackAuditError as err:  # the recipe's own gate stopped it: an outcome of this seed, not a crash
             failed = TrainedStage("cai", None, round(peak_rss_gb(), 2), f"feedback audit: {err}")
-            atomic_write_json(folder / "result.json", dataclasses.asdict(failed))
+            processes.on_main(atomic_write_json, folder / "result.json", dataclasses.asdict(failed))
             return 0
         model = manifest["final"]
     else:
         method = METHODS[spec["kind"]]
         model = str(method.train(method.config.model_validate(spec["config"])).final_dir)
-    atomic_write_json(folder / "result.json", dataclasses.asdict(TrainedStage(spec["kind"], model,
-                                                                              round(peak_rss_gb(), 2))))
+    processes.on_main(atomic_write_json, folder / "result.json",
+                      dataclasses.asdict(TrainedStage(spec["kind"], model, round(peak_rss_gb(), 2))))
     return 0
 
 

@@ -21,7 +21,7 @@ like most RLHF implementations, the policy-gradient ratio is taken against the t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Protocol
 
 import torch
@@ -72,6 +72,12 @@ class Rollout:
     @property
     def response_lengths(self) -> torch.Tensor:
         return self.response_mask.sum(-1)
+
+
+def on_cpu(rollout: Rollout) -> Rollout:
+    """`rollout` with its tensors in host memory (to be sent to another process, whatever device made it)."""
+    return replace(rollout, **{f.name: getattr(rollout, f.name).cpu() for f in fields(rollout)
+                               if isinstance(getattr(rollout, f.name), torch.Tensor)})
 
 
 class RolloutBackend(Protocol):

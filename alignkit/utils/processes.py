@@ -33,16 +33,6 @@ def launched() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def one_process_only(command: str) -> str | None:
-    """What to tell a user who ran `command`, which runs in one process for now, under a launcher (None: no
-    launcher)."""
-    if launched() <= 1:
-        return None
-    return (f"{command} runs in one process for now: run it without `accelerate launch` (it was started as "
-            f"{launched()} processes). Its trainers run under a launcher one by one (alignkit sft/dpo/reward/ppo/"
-            "grpo ...), and so does alignkit iterative-dpo; docs/scaling.md says what runs where")
-
-
 def _grouped() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
@@ -57,6 +47,13 @@ def world() -> int:
 
 def is_main() -> bool:
     return rank() == 0
+
+
+def device() -> torch.device:
+    """Where this process computes: its own GPU (the launcher's LOCAL_RANK) when there is one, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
 
 
 def barrier() -> None:
@@ -80,6 +77,30 @@ def gathered(part: list[T]) -> list[T]:
     parts: list = [None] * world()
     dist.all_gather_object(parts, part)
     return [item for p in parts for item in p]
+
+
+def batch_map(work: Callable[[int], list[T]], total: int, size: int, desc: str, *, shard: bool = False) -> list[T]:
+    """`work(start)` for the start of each batch of `size` over `total` items, the results concatenated in batch
+    order. With `shard` (every process of the command calls it alike), each process works its block of the batches
+    and every process gets all the results: the batches, and whatever `work` seeds from `start`, are one process's,
+    so the results are too. `work` must not itself wait on the other processes."""
+    from alignkit.utils.progress import batches
+
+    mine = set(my_share(range(0, total, size))) if shard else None
+    out: list[T] = []
+    for start in batches(total, size, desc):
+        if mine is None or start in mine:
+            out += work(start)
+    return gathered(out) if shard else out
+
+
+def from_main(compute: Callable[..., T], *args, **kwargs) -> T:
+    """`compute(*args, **kwargs)` on the main process (a decision that reads or claims a folder, say), its result
+    on every process."""
+    box = [compute(*args, **kwargs) if is_main() else None]
+    if _grouped():
+        dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def on_main(write: Callable[..., object], *args) -> None:

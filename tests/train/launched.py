@@ -49,12 +49,19 @@ def assert_moved(base_dir: str, out: Path) -> None:
     assert any(not torch.equal(base[k], final[k]) for k in base)
 
 
-def assert_same_metrics(one: Path, two: Path, atol: float = 1e-5) -> None:
-    """Every logged training metric agrees step by step (all but the throughput, which is timed)."""
+def assert_same_metrics(one: Path, two: Path, atol: float = 1e-5, rtol: float = 1e-5) -> None:
+    """Every logged training metric agrees step by step, within `atol` plus `rtol` of its size (fp32 rounding
+    grows with the value: a PPO grad norm of 23.6 differs by 6e-5 between the two), all but the timed ones
+    (throughput, seconds)."""
     a, b = metrics(one), metrics(two)
     assert [row["step"] for row in a] == [row["step"] for row in b]
+
+    def compared(row: dict) -> set[str]:
+        return {k for k in row if k.startswith("train/") and not k.endswith(("per_s", "_seconds"))}
+
     for row_a, row_b in zip(a, b):
-        keys = {k for k in row_a if k.startswith("train/") and k != "train/tokens_per_s"}
-        assert keys == {k for k in row_b if k.startswith("train/") and k != "train/tokens_per_s"}
+        keys = compared(row_a)
+        assert keys == compared(row_b)
         for key in sorted(keys):
-            assert abs(row_a[key] - row_b[key]) < atol, (key, row_a["step"], row_a[key], row_b[key])
+            assert abs(row_a[key] - row_b[key]) < atol + rtol * abs(row_a[key]), (key, row_a["step"], row_a[key],
+                                                                                 row_b[key])
