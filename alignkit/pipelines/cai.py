@@ -192,7 +192,7 @@ class Pipeline:
         processes.join()
         self.out = Path(cfg.output_dir)
         self.log = log if processes.is_main() else _quiet
-        self.runner = StageRunner(self.out, cfg, log, "cai")
+        self.runner = StageRunner(self.out, cfg, self.log, "cai")
         self.gate: AuditGate | None = None
         self._constitution = None  # (name, Constitution) of the last load
         self._feedback = None  # (what it was loaded from, FeedbackModel)

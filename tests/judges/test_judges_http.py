@@ -544,8 +544,14 @@ def test_real_server_is_deterministic_and_concurrent_batches_match_single_calls(
 
 
 def test_real_server_score_is_an_expected_rating_on_the_scale(real_judge):
-    before = real_judge.stats["logprob_answers"]
+    before = real_judge.stats
     scores = real_judge.score([PROMPT, PROMPT, "Say hello."], [GOOD, BAD, "Hello!"])
     assert len(scores) == 3 and all(isinstance(s, float) and 1.0 <= s <= 9.0 for s in scores)
-    assert real_judge.stats["logprob_answers"] - before == 3
+    after = real_judge.stats
+    read, unread = (after[k] - before[k] for k in ("logprob_answers", "unparsed_answers"))
+    # Each answer is read from the log-probs of its rating digit or, where the 135M model wrote no digit, counted
+    # as undecided (the scale's midpoint, 5). Which items it rates depends on the CPU's kernels: all three on an
+    # Intel Xeon with AMX; on an AMD EPYC without bf16 it answered item 1 "I'm sorry for your loss, but".
+    assert read + unread == 3 and read >= 2 and after["text_answers"] == before["text_answers"]
+    assert sum(s == 5.0 for s in scores) >= unread
     assert real_judge.score([PROMPT], [GOOD]) == pytest.approx(scores[:1], abs=1e-3)

@@ -301,5 +301,11 @@ def test_gradient_checkpointing_leaves_online_training_as_it_was(tiny_dir, promp
         for key in ("train/score", "train/loss", "train/kl"):
             assert a[key] == pytest.approx(b[key], abs=1e-6), key
     assert len({row["train/score"] for row in rows[0]}) > 1 or rows[0][0]["train/loss"] != 0
+    # The same update, to rounding. Not elementwise within 1e-5: where a gradient entry is at rounding level,
+    # Adam's normalised step (up to lr each) can differ between the two (measured on an AMD EPYC without bf16: 1.4e-5
+    # on an entry that moved 6e-3, with every loss and grad norm equal); so each tensor's difference is held against
+    # how far training moved it.
+    base = load_causal_lm(tiny_dir).state_dict()
     for key, value in finals[0].items():
-        torch.testing.assert_close(value, finals[1][key], atol=1e-5, rtol=1e-4, msg=key)
+        moved = float((value - base[key]).norm())
+        assert float((value - finals[1][key]).norm()) <= 1e-3 * moved + 1e-7, (key, moved)
