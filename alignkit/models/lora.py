@@ -27,6 +27,36 @@ def apply_lora(model: nn.Module, *, r: int, alpha: float, dropout: float, target
     return get_peft_model(model, config)
 
 
+def merged_state_dict(model: nn.Module, state: dict) -> dict:
+    """What `model.merge_and_unload().state_dict()` holds, computed from `state`, a LoRA model's whole state dict
+    (`model` gives the adapter settings): each adapted weight plus scale x B @ A, a trained copy of a module
+    (`modules_to_save`) in place of the original, and the names of the base model. For a model whose own weights are
+    sharded, where merging in place would mean merging shards."""
+    config = model.peft_config[model.active_adapter]
+    if getattr(config, "fan_in_fan_out", False):
+        raise ValueError("merged_state_dict: fan_in_fan_out LoRA (Conv1D layers) is not supported")
+    name = model.active_adapter
+    prefix = "base_model.model."
+    merged: dict = {}
+    for key, value in state.items():
+        key = key[len(prefix):] if key.startswith(prefix) else key
+        if ".lora_" in key or ".original_module." in key:
+            continue
+        if f".modules_to_save.{name}." in key:
+            merged[key.replace(f".modules_to_save.{name}.", ".")] = value
+        elif ".base_layer." in key:
+            module, kind = key.split(".base_layer.")
+            merged[f"{module}.{kind}"] = value
+            if kind == "weight":
+                a, b = state[f"{prefix}{module}.lora_A.{name}.weight"], state[f"{prefix}{module}.lora_B.{name}.weight"]
+                r = a.shape[0]
+                scale = config.lora_alpha / (r ** 0.5 if config.use_rslora else r)
+                merged[f"{module}.weight"] = (value.float() + scale * (b.float() @ a.float())).to(value.dtype)
+        else:
+            merged[key] = value
+    return merged
+
+
 def is_peft(model: nn.Module) -> bool:
     return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
 

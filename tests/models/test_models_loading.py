@@ -132,6 +132,38 @@ def test_lora_save_merged_or_adapter_only(tiny_dir, tmp_path):
         save_pretrained(merged, tok, tmp_path / "merged")
 
 
+@pytest.mark.parametrize("rslora", [False, True])
+def test_merging_from_a_state_dict_writes_what_merging_the_model_writes(tiny_dir, tmp_path, rslora):
+    """A sharded LoRA model is saved from its gathered state dict (`save_pretrained(state_dict=)`): the files hold the
+    weights peft's merge_and_unload gives, with adapters scaled by alpha/r (alpha/sqrt(r) with rsLoRA) and a trained
+    copy of a module (modules_to_save) in place of the original."""
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+
+    tok = load_tokenizer(tiny_dir)
+
+    def adapted():
+        config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "down_proj"],
+                            use_rslora=rslora, modules_to_save=["norm"])
+        torch.manual_seed(0)  # the adapters' A matrices are drawn at random
+        model = get_peft_model(load_causal_lm(tiny_dir), config)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_B" in name or "modules_to_save" in name:
+                    p.add_(0.05 * torch.randn_like(p))
+        return model
+
+    model = adapted()
+    save_pretrained(model, tok, tmp_path / "from-state", state_dict=dict(model.state_dict()))
+    save_pretrained(adapted(), tok, tmp_path / "merged")
+    ours, peft = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("from-state", "merged"))
+    assert ours.keys() == peft.keys()
+    for key in peft:
+        torch.testing.assert_close(ours[key], peft[key], atol=1e-6, rtol=1e-6, msg=key)
+    base = load_file(str(Path(tiny_dir) / "model.safetensors"))
+    assert not torch.equal(ours["model.norm.weight"], base["model.norm.weight"])  # the trained copy replaced it
+
+
 def test_shared_prompt_forward_equals_separate_forwards_in_values_and_gradients(tiny_tok, tiny_lm):
     from alignkit.data import Preference, render_preference
     from alignkit.models import SharedPromptLogps, split_prompt
