@@ -31,6 +31,7 @@ from alignkit.methods.dpo import DPOKeys, pair_losses_fn, prepare_pairs
 from alignkit.methods.sft import render_sft
 from alignkit.methods.spec import MethodSpec
 from alignkit.models import SharedPromptLogps, TokenLogps
+from alignkit.train import sharding
 from alignkit.train.common import (
     final_saver,
     load_policy,
@@ -194,6 +195,9 @@ def _is_pairs(batch: dict) -> bool:
 
 
 def train_hbat(cfg: HBATConfig) -> TrainResult:
+    if sharding.requested():
+        raise RunError("hbat does not run sharded (FSDP) yet: its Fisher and EWC penalty read the parameters "
+                       "themselves, which sharding replaces; launch it without the FSDP config (DDP)")
     configure_threads()
     # 1. Run directory, policy; demonstrations and pairs (with their reference log-probs, from the starting model).
     run = Run(cfg, "hbat")

@@ -17,6 +17,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from alignkit.train import sharding
+from alignkit.utils import processes
 from alignkit.utils.io import atomic_dir, safe_torch_load, torch_save
 
 STATE_FILE = "trainer_state.json"
@@ -34,9 +36,12 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
     return sorted(done, key=lambda p: int(p.name.split("-")[1]))
 
 
-def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
+def trainable_state(module: nn.Module) -> dict[str, torch.Tensor] | None:
+    """The trainable parameters, whole, on the main process; None on the others (every process calls it for a
+    sharded module: `sharding.full`)."""
     # named_parameters yields a tied weight once, which safetensors requires (it refuses shared storage).
-    return {n: p.detach().contiguous().cpu() for n, p in module.named_parameters() if p.requires_grad}
+    state = {n: sharding.full(p) for n, p in module.named_parameters() if p.requires_grad}
+    return {n: p.contiguous() for n, p in state.items()} if processes.is_main() else None
 
 
 def rng_state() -> dict:
@@ -64,15 +69,17 @@ def set_rng_state(state: dict) -> None:
 METHOD_STATE_FILE = "method.pt"
 
 
-def save_checkpoint(output_dir: Path, step: int, module: nn.Module, optimizer, scheduler, extra: dict, keep: int,
-                    method_state: dict | None = None) -> Path:
-    """`method_state`: what a method keeps besides the weights and optimizer (e.g. EWC anchors and Fisher)."""
+def save_checkpoint(output_dir: Path, step: int, weights: dict[str, torch.Tensor], optimizer_state: dict, scheduler,
+                    extra: dict, keep: int, method_state: dict | None = None) -> Path:
+    """`weights`: `trainable_state(module)`; `optimizer_state`: the optimizer's state dict with whole tensors
+    (`sharding.full_optimizer_state`); `method_state`: what a method keeps besides the weights and optimizer (e.g.
+    EWC anchors and Fisher)."""
     path = checkpoint_dir(output_dir) / f"step-{step:08d}"
     with atomic_dir(path, replace=True) as tmp:
-        save_file(trainable_state(module), str(tmp / "trainable.safetensors"))
+        save_file(weights, str(tmp / "trainable.safetensors"))
         if method_state is not None:
             torch_save(method_state, tmp / METHOD_STATE_FILE)
-        torch_save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch_save(optimizer_state, tmp / "optimizer.pt")
         torch_save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch_save(rng_state(), tmp / "rng.pt")
         # Written last: its presence marks the checkpoint complete even on filesystems without atomic rename.
@@ -92,10 +99,9 @@ def load_checkpoint(path: Path, module: nn.Module, optimizer, scheduler) -> dict
             "(was the run started with a different model or LoRA setting?)"
         )
     params = dict(module.named_parameters())
-    with torch.no_grad():
-        for name, value in weights.items():
-            params[name].copy_(value)
-    optimizer.load_state_dict(safe_torch_load(path / "optimizer.pt"))
+    for name, value in weights.items():
+        sharding.load_into(params[name], value)
+    sharding.load_optimizer_state(optimizer, safe_torch_load(path / "optimizer.pt"))
     scheduler.load_state_dict(safe_torch_load(path / "scheduler.pt"))
     set_rng_state(safe_torch_load(path / "rng.pt"))
     state = json.loads((path / STATE_FILE).read_text())

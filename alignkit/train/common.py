@@ -22,6 +22,7 @@ from alignkit.models import (
     per_row_sum,
     split_prompt,
 )
+from alignkit.train import sharding
 from alignkit.train.config import TrainConfig
 from alignkit.train.loop import Method, offline_loop
 from alignkit.train.run import Run, RunError, TrainResult, configure_threads
@@ -151,11 +152,18 @@ def require_items(name: str, items: list) -> None:
 
 
 def final_saver(model: nn.Module, tokenizer, cfg: TrainConfig) -> Callable[[Path, dict[str, str]], None]:
-    """Saves the final model with the files `Run.fit` gives it (the model card)."""
+    """Saves the final model with the files `Run.fit` gives it (the model card). Called on every process: a sharded
+    model's weights are gathered by all of them, and the main process writes."""
     from alignkit.models import save_pretrained
+    from alignkit.utils import processes
 
-    return lambda path, files: save_pretrained(model, tokenizer, path, merge_lora=cfg.save_merged,
-                                               replace=cfg.overwrite, files=files)
+    def save(path: Path, files: dict[str, str]) -> None:
+        state = sharding.full_state_dict(model) if sharding.is_sharded(model) else None
+        if processes.is_main():
+            save_pretrained(model, tokenizer, path, merge_lora=cfg.save_merged, replace=cfg.overwrite, files=files,
+                            state_dict=state)
+
+    return save
 
 
 def render_pairs(tokenizer, records: list, max_length: int, name: str) -> list[dict]:

@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from alignkit.train import sharding
 from alignkit.train.run import Run, RunError, Steps, TrainResult, decay_groups
 from alignkit.utils.seeds import derived_seed
 
@@ -82,9 +83,13 @@ def offline_loop(run: Run, module: nn.Module, items: list, collate: Callable[[li
         lengths = [item_length(it) for it in items] if cfg.group_by_length else None
         micro_batches = _permuted_micro_batches(run, steps_per_epoch, len(items), global_batch, lengths)
 
-    # The optimizer covers the trainable parameters only (LoRA: adapters; frozen parts are skipped).
+    # Sharded (FSDP) or DDP around the module on several processes. The optimizer covers the trainable parameters
+    # only (LoRA: adapters; frozen parts are skipped), made after sharding, which replaces the parameters.
+    sharded = sharding.requested()
+    if sharded:
+        sharding.shard(module)
     optimizer, scheduler = run.optimizer(decay_groups(module, cfg.weight_decay, cfg.lr), total_steps)
-    model, optimizer = acc.prepare(module, optimizer)
+    model, optimizer = (module, optimizer) if sharded else acc.prepare(module, optimizer)
     unwrapped = acc.unwrap_model(model)
     seen = {"tokens": 0, "since": None}
 
@@ -102,14 +107,14 @@ def offline_loop(run: Run, module: nn.Module, items: list, collate: Callable[[li
         if total_count <= 0:
             raise RunError(f"step {i + 1}: the batch has nothing to train on (all loss masks empty)")
 
-        # 2. Forward/backward each micro-batch; DDP averages over processes, hence the `* world`.
+        # 2. Forward/backward each micro-batch; DDP (or FSDP) averages over processes, hence the `* world`.
         loss_total = 0.0
         stats: dict[str, float] = {}
         examples = 0
         step_tokens = 0
         for k, batch in enumerate(batches):
             sync = k == len(batches) - 1
-            with contextlib.nullcontext() if sync else acc.no_sync(model):
+            with contextlib.nullcontext() if sync else sharding.gradients_kept_local(model, acc):
                 with run.autocast():
                     loss_sum, batch_stats = method.loss(model, batch)
                 acc.backward(loss_sum * (world / total_count))

@@ -44,6 +44,7 @@ from alignkit.losses import entropy_from_logits, kl_k1, masked_mean_per_row, tok
 from alignkit.models import adapters_disabled, apply_lora, is_peft, load_causal_lm
 from alignkit.models.forward import response_logits, response_states
 from alignkit.rollouts import Rollout, SamplingSettings, sample
+from alignkit.train import sharding
 from alignkit.train.common import final_saver, load_policy
 from alignkit.train.config import OnlineConfig
 from alignkit.train.run import Run, RunError, Steps, TrainResult, configure_threads, decay_groups
@@ -215,11 +216,15 @@ class OnlineTrainer:
                 critic_model = apply_lora(critic_model, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
                                           target_modules=cfg.lora.target_modules)
         self.model = PolicyWithValue(policy, algorithm.critic, critic_model).to(self.device)
-        # What the update's forward goes through: DDP around the model on several processes (it sums the gradients
-        # across them); sampling, the no-grad passes, evaluation and checkpoints use the model itself.
-        self.trained = self.run.accelerator.prepare_model(self.model) if self.world > 1 else self.model
         self.policy = policy
-        self.reference = self._reference() if algorithm.uses_reference and self._kl_used() else None
+        self.reference = self._reference() if algorithm.uses_reference and self._kl_used() else None  # kept whole
+        # What the update's forward goes through: the model sharded (FSDP), or DDP around it, on several processes
+        # (either averages the gradients across them); sampling, the no-grad passes, evaluation and checkpoints use
+        # the model itself (sharded: inside `sharding.whole`).
+        if sharding.requested():
+            self.trained = sharding.shard(self.model)
+        else:
+            self.trained = self.run.accelerator.prepare_model(self.model) if self.world > 1 else self.model
         self.judge = judge_from_spec(cfg.judge)
         if len(self.train_prompts) < cfg.prompts_per_step:
             raise RunError(
@@ -261,6 +266,12 @@ class OnlineTrainer:
 
     @torch.no_grad()
     def experience(self, iteration: int, state: OnlineState) -> tuple[Batch, dict[str, float]]:
+        # Sharded, each process samples with the whole policy: its answers end after different numbers of forward
+        # passes, which per-layer gathers would have to match.
+        with sharding.whole(self.model):
+            return self._experience(iteration, state)
+
+    def _experience(self, iteration: int, state: OnlineState) -> tuple[Batch, dict[str, float]]:
         cfg, alg = self.cfg, self.algorithm
         share = cfg.prompts_per_step // self.world  # this process's consecutive share of the iteration's prompts
         records = self.prompts_for(iteration)[self.rank * share : (self.rank + 1) * share]
@@ -362,7 +373,8 @@ class OnlineTrainer:
                     rows = own[m : m + cfg.batch_size].to(self.device)
                     mb = select_rows(exp, rows)
                     last = m + cfg.batch_size >= mine
-                    with contextlib.nullcontext() if last or self.world == 1 else acc.no_sync(self.trained):
+                    with (contextlib.nullcontext() if last or self.world == 1
+                          else sharding.gradients_kept_local(self.trained, acc)):
                         with self.run.autocast():
                             out = self.trained(mb, cfg.temperature, with_values=self.algorithm.critic is not None,
                                                with_entropy=True)
@@ -370,7 +382,8 @@ class OnlineTrainer:
                             mb["old_logps"] = out["logps"].detach()
                         losses, metrics = self.algorithm.loss(out, mb)
                         loss = losses.sum() / mb_size
-                        (loss * self.world if self.world > 1 else loss).backward()  # DDP averages over processes
+                        # DDP (or FSDP) averages over processes
+                        (loss * self.world if self.world > 1 else loss).backward()
                     minibatch_loss += float(losses.detach().sum()) / mb_size
                     if epoch == 0 and start == 0:  # still the weights that sampled: both saw the same tokens
                         mask = mb["response_mask"]

@@ -21,12 +21,25 @@ from typing import Callable
 import torch
 from safetensors import SafetensorError
 from torch import nn
+from torch.distributed.tensor import DTensor
 
+from alignkit.train import sharding
 from alignkit.train.card import model_card
-from alignkit.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from alignkit.train.checkpoint import (
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+    trainable_state,
+)
 from alignkit.train.config import TrainConfig
 from alignkit.train.logging import MetricsLog
-from alignkit.utils.io import atomic_write_json, atomic_write_text, lock_folder, remove_leftovers, unlock_folder
+from alignkit.utils.io import (
+    atomic_write_json,
+    atomic_write_text,
+    lock_folder,
+    remove_leftovers,
+    unlock_folder,
+)
 from alignkit.utils.memory import peak_rss_gb
 from alignkit.utils.secrets import redact
 
@@ -224,6 +237,9 @@ class Run:
         """The gradient norm over `parameters` (of all processes: gradients are synchronised by now), clipped to
         max_grad_norm when that is set."""
         limit = self.cfg.max_grad_norm if self.cfg.max_grad_norm is not None else math.inf
+        parameters = list(parameters)
+        if any(isinstance(p, DTensor) for p in parameters):
+            return sharding.grad_norm(parameters, limit)
         return float(self.accelerator.clip_grad_norm_(parameters, limit))
 
     def skip_update(self, step: int, loss: float, grad_norm: float, batch: str) -> bool:
@@ -313,23 +329,23 @@ class Run:
                 last_eval = self._evaluate(module, steps.evaluate, log, done, f"step {done}")
             if cfg.save_every and done % cfg.save_every == 0 and done < total:
                 acc.wait_for_everyone()
-                if self.is_main:
-                    self._checkpoint(done, module, optimizer, scheduler, total, steps)
+                self._checkpoint(done, module, optimizer, scheduler, total, steps)
         if progress is not None:
             progress.close()
         seconds = time.perf_counter() - t0
         if steps.evaluate is not None:
             last_eval = self._evaluate(module, steps.evaluate, log, total, "after training")
         acc.wait_for_everyone()
+        card = model_card(self.method_name, cfg, steps=total, precision=self.precision, seconds=seconds,
+                          train_metrics=last_train, eval_metrics=last_eval,
+                          adapter=cfg.lora is not None and not cfg.save_merged, generated=steps.generated)
+        if self.is_main and self.refinish and self.final_dir.exists():  # set aside, removed once the new one is saved
+            aside = self.output_dir / ".final.replaced"
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(self.final_dir, aside)
+        save_final(self.final_dir, {"README.md": card})  # every process: a sharded model is gathered by all of them
+        acc.wait_for_everyone()
         if self.is_main:
-            card = model_card(self.method_name, cfg, steps=total, precision=self.precision, seconds=seconds,
-                              train_metrics=last_train, eval_metrics=last_eval,
-                              adapter=cfg.lora is not None and not cfg.save_merged, generated=steps.generated)
-            if self.refinish and self.final_dir.exists():  # set aside, removed once the new one is saved
-                aside = self.output_dir / ".final.replaced"
-                shutil.rmtree(aside, ignore_errors=True)
-                os.replace(self.final_dir, aside)
-            save_final(self.final_dir, {"README.md": card})
             shutil.rmtree(self.output_dir / ".final.replaced", ignore_errors=True)
             summary = {
                 "method": self.method_name,
@@ -339,6 +355,8 @@ class Run:
                 "peak_rss_gb": round(peak_rss_gb(), 3),
                 "precision": self.precision,
                 "processes": acc.num_processes,
+                **({"sharded": {"parameter_share": round(sharding.local_share(module), 4)}}
+                   if sharding.is_sharded(module) else {}),
                 **({"skipped_nonfinite": self.skipped_nonfinite} if cfg.skip_nonfinite else {}),
                 "train": last_train,
                 **({"eval_before": before} if steps.evaluate_first else {}),
@@ -363,11 +381,17 @@ class Run:
         return dict(zip(keys, values)), total
 
     def _checkpoint(self, step: int, module: nn.Module, optimizer, scheduler, total: int, steps: Steps) -> None:
-        """A checkpoint, or, where the disk is full or read-only, a RunError saying so: the new checkpoint was not
+        """A checkpoint (every process calls it; a sharded model's tensors are gathered by all of them, and the main
+        process writes), or, where the disk is full or read-only, a RunError saying so: the new checkpoint was not
         kept (atomic_dir removes its partial folder) and the previous one is intact, so the same command resumes
         from it once there is room."""
+        if not (self.is_main or sharding.is_sharded(module)):
+            return
+        weights, optimizer_state = trainable_state(module), sharding.full_optimizer_state(optimizer)
+        if not self.is_main:
+            return
         try:
-            save_checkpoint(self.output_dir, step, module, optimizer, scheduler,
+            save_checkpoint(self.output_dir, step, weights, optimizer_state, scheduler,
                             {"total_steps": total, "method": self.method_name,
                              "skipped_nonfinite": self.skipped_nonfinite}, self.cfg.keep_checkpoints,
                             steps.state() if steps.state is not None else None)
@@ -382,12 +406,14 @@ class Run:
     def _evaluate(self, module: nn.Module, evaluate: Callable[[], dict], log: MetricsLog | None, step: int,
                   when: str) -> dict:
         metrics: dict = {}
+        with sharding.whole(module):  # the main process evaluates alone
+            if self.is_main:
+                module.eval()
+                with torch.no_grad(), self.autocast():
+                    metrics = evaluate()
+                module.train()
+            self.accelerator.wait_for_everyone()
         if self.is_main:
-            module.eval()
-            with torch.no_grad(), self.autocast():
-                metrics = evaluate()
-            module.train()
             log.log(step, {f"eval/{k}": v for k, v in metrics.items()})
             print(f"[{self.method_name}] {when}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()), flush=True)
-        self.accelerator.wait_for_everyone()
         return metrics

@@ -18,17 +18,22 @@ from tests.conftest import free_port
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
 
 
-def command(args: list[str], processes: int) -> list[str]:
-    """`python -m alignkit.cli ...` (`args` start with `-m`), behind the launcher when `processes` > 1."""
+FSDP_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "accelerate" / "fsdp.yaml"
+
+
+def command(args: list[str], processes: int, fsdp: bool = False) -> list[str]:
+    """`python -m alignkit.cli ...` (`args` start with `-m`), behind the launcher when `processes` > 1: data-parallel,
+    or sharded with the project's FSDP config (`fsdp`)."""
     if processes == 1:
         return [sys.executable, *args]
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
-    return [accelerate, "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
+    how = ["--config_file", str(FSDP_CONFIG)] if fsdp else ["--multi_gpu"]
+    return [accelerate, "launch", *how, "--num_processes", str(processes), "--num_machines", "1",
             "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()), *args]
 
 
-def run(args: list[str], processes: int) -> None:
-    done = subprocess.run(command(args, processes), env=ENV, capture_output=True, text=True)
+def run(args: list[str], processes: int, fsdp: bool = False) -> None:
+    done = subprocess.run(command(args, processes, fsdp), env=ENV, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
