@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -37,6 +39,34 @@ def run(args: list[str], processes: int, fsdp: bool = False) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
 
+def kill_after_checkpoint(cmd: list[str], env: dict, out: Path, step: int) -> None:
+    """Start `cmd` (a run into `out`) and SIGKILL it and all its processes once a checkpoint of `step` or later is
+    there; the run must not have finished by then."""
+    from alignkit.train.checkpoint import list_checkpoints
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline, late = time.monotonic() + 300, f"the run ended before its step-{step} checkpoint"
+        while not any(int(c.name.split("-")[1]) >= step for c in list_checkpoints(out)):
+            assert proc.poll() is None and time.monotonic() < deadline, late
+            time.sleep(0.05)
+    finally:
+        _kill_every_process_of(out)
+        proc.wait()
+    assert not (out / "final").exists()
+
+
+def _kill_every_process_of(out: Path) -> None:
+    """SIGKILL the launcher and its workers (torch's launcher starts each worker in a session of its own, so killing
+    the launcher's process group would leave them running): every process whose command line names `out`."""
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and str(out).encode() in (entry / "cmdline").read_bytes():
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            pass  # gone already
+
+
 def metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
@@ -50,7 +80,8 @@ def assert_same_weights(one: Path, two: Path) -> None:
 
 def assert_moved(base_dir: str, out: Path) -> None:
     """Training changed the weights: a comparison of two runs is not one between two untouched models."""
-    base, final = load_file(str(Path(base_dir) / "model.safetensors")), load_file(str(out / "final" / "model.safetensors"))
+    base = load_file(str(Path(base_dir) / "model.safetensors"))
+    final = load_file(str(out / "final" / "model.safetensors"))
     assert any(not torch.equal(base[k], final[k]) for k in base)
 
 

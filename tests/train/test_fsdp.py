@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,6 @@ from tests.train import launched
 from tests.train.test_online_distributed import (
     RUNS,
     _assert_same_training,
-    _kill_every_process_of,
     prompt_file,  # noqa: F401 (the fixture)
 )
 from tests.train.test_online_distributed import _args as online_args
@@ -113,17 +111,7 @@ def test_a_killed_sharded_run_resumes_on_one_process(tiny_dir, sft_file, tmp_pat
 
     args = _args("sft", tiny_dir, sft_file, killed, 2, 1, *extra)
     env = slowed(launched.ENV, tmp_path, seconds=1.0, after=2)  # time to act after the step-2 checkpoint
-    proc = subprocess.Popen(launched.command(args, 2, fsdp=True), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while not list_checkpoints(killed):
-            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its first checkpoint"
-            time.sleep(0.05)
-    finally:
-        _kill_every_process_of(killed)
-        proc.wait()
-    assert not (killed / "final").exists()
+    launched.kill_after_checkpoint(launched.command(args, 2, fsdp=True), env, killed, step=2)
     # Resumed on one unsharded process, with the same global batch (2 micro-batches of 2 instead of 2 processes x 2).
     launched.run(_args("sft", tiny_dir, sft_file, killed, 2, 2, *extra), 1)
     summary = json.loads((killed / "summary.json").read_text())

@@ -11,16 +11,11 @@ responses: the losses, scores and KL coefficients agree step by step and the wei
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from alignkit.data import user_turn
-from alignkit.train.checkpoint import list_checkpoints
 from tests.train import launched
 
 PROMPTS = [f"question number {i}" for i in range(8)]
@@ -48,7 +43,10 @@ def _args(command: str, keys: list[str], model: str, prompts: str, out: Path, st
             "save_every=1", *keys]
 
 
-def _assert_same_training(one: Path, two: Path, keys=("train/loss", "train/score", "train/kl_coef", "train/grad_norm", "train/kl")) -> None:
+TRAINING_KEYS = ("train/loss", "train/score", "train/kl_coef", "train/grad_norm", "train/kl")
+
+
+def _assert_same_training(one: Path, two: Path, keys=TRAINING_KEYS) -> None:
     a, b = launched.metrics(one), launched.metrics(two)
     assert [m["step"] for m in a] == [m["step"] for m in b]
     for row_a, row_b in zip(a, b):
@@ -74,17 +72,6 @@ def test_two_processes_match_one_process(name, tiny_dir, prompt_file, tmp_path):
         assert rows[-1]["train/kl_coef"] != 0.1
 
 
-def _kill_every_process_of(out: Path) -> None:
-    """SIGKILL the launcher and its workers (torch's launcher starts each worker in a session of its own, so killing
-    the launcher's process group would leave them running): every process whose command line names `out`."""
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and str(out).encode() in (entry / "cmdline").read_bytes():
-                os.kill(int(entry.name), signal.SIGKILL)
-        except (OSError, ProcessLookupError):
-            pass  # gone already
-
-
 @pytest.mark.parametrize("resume_on", [2, 1], ids=["resumed-on-2", "resumed-on-1"])
 def test_a_killed_two_process_run_resumes_to_the_uninterrupted_end(resume_on, tiny_dir, prompt_file, tmp_path):
     # Checkpoints hold nothing per process, so the run also resumes on another process count that divides its batch.
@@ -93,17 +80,7 @@ def test_a_killed_two_process_run_resumes_to_the_uninterrupted_end(resume_on, ti
     launched.run(_args(command, keys, tiny_dir, prompt_file, whole, steps=4), 2)
 
     args = _args(command, keys, tiny_dir, prompt_file, killed, steps=4)
-    proc = subprocess.Popen(launched.command(args, 2), env=launched.ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while not any(int(c.name.split("-")[1]) >= 2 for c in list_checkpoints(killed)):
-            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its step-2 checkpoint"
-            time.sleep(0.05)
-    finally:
-        _kill_every_process_of(killed)
-        proc.wait()
-    assert not (killed / "final").exists()
+    launched.kill_after_checkpoint(launched.command(args, 2), launched.ENV, killed, step=2)
     launched.run(args, resume_on)  # the same command resumes
     summary = json.loads((killed / "summary.json").read_text())
     assert summary["resumed_from_step"] >= 2 and summary["processes"] == resume_on
