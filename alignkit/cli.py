@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from alignkit.utils import sampling_defaults as defaults
+
 
 def _train(method: str, argv: list[str]) -> int:
     from alignkit.methods import METHODS
@@ -91,7 +93,7 @@ def _read_prompts(path: str) -> list:
 def _generate(args) -> int:
     from alignkit.data import user_turn
     from alignkit.models import load_causal_lm, load_tokenizer
-    from alignkit.rollouts import generate_responses
+    from alignkit.rollouts import SamplingSettings, generate
     from alignkit.utils.io import atomic_write_text
 
     prompts = _read_prompts(args.prompts)
@@ -99,10 +101,10 @@ def _generate(args) -> int:
         prompts = [user_turn(p) for p in prompts]
     tokenizer = load_tokenizer(args.model)
     model = load_causal_lm(args.model)
-    responses = generate_responses(
-        model, tokenizer, prompts, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-        batch_size=args.batch_size, seed=args.seed,
-    )
+    settings = SamplingSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                                seed=args.seed)
+    responses = generate(model, tokenizer, prompts, settings, precision=args.precision,
+                         batch_size=args.batch_size).texts
     lines = "".join(json.dumps({"prompt": p, "response": r}, ensure_ascii=False) + "\n" for p, r in zip(prompts, responses))
     if args.out:
         if Path(args.out).exists() and not args.overwrite:
@@ -115,7 +117,8 @@ def _generate(args) -> int:
 
 def _chat(args) -> int:
     from alignkit.models import load_causal_lm, load_tokenizer
-    from alignkit.rollouts.generate import stream_response
+    from alignkit.rollouts import SamplingSettings
+    from alignkit.rollouts.engine import stream
 
     tokenizer = load_tokenizer(args.model)
     model = load_causal_lm(args.model)
@@ -143,10 +146,19 @@ def _chat(args) -> int:
                 piece, started[0] = piece.lstrip(), bool(piece.strip())
             print(piece, end="", flush=True)
 
-        reply = stream_response(model, tokenizer, history, show, max_new_tokens=args.max_new_tokens,
-                                temperature=args.temperature)
+        reply = stream(model, tokenizer, history, show, SamplingSettings(max_new_tokens=args.max_new_tokens,
+                                                                         temperature=args.temperature),
+                       precision=args.precision)
         print(flush=True)
         history.append({"role": "assistant", "content": reply})
+
+
+def _sampling_arguments(p, *, max_new_tokens: int) -> None:
+    """The generation flags `generate` and `chat` share."""
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto: bf16 where the CPU/GPU runs it fast, else fp32")
 
 
 def _model_specs(arguments: list[str]) -> dict[str, str]:
@@ -192,7 +204,7 @@ def _eval(args) -> int:
         judge = judge_from_spec(_judge_spec(args.judge)) if args.judge else None
     except ValueError as e:
         raise SystemExit(f"alignkit eval: --judge: {e}")
-    settings = EvalSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    settings = EvalSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, precision=args.precision)
     results, rows = evaluate(models, suite, judge=judge, judge_name=args.judge, reference=args.reference,
                              reference_name=args.reference, settings=settings)
     save_eval(out, results, rows, overwrite=args.overwrite)
@@ -365,14 +377,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="ask each string prompt as a user message (chat template), as conversations are trained")
     p.add_argument("--out", help="write JSONL here (default: stdout)")
     p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
+    _sampling_arguments(p, max_new_tokens=defaults.MAX_NEW_TOKENS)
+    p.add_argument("--top-p", type=float, default=defaults.TOP_P)
+    p.add_argument("--batch-size", type=int, default=defaults.BATCH_ROWS, help="rows decoded together")
+    p.add_argument("--seed", type=int, default=0, help="seeds each prompt's random stream when sampling")
     p = sub.add_parser("chat", help="talk to a model interactively")
     p.add_argument("model")
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.0)
+    _sampling_arguments(p, max_new_tokens=defaults.CHAT_REPLY_TOKENS)
     p = sub.add_parser("eval", help="harmlessness, jailbreaks, over-refusal, helpfulness, bias, anthropomorphism, "
                                     "drift -> report.html")
     p.add_argument("models", nargs="+", metavar="MODEL", help="model (alias, HF folder, run output) or NAME=MODEL")
@@ -382,8 +393,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--judge", help="optional judge: a kind, a JSON judge spec, or an OpenAI-compatible API URL")
     p.add_argument("--reference", help="reference model for drift (default: the first model)")
-    p.add_argument("--max-new-tokens", type=int, default=96)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--max-new-tokens", type=int, default=defaults.MAX_NEW_TOKENS)
+    p.add_argument("--batch-size", type=int, default=defaults.BATCH_ROWS, help="rows decoded together")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto: bf16 where the CPU/GPU runs it fast, else fp32")
     p = sub.add_parser("report", help="write report.html again from an eval folder's results.json")
     p.add_argument("dir")
     p = sub.add_parser("constitution", help="show or lint a constitution file")

@@ -20,7 +20,8 @@ import torch
 from alignkit.data.suites import load_suite
 from alignkit.eval.harness import EvalSettings, evaluate, greedy_rollouts, suite_prompts
 from alignkit.models import load_causal_lm, load_tokenizer
-from alignkit.rollouts import generate_responses
+from alignkit.rollouts import HFGenerateBackend, SamplingSettings, sample
+from alignkit.rollouts.engine import prompt_order
 
 
 def main() -> None:
@@ -53,7 +54,11 @@ def main() -> None:
         report[f"decode_loop_batch_{batch_size}_seconds"] = round(time.perf_counter() - started, 1)
     if args.compare_generate:
         started = time.perf_counter()
-        generate_responses(model, tokenizer, prompts, max_new_tokens=args.max_new_tokens, batch_size=16)
+        order = prompt_order(tokenizer, prompts)
+        greedy = SamplingSettings(max_new_tokens=args.max_new_tokens, temperature=0.0)
+        for start in range(0, len(order), 16):
+            sample(model, tokenizer, [prompts[i] for i in order[start : start + 16]], greedy,
+                   backend=HFGenerateBackend())
         report["hf_generate_batch_16_seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(report, indent=2))
 

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 import alignkit
-from alignkit.data import Turns, render_prompt, user_turn
+from alignkit.data import Turns, user_turn
 from alignkit.data.suites import Suite, SuitePrompt
 from alignkit.eval.anthropomorphism import claims_human_traits
 from alignkit.eval.bias import bias_answers, bias_prompt, bias_summary
@@ -48,23 +48,28 @@ from alignkit.eval.scoring import (
 from alignkit.judges import Judge, is_refusal
 from alignkit.models import load_causal_lm, load_tokenizer
 from alignkit.rollouts import Rollout, SamplingSettings
-from alignkit.rollouts.sampler import DecodeLoopBackend, on_cpu, sample
+from alignkit.rollouts.engine import DEFAULT_BATCH_ROWS, generate
 from alignkit.utils import processes
 from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text
 from alignkit.utils.memory import peak_rss_gb
+from alignkit.utils.precision import resolve_precision
 
 SAMPLES_PER_PART = 3
 
 
 @dataclass(frozen=True)
 class EvalSettings:
-    max_new_tokens: int = 96
-    batch_size: int = 128
+    max_new_tokens: int = SamplingSettings.max_new_tokens
+    batch_size: int = DEFAULT_BATCH_ROWS
     temperature: float = 0.0  # greedy: two runs give identical results
+    # auto: bf16 where the hardware runs it fast (as training does), else fp32 (utils/precision.py).
+    precision: str = "auto"
 
     def __post_init__(self):
         if self.max_new_tokens < 1 or self.batch_size < 1 or self.temperature < 0:
             raise ValueError(f"eval settings must have max_new_tokens >= 1, batch_size >= 1, temperature >= 0: {self}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"eval settings: precision must be auto, fp32 or bf16, got {self.precision!r}")
 
 
 @dataclass(frozen=True)
@@ -91,28 +96,14 @@ def suite_prompts(suite: Suite) -> list[_Prompt]:
 
 def greedy_rollouts(model, tokenizer, prompts: list[Turns], settings: EvalSettings, *,
                     shard: bool = False) -> tuple[list[str], list[Rollout]]:
-    """Responses in input order, and the rollouts (batches sorted by prompt length, so little padding is decoded).
-    With `shard` (every process of the command calls it alike), each process decodes its block of the batches and
-    every process gets all of them, the same as one process's (`processes.batch_map`)."""
-    lengths = [len(render_prompt(tokenizer, p)) for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: (-lengths[i], i))
-
-    def decode(start: int) -> list[tuple[list[int], Rollout]]:
-        chunk = order[start : start + settings.batch_size]
-        # The decode loop measured faster than transformers' generate at large batches (docs/eval.md).
-        rollout = sample(model, tokenizer, [prompts[i] for i in chunk],
-                         SamplingSettings(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
-                                          seed=start),
-                         backend=DecodeLoopBackend())
-        return [(chunk, on_cpu(rollout) if shard else rollout)]
-
-    texts = [""] * len(prompts)
-    rollouts = []
-    for chunk, rollout in processes.batch_map(decode, len(order), settings.batch_size, "answering", shard=shard):
-        for i, text in zip(chunk, rollout.texts):
-            texts[i] = text
-        rollouts.append(rollout)
-    return texts, rollouts
+    """Responses in input order, and the rollouts (batches sorted by prompt length, so little padding is decoded),
+    from the one generation engine (`rollouts.engine.generate`). With `shard` (every process of the command calls it
+    alike), each process decodes its block of the batches and every process gets all of them, the same as one
+    process's."""
+    out = generate(model, tokenizer, prompts,
+                   SamplingSettings(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature),
+                   precision=settings.precision, batch_size=settings.batch_size, shard=shard, desc="answering")
+    return out.texts, out.rollouts
 
 
 def _load(spec: str | tuple) -> tuple[Any, Any]:
@@ -208,8 +199,8 @@ def evaluate(
         created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         suite=suite.name,
         split=suite.split,
-        settings={**asdict(settings), "judge": judge_name, "reference": reference_name,
-                  "torch_threads": torch.get_num_threads()},
+        settings={**asdict(settings), "precision": resolve_precision(settings.precision, processes.device()),
+                  "judge": judge_name, "reference": reference_name, "torch_threads": torch.get_num_threads()},
         models=tuple(model_runs),
         metrics=metrics,
         metric_info=metric_info(counts),

@@ -6,16 +6,12 @@ a correct final answer, 0 otherwise) the mean score is the accuracy.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-
-import torch
 
 from alignkit.data import PromptOnly
 from alignkit.judges import Judge
-from alignkit.rollouts import SamplingSettings, sample
+from alignkit.rollouts import SamplingSettings, generate
 from alignkit.utils import processes
-from alignkit.utils.progress import batches
 
 
 @dataclass
@@ -25,32 +21,23 @@ class JudgedGeneration:
     metrics: dict[str, float]
 
 
-def judged_generation(model, tokenizer, prompts: list[PromptOnly], judge: Judge, *, max_new_tokens: int = 64,
-                      batch_size: int = 16, temperature: float = 0.0, seed: int = 0,
-                      precision: str = "fp32", shard: bool = False) -> JudgedGeneration:
-    """Responses to `prompts`, the judge's score of each, and their summary: score (mean), response_tokens (mean).
+def judged_generation(model, tokenizer, prompts: list[PromptOnly], judge: Judge, *,
+                      settings: SamplingSettings = SamplingSettings(temperature=0.0), batch_size: int = 16,
+                      precision: str = "auto", shard: bool = False) -> JudgedGeneration:
+    """Responses to `prompts` (`rollouts.engine.generate`), the judge's score of each, and their summary: score
+    (mean), response_tokens (mean).
 
-    With `shard` (every process of the command calls it), each process answers and scores its block of the batches
-    and every process gets all of them: the batches and their seeds are those of one process, so are the results."""
-    device = next(model.parameters()).device
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext())
-    mine = set(processes.my_share(range(0, len(prompts), batch_size))) if shard else None
-    own: list[PromptOnly] = []
-    responses: list[str] = []
-    lengths: list[int] = []
-    for start in batches(len(prompts), batch_size, "answering"):
-        if mine is not None and start not in mine:
-            continue
-        chunk = prompts[start : start + batch_size]
-        with autocast:
-            rollout = sample(model, tokenizer, [p.prompt for p in chunk],
-                             SamplingSettings(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed + start))
-        own += chunk
-        responses += rollout.texts
-        lengths += rollout.response_lengths.tolist()
-    scores = judge.score([p.prompt for p in own], responses, [p.reference for p in own]) if own else []
-    if shard:
-        every = processes.gathered(list(zip(responses, lengths, scores)))
-        responses, lengths, scores = [r[0] for r in every], [r[1] for r in every], [r[2] for r in every]
+    With `shard` (every process of the command calls it), each process answers its block of the batches and every
+    process gets all of them, the same as one process's; each process scores its block of the responses."""
+    out = generate(model, tokenizer, [p.prompt for p in prompts], settings, precision=precision,
+                   batch_size=batch_size, shard=shard, desc="answering")
+    lengths = [0] * len(prompts)
+    for chunk, rollout in zip(out.prompts, out.rollouts):
+        for i, length in zip(chunk, rollout.response_lengths.tolist()):
+            lengths[i] = length
+    mine = processes.my_share(range(len(prompts))) if shard else range(len(prompts))
+    scores = judge.score([prompts[i].prompt for i in mine], [out.texts[i] for i in mine],
+                         [prompts[i].reference for i in mine])
+    scores = processes.gathered(scores) if shard else scores
     metrics = {"score": sum(scores) / len(scores), "response_tokens": sum(lengths) / len(lengths)}
-    return JudgedGeneration(responses, scores, metrics)
+    return JudgedGeneration(out.texts, scores, metrics)

@@ -36,7 +36,7 @@ from alignkit.judges import judge_from_spec
 from alignkit.methods.dpo import DPOConfig, DPOKeys, train_dpo
 from alignkit.methods.spec import MethodSpec
 from alignkit.models import load_causal_lm, load_tokenizer
-from alignkit.rollouts import SamplingSettings, sample
+from alignkit.rollouts import SamplingSettings, generate
 from alignkit.train.card import model_card
 from alignkit.train.config import Sampling, TrainConfig
 from alignkit.train.online import load_prompts
@@ -167,8 +167,9 @@ class IterativeDPO:
         if not self.eval_prompts:
             return {}
         model, tokenizer = self.load(model_path)
-        result = judged_generation(model, tokenizer, self.eval_prompts, self.judge,
-                                   max_new_tokens=self.cfg.eval_max_new_tokens or self.cfg.max_new_tokens,
+        greedy = SamplingSettings(max_new_tokens=self.cfg.eval_max_new_tokens or self.cfg.max_new_tokens,
+                                  temperature=0.0)
+        result = judged_generation(model, tokenizer, self.eval_prompts, self.judge, settings=greedy,
                                    batch_size=self.cfg.generation_batch_size, precision=self.run.precision,
                                    shard=True)
         return result.metrics
@@ -177,23 +178,21 @@ class IterativeDPO:
         cfg = self.cfg
         records = self.prompts_for(r)
         model, tokenizer = self.load(model_path)
-        rows, generated = [], 0
-        per_call = max(1, cfg.generation_batch_size // cfg.samples_per_prompt)
-        for start in processes.my_share(range(0, len(records), per_call)):  # all of them in one process
-            chunk = records[start : start + per_call]
-            settings = SamplingSettings(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                                        top_k=cfg.top_k, n=cfg.samples_per_prompt,
-                                        seed=derived_seed(cfg.seed, r, start))
-            with self.run.autocast():
-                rollout = sample(model, tokenizer, [rec.prompt for rec in chunk], settings)
-            generated += int(rollout.response_mask.sum())
-            index = rollout.prompt_index.tolist()
-            scores = self.judge.score([chunk[i].prompt for i in index], rollout.texts, [chunk[i].reference for i in index])
-            for k, rec in enumerate(chunk):
-                mine = [j for j, i in enumerate(index) if i == k]
-                rows.append({"prompt": rec.prompt, "reference": rec.reference,
-                             "responses": [rollout.texts[j] for j in mine], "scores": [scores[j] for j in mine]})
-        return processes.gathered(rows), sum(processes.gathered([generated]))
+        n = cfg.samples_per_prompt
+        # Every process decodes its block of the batches and gets all the samples (each prompt from its own stream);
+        # each then scores its block of the prompts.
+        out = generate(model, tokenizer, [rec.prompt for rec in records],
+                       cfg.sampling_settings(n=n, seed=derived_seed(cfg.seed, r)), precision=self.run.precision,
+                       batch_size=cfg.generation_batch_size, shard=True, desc="sampling")
+        generated = sum(int(rollout.response_mask.sum()) for rollout in out.rollouts)
+        mine = list(processes.my_share(range(len(records))))
+        texts = [out.texts[i * n + j] for i in mine for j in range(n)]
+        scores = self.judge.score([records[i].prompt for i in mine for _ in range(n)], texts,
+                                  [records[i].reference for i in mine for _ in range(n)])
+        rows = [{"prompt": records[i].prompt, "reference": records[i].reference,
+                 "responses": texts[k * n : (k + 1) * n], "scores": scores[k * n : (k + 1) * n]}
+                for k, i in enumerate(mine)]
+        return processes.gathered(rows), generated
 
     def dpo_config(self, r: int, model_path: str, pairs_file: Path, base: str) -> DPOConfig:
         cfg = self.cfg
@@ -219,7 +218,7 @@ class IterativeDPO:
         # 1. Sample and score (reused when a stopped run left them behind).
         samples_file = rdir / "samples.jsonl"
         if samples_file.is_file():
-            samples = [json.loads(line) for line in samples_file.read_text().splitlines()]
+            samples = [json.loads(line) for line in samples_file.read_text(encoding="utf-8").split("\n") if line.strip()]
             generated = json.loads((rdir / "samples.meta.json").read_text())["generated_tokens"]
         else:
             samples, generated = self.sample_round(r, current)

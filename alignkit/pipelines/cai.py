@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit.constitution.feedback import journaled
-from alignkit.data import render_prompt, reply_to, request_text
+from alignkit.data import reply_to, request_text
 from alignkit.methods import METHODS
 from alignkit.pipelines.cai_config import CAIConfig, DataMix
 from alignkit.pipelines.cai_records import (
@@ -88,7 +88,9 @@ def reply_text(value) -> str:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    # Split at newlines only: str.splitlines also splits at U+2028, U+0085 and the like, which json.dumps leaves
+    # unescaped in generated text (ensure_ascii=False) and a sampled response may hold.
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
 
 
 def mix_rows(mixes: list[DataMix], kind: str) -> list[dict]:
@@ -365,28 +367,16 @@ class Pipeline:
 
     def _policy_rollouts(self, model: str, prompts: list, max_new_tokens: int, temperature: float, n: int,
                          batch_size: int) -> list[str]:
-        """n responses per prompt (prompt-major), in length-sorted batches (each process its block of them)."""
+        """n responses per prompt (prompt-major) from the generation engine: length-sorted batches of `batch_size`
+        rows, each process its block of them, each prompt's samples from its own stream, in the precision the
+        training stages use by default (`auto`)."""
         from alignkit.models import load_causal_lm, load_tokenizer
-        from alignkit.rollouts import SamplingSettings, sample
-        from alignkit.rollouts.sampler import DecodeLoopBackend
+        from alignkit.rollouts import SamplingSettings, generate
 
         tokenizer, module = load_tokenizer(model), load_causal_lm(model).to(processes.device())
-        order = sorted(range(len(prompts)), key=lambda i: -len(render_prompt(tokenizer, prompts[i])))
-        per_batch = max(1, batch_size // n)
-
-        def draw(start: int) -> list[tuple[list[int], list[str]]]:
-            chunk = order[start : start + per_batch]
-            rollout = sample(module, tokenizer, [prompts[i] for i in chunk],
-                             SamplingSettings(max_new_tokens=max_new_tokens, temperature=temperature, n=n,
-                                              seed=self.cfg.seed + start),
-                             backend=DecodeLoopBackend())
-            return [(chunk, rollout.texts)]
-
-        texts: list[str] = [""] * (len(prompts) * n)
-        for chunk, drawn in processes.batch_map(draw, len(order), per_batch, "sampling", shard=True):
-            for j, text in enumerate(drawn):
-                texts[chunk[j // n] * n + j % n] = text
-        return texts
+        settings = SamplingSettings(max_new_tokens=max_new_tokens, temperature=temperature, n=n, seed=self.cfg.seed)
+        return generate(module, tokenizer, prompts, settings, precision="auto", batch_size=batch_size, shard=True,
+                        desc="sampling").texts
 
     # ------------------------------------------------------------------ stages
 

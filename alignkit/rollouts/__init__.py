@@ -1,6 +1,7 @@
-"""Generation: prompts -> responses (batched, left-padded, KV-cached), and rollouts with masks and log-probs."""
+"""Generation: prompts -> responses (batched, left-padded, KV-cached), and rollouts with masks and log-probs.
+`generate` (rollouts/engine.py) is the one entry point every caller uses."""
 
-from alignkit.rollouts.generate import generate_responses
+from alignkit.rollouts.engine import Generation, generate, stream
 from alignkit.rollouts.sampler import (
     DecodeLoopBackend,
     HFGenerateBackend,
@@ -13,11 +14,13 @@ from alignkit.rollouts.sampler import (
 
 __all__ = [
     "DecodeLoopBackend",
+    "Generation",
     "HFGenerateBackend",
     "Rollout",
     "RolloutBackend",
     "SamplingSettings",
-    "generate_responses",
+    "generate",
     "response_masks",
     "sample",
+    "stream",
 ]

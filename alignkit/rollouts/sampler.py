@@ -3,10 +3,11 @@
 The backend is a seam: anything with `generate(model, prompt_ids, prompt_mask, prompt_index, settings, eos_id, pad_id)
 -> (response_ids, logps)` can generate (a vLLM backend on GPUs would go here). Two exist:
 
-- `DecodeLoopBackend` (default with n > 1 samples per prompt): each distinct prompt is prefilled once and its KV cache shared by its n samples, then
-  a plain decode loop samples all rows together. On CPUs decoding is bound by reading the weights once per step, so
-  the cost is per step, nearly independent of the batch; the shared prefill saves (n-1)/n of the prompt compute.
-- `HFGenerateBackend` (default with n = 1): transformers' `generate` on the prompts repeated n times.
+- `DecodeLoopBackend` (the default, and what `rollouts.engine.generate` uses): each distinct prompt is prefilled once
+  and its KV cache shared by its n samples, then a plain decode loop samples all rows together, writing keys and
+  values in place (`rollouts/cache.py`) and dropping rows that have ended.
+- `HFGenerateBackend`: transformers' `generate` on the prompts repeated n times (kept to compare against: the tests
+  check that greedy decoding gives its tokens, and `bench/generation.py` times it).
 
 Random streams. By default a batch draws from one stream seeded with `settings.seed`, so a row's samples depend on
 the batch it was drawn in. With `prompt_seeds`, each prompt's samples draw from their own stream (the decode loop
@@ -28,14 +29,16 @@ import torch
 
 from alignkit.data import Turns, pad_batch, render_prompt
 from alignkit.models.forward import position_ids
+from alignkit.rollouts.cache import in_place_cache
+from alignkit.utils import sampling_defaults as defaults
 
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    max_new_tokens: int = 64
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
+    max_new_tokens: int = defaults.MAX_NEW_TOKENS
+    temperature: float = defaults.TEMPERATURE
+    top_p: float = defaults.TOP_P
+    top_k: int = defaults.TOP_K
     n: int = 1  # samples per prompt
     seed: int = 0
     # One seed per prompt: its samples draw from their own stream (see the module docstring); None: one stream, `seed`.
@@ -142,17 +145,25 @@ class DecodeLoopBackend:
         self.compact_fraction = compact_fraction
 
     def generate(self, model, prompt_ids, prompt_mask, prompt_index, settings: SamplingSettings, eos_id: int,
-                 pad_id: int):
+                 pad_id: int, on_step=None):
+        """`on_step(rows, tokens)`, if given, is called after each step with the output rows still decoding and the
+        token each drew (`alignkit chat` streams through it)."""
         sampling = settings.temperature > 0
         uniforms = (prompt_uniforms(settings, prompt_index).to(prompt_ids.device)
                     if sampling and settings.prompt_seeds is not None else None)
+        width = prompt_ids.shape[1]
+        # Keys and values are written in place into room for the prompt and every new token (rollouts/cache.py).
+        cache = in_place_cache(model, width + settings.max_new_tokens)
         out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids(prompt_mask),
-                    use_cache=True, logits_to_keep=1)
+                    cache=cache, use_cache=True, logits_to_keep=1)
         cache = out.cache
         cache.batch_select_indices(prompt_index)
-        mask = prompt_mask[prompt_index]
+        # The attention mask of the whole sequence, filled in as it grows; each step passes the filled part.
+        mask = torch.ones((prompt_index.shape[0], width + settings.max_new_tokens), dtype=prompt_mask.dtype,
+                          device=prompt_mask.device)
+        mask[:, :width] = prompt_mask[prompt_index]
         logits = out.logits[:, -1].float()[prompt_index]
-        position = mask.long().sum(-1, keepdim=True)
+        position = mask[:, :width].long().sum(-1, keepdim=True)
         rows, device = prompt_index.shape[0], prompt_ids.device
         tokens = torch.full((rows, settings.max_new_tokens), pad_id, dtype=torch.long, device=device)
         logps = torch.zeros((rows, settings.max_new_tokens), device=device)
@@ -160,20 +171,25 @@ class DecodeLoopBackend:
         done = torch.zeros(rows, dtype=torch.bool, device=device)
         steps = 0
         for step in range(settings.max_new_tokens):
-            scaled = logits / settings.temperature if sampling else logits
-            log_probs = torch.log_softmax(scaled, -1)
             if sampling:
+                scaled = logits / settings.temperature
+                log_probs = torch.log_softmax(scaled, -1)
                 probs = torch.softmax(_filter_logits(scaled, settings.top_k, settings.top_p), -1)
                 if uniforms is None:
                     token = torch.multinomial(probs, 1).squeeze(-1)
                 else:
                     token = inverse_cdf(probs, uniforms[active, step])
+                logp = log_probs.gather(-1, token[:, None]).squeeze(-1)
             else:
-                token = scaled.argmax(-1)
+                # Greedy: the argmax, and its log-prob from the log-normaliser alone (no [rows, vocab] log-softmax).
+                token = logits.argmax(-1)
+                logp = logits.gather(-1, token[:, None]).squeeze(-1) - torch.logsumexp(logits, -1)
             token = torch.where(done, torch.full_like(token, pad_id), token)
             tokens[active, step] = token
-            logps[active, step] = log_probs.gather(-1, token[:, None]).squeeze(-1)
+            logps[active, step] = logp
             steps = step + 1
+            if on_step is not None:
+                on_step(active[~done], token[~done])
             done = done | (token == eos_id)
             if bool(done.all()) or step == settings.max_new_tokens - 1:
                 break
@@ -182,9 +198,8 @@ class DecodeLoopBackend:
                 cache.batch_select_indices(keep)
                 active, token, mask, position, done = (active[keep], token[keep], mask[keep], position[keep],
                                                        done[keep])
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position + step, cache=cache,
-                        use_cache=True, logits_to_keep=1)
+            out = model(input_ids=token[:, None], attention_mask=mask[:, : width + step + 1],
+                        position_ids=position + step, cache=cache, use_cache=True, logits_to_keep=1)
             cache = out.cache
             logits = out.logits[:, -1].float()
         return tokens[:, :steps], logps[:, :steps]
@@ -234,12 +249,10 @@ def response_masks(response: torch.Tensor, eos_id: int) -> tuple[torch.Tensor, t
 
 @torch.no_grad()
 def sample(model, tokenizer, prompts: list[Turns], settings: SamplingSettings = SamplingSettings(),
-           backend: RolloutBackend | None = None) -> Rollout:
-    """Sample `settings.n` responses to each prompt; rows are prompt-major (prompt 0's n samples first)."""
-    # Measured (bench/generation.py): sharing the prefill pays when prompts repeat (8 prompts x 8 samples: 19.7 s vs
-    # 31.3 s); for distinct prompts transformers' generate was faster (8.7 s vs 10.5 s).
-    per_prompt = settings.prompt_seeds is not None and settings.temperature > 0
-    backend = backend or (DecodeLoopBackend() if settings.n > 1 or per_prompt else HFGenerateBackend())
+           backend: RolloutBackend | None = None, on_step=None) -> Rollout:
+    """Sample `settings.n` responses to each prompt as one batch; rows are prompt-major (prompt 0's n samples first).
+    Callers go through `rollouts.engine.generate`, which batches, orders, seeds and sets the precision."""
+    backend = backend or DecodeLoopBackend()
     device = next(model.parameters()).device
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     encoded = [render_prompt(tokenizer, p) for p in prompts]  # the one prompt rule (data/render.py)
@@ -252,8 +265,9 @@ def sample(model, tokenizer, prompts: list[Turns], settings: SamplingSettings = 
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(settings.seed)
+        extra = {} if on_step is None else {"on_step": on_step}
         response, logps = backend.generate(model, distinct_ids.to(device), distinct_mask.to(device),
-                                           prompt_index.to(device), settings, eos_id, pad_id)
+                                           prompt_index.to(device), settings, eos_id, pad_id, **extra)
     model.train(was_training)
     mask, eos = response_masks(response, eos_id)
     response = torch.where(mask.bool(), response, torch.full_like(response, pad_id))

@@ -61,7 +61,7 @@ def _authors(spec: str | None) -> str:
     if path.is_file() and path.suffix in (".jsonl", ".json"):
         try:
             text = path.read_text(encoding="utf-8")
-            rows = ([json.loads(line) for line in text.splitlines() if line.strip()] if path.suffix == ".jsonl"
+            rows = ([json.loads(line) for line in text.split("\n") if line.strip()] if path.suffix == ".jsonl"
                     else json.loads(text))
         except (OSError, ValueError):
             rows = []

@@ -19,6 +19,8 @@ from typing import Any, ClassVar, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_serializer, model_validator
 
+from alignkit.rollouts.sampler import SamplingSettings
+from alignkit.utils import sampling_defaults as defaults
 from alignkit.utils.secrets import secret_path
 
 
@@ -135,11 +137,18 @@ class OfflineBatching(Strict):
 class Sampling(Strict):
     """How responses are sampled from the policy."""
 
-    max_new_tokens: int = Field(default=64, ge=1, description="longest sampled response, in tokens")
-    temperature: float = Field(default=1.0, gt=0, description="sampling temperature (log-probs use the same)")
-    top_p: float = Field(default=1.0, gt=0, le=1,
+    max_new_tokens: int = Field(default=defaults.MAX_NEW_TOKENS, ge=1, description="longest sampled response, in tokens")
+    temperature: float = Field(default=defaults.TEMPERATURE, gt=0,
+                               description="sampling temperature (log-probs use the same)")
+    top_p: float = Field(default=defaults.TOP_P, gt=0, le=1,
                          description="nucleus sampling: keep the smallest set of tokens with this much probability")
-    top_k: int = Field(default=0, ge=0, description="sample among the k likeliest tokens (0: all)")
+    top_k: int = Field(default=defaults.TOP_K, ge=0, description="sample among the k likeliest tokens (0: all)")
+
+    def sampling_settings(self, *, n: int = 1, seed: int = 0,
+                          prompt_seeds: tuple[int, ...] | None = None) -> SamplingSettings:
+        """This section as the generation engine's settings (the one place a config's sampling keys are read)."""
+        return SamplingSettings(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p,
+                                top_k=self.top_k, n=n, seed=seed, prompt_seeds=prompt_seeds)
 
 
 class TrainConfig(RunTarget, RunSettings, Optimization, OfflineBatching):

@@ -43,7 +43,7 @@ from alignkit.judges import judge_from_spec
 from alignkit.losses import entropy_from_logits, kl_k1, masked_mean_per_row, token_logprobs
 from alignkit.models import adapters_disabled, apply_lora, is_peft, load_causal_lm
 from alignkit.models.forward import response_logits, response_states
-from alignkit.rollouts import Rollout, SamplingSettings, sample
+from alignkit.rollouts import Rollout, SamplingSettings, generate
 from alignkit.train import sharding
 from alignkit.train.common import final_saver, load_policy
 from alignkit.train.config import OnlineConfig
@@ -252,9 +252,8 @@ class OnlineTrainer:
         iteration, its position), wherever it is sampled."""
         c = self.cfg
         count = c.prompts_per_step if count is None else count
-        return SamplingSettings(max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_p=c.top_p,
-                                top_k=c.top_k, n=c.samples_per_prompt, seed=derived_seed(c.seed, iteration),
-                                prompt_seeds=tuple(derived_seed(c.seed, iteration, first + i) for i in range(count)))
+        return c.sampling_settings(n=c.samples_per_prompt, seed=derived_seed(c.seed, iteration),
+                                   prompt_seeds=tuple(derived_seed(c.seed, iteration, first + i) for i in range(count)))
 
     def prompts_for(self, iteration: int) -> list:
         per_epoch = len(self.train_prompts) // self.cfg.prompts_per_step
@@ -276,9 +275,11 @@ class OnlineTrainer:
         share = cfg.prompts_per_step // self.world  # this process's consecutive share of the iteration's prompts
         records = self.prompts_for(iteration)[self.rank * share : (self.rank + 1) * share]
         t0 = time.perf_counter()
-        with self.run.autocast():
-            rollout = sample(self.policy, self.tokenizer, [r.prompt for r in records],
-                             self.settings(iteration, self.rank * share, share))
+        # One batch in the order of the prompts, each drawing from its own stream, under the autocast the update runs
+        # in (so the sampler's log-probs are the update's).
+        rollout = generate(self.policy, self.tokenizer, [r.prompt for r in records],
+                           self.settings(iteration, self.rank * share, share), precision=self.run.precision,
+                           batch_size=None, sort=False, desc=None, cast_weights=False).rollouts[0]
         t_generate = time.perf_counter() - t0
         rows = rollout.prompt_index.tolist()
         scores = self.judge.score([records[i].prompt for i in rows], rollout.texts,
@@ -421,10 +422,10 @@ class OnlineTrainer:
         """The policy's judged samples on the eval prompts (`Run.fit` calls it without gradients, under autocast)."""
         from alignkit.eval.judged import judged_generation
 
-        return judged_generation(
-            self.policy, self.tokenizer, self.eval_prompts, self.judge, max_new_tokens=self.cfg.eval_max_new_tokens
-            or self.cfg.max_new_tokens, batch_size=self.cfg.eval_batch_size or 16,
-        ).metrics
+        greedy = SamplingSettings(max_new_tokens=self.cfg.eval_max_new_tokens or self.cfg.max_new_tokens,
+                                  temperature=0.0)
+        return judged_generation(self.policy, self.tokenizer, self.eval_prompts, self.judge, settings=greedy,
+                                 batch_size=self.cfg.eval_batch_size or 16, precision=self.run.precision).metrics
 
     def param_groups(self) -> list[dict]:
         """Weight decay on matrices only; the value function (head and separate critic) at `critic_lr` if set."""

@@ -8,7 +8,6 @@ summary. A loop (`loop.offline_loop`, `online.OnlineTrainer`) supplies only its 
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import re
@@ -41,6 +40,8 @@ from alignkit.utils.io import (
     unlock_folder,
 )
 from alignkit.utils.memory import peak_rss_gb
+from alignkit.utils.precision import autocast as precision_autocast
+from alignkit.utils.precision import resolve_precision
 from alignkit.utils.secrets import redact
 
 
@@ -84,29 +85,6 @@ class Steps:
     progress: tuple[str, ...] = ("loss",)
     summary: Callable[[], dict] | None = None  # entries the loop adds to summary.json
     generated: str | None = None  # what the run produces and trains on itself, for the model card (online methods)
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True on CPUs with native bf16 matrix instructions (AMX or AVX512-BF16).
-
-    Elsewhere oneDNN emulates bf16 and it is slower than fp32 (measured on an AVX512 Xeon without them: bf16 matmul
-    38 GFLOP/s vs fp32 104 GFLOP/s; with AMX, bf16 is ~4x fp32).
-    """
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """`auto`: bf16 autocast where the hardware runs it fast, else fp32."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fp32"
 
 
 def configure_threads() -> None:
@@ -229,9 +207,7 @@ class Run:
         return None
 
     def autocast(self):
-        if self.precision == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return precision_autocast(self.precision, self.device)
 
     def grad_norm(self, parameters) -> float:
         """The gradient norm over `parameters` (of all processes: gradients are synchronised by now), clipped to

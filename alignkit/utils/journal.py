@@ -26,7 +26,7 @@ class Journal:
         self.path = Path(path)
         self.answers: dict[str, Any] = {}
         if self.path.is_file():
-            for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+            for line in self.path.read_text(encoding="utf-8", errors="replace").split("\n"):
                 try:
                     entry = json.loads(line)
                     self.answers[entry["key"]] = entry["answer"]

@@ -79,7 +79,7 @@ def gathered(part: list[T]) -> list[T]:
     return [item for p in parts for item in p]
 
 
-def batch_map(work: Callable[[int], list[T]], total: int, size: int, desc: str, *, shard: bool = False) -> list[T]:
+def batch_map(work: Callable[[int], list[T]], total: int, size: int, desc: str | None, *, shard: bool = False) -> list[T]:
     """`work(start)` for the start of each batch of `size` over `total` items, the results concatenated in batch
     order. With `shard` (every process of the command calls it alike), each process works its block of the batches
     and every process gets all the results: the batches, and whatever `work` seeds from `start`, are one process's,

@@ -9,8 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 
-def batches(total: int, size: int, desc: str) -> Iterator[int]:
-    """The start of each batch of `size` over `total` items, with a bar counting items when stderr is a terminal."""
+def batches(total: int, size: int, desc: str | None) -> Iterator[int]:
+    """The start of each batch of `size` over `total` items, with a bar counting items when stderr is a terminal
+    (none with `desc` None: a loop inside a step that has its own bar)."""
+    if desc is None:
+        yield from range(0, total, size)
+        return
     from tqdm.auto import tqdm
 
     with tqdm(total=total, desc=desc, unit="item", disable=None, leave=False, dynamic_ncols=True) as bar:

@@ -82,16 +82,16 @@ def test_chat_answers_each_line_and_quits(tiny_dir):
 
 def test_chat_streams_the_reply_it_would_give_in_one_piece(tiny_dir):
     from alignkit.models import load_causal_lm, load_tokenizer
-    from alignkit.rollouts import generate_responses
-    from alignkit.rollouts.generate import stream_response
+    from alignkit.rollouts import SamplingSettings, generate, stream
 
     tokenizer, model = load_tokenizer(tiny_dir), load_causal_lm(tiny_dir)
     conversation = [{"role": "user", "content": "hello there"}]
     pieces: list[str] = []
-    reply = stream_response(model, tokenizer, conversation, pieces.append, max_new_tokens=12)
+    greedy = SamplingSettings(max_new_tokens=12, temperature=0.0)
+    reply = stream(model, tokenizer, conversation, pieces.append, greedy)
     assert len(pieces) > 1, "the reply came in one piece: nothing was streamed"
     assert "".join(pieces).strip() == reply
-    assert reply == generate_responses(model, tokenizer, [conversation], max_new_tokens=12)[0]
+    assert reply == generate(model, tokenizer, [conversation], greedy).texts[0]
 
     proc = subprocess.run([sys.executable, "-m", "alignkit.cli", "chat", tiny_dir, "--max-new-tokens", "12"],
                           input="hello there\n/exit\n", capture_output=True, text=True, timeout=300)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from alignkit.rollouts import SamplingSettings, generate_responses, response_masks, sample
+from alignkit.rollouts import SamplingSettings, generate, response_masks, sample
 
 
 def test_response_mask_covers_tokens_up_to_and_including_the_first_eos():
@@ -53,8 +53,9 @@ def test_sampling_does_not_disturb_the_callers_random_state(tiny_tok, tiny_lm):
 
 
 def test_greedy_rollout_matches_plain_generation(tiny_tok, tiny_lm):
-    roll = sample(tiny_lm, tiny_tok, ["hello", "bye"], SamplingSettings(max_new_tokens=6, temperature=0.0))
-    assert roll.texts == generate_responses(tiny_lm, tiny_tok, ["hello", "bye"], max_new_tokens=6)
+    settings = SamplingSettings(max_new_tokens=6, temperature=0.0)
+    roll = sample(tiny_lm, tiny_tok, ["hello", "bye"], settings)
+    assert roll.texts == generate(tiny_lm, tiny_tok, ["hello", "bye"], settings, precision="fp32").texts
 
 
 def test_decode_loop_matches_transformers_generate_when_greedy(tiny_tok, tiny_lm):

@@ -509,3 +509,14 @@ def test_the_http_feedback_model_dying_mid_critique_and_mid_labelling_loses_and_
         assert sorted(lines) == sorted((reference / stage / "feedback.journal.jsonl").read_text().splitlines())
     # Only the chunk each death cut short was asked again (4 requests at most each time, one of them unanswered).
     assert asked_by_reference <= len(endpoint.served) <= asked_by_reference + 2 * 3
+
+
+def test_stage_files_keep_responses_that_hold_unicode_line_separators(tmp_path):
+    """A sampled response may hold U+2028 or U+0085, which json.dumps(ensure_ascii=False) leaves as they are and
+    str.splitlines would split a JSONL row at (found when a tiny model sampled one)."""
+    from alignkit.pipelines.cai import read_jsonl
+
+    rows = [{"chosen": "a\u2028b\x85c\x1cd"}, {"chosen": "e"}]
+    path = tmp_path / "labels.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    assert read_jsonl(path) == rows
