@@ -11,6 +11,7 @@ from alignkit.methods.ppo import PPOConfig
 from alignkit.methods.reward import RewardConfig
 from alignkit.methods.sft import SFTConfig
 from alignkit.train.config import StageSettings, Strict, stage_settings
+from alignkit.utils import sampling_defaults as defaults
 
 SFTStage = stage_settings(SFTConfig)
 RewardStage = stage_settings(RewardConfig)
@@ -59,7 +60,7 @@ class CAICritiqueConfig(Strict):
     rounds: int = Field(default=1, ge=1, description="critique -> revision rounds, each under a random principle")
     principles: list[str] | None = Field(
         default=None, description="ids of the principles drawn for critiques (None: all of the constitution's)")
-    max_new_tokens: int = Field(default=96, ge=1, description="length of the policy's first answers")
+    max_new_tokens: int = Field(default=defaults.MAX_NEW_TOKENS, ge=1, description="length of the policy's first answers")
     critique_tokens: int = Field(default=96, ge=1, description="length of the feedback model's critiques")
     revision_tokens: int = Field(default=128, ge=1, description="length of its revisions")
     check_revisions: bool = Field(
@@ -93,7 +94,7 @@ class CAIContrastConfig(Strict):
                     "(elsewhere only wrong greedy answers are: on benign prompts, rejecting sampled refusals also "
                     "unlearnt refusing harmful requests; docs/demo.md)")
     temperature: float = Field(default=1.0, gt=0, description="their sampling temperature")
-    max_new_tokens: int = Field(default=64, ge=1, description="length of the sampled answers")
+    max_new_tokens: int = Field(default=defaults.MAX_NEW_TOKENS, ge=1, description="length of the sampled answers")
 
 
 class CAIRLConfig(Strict):
@@ -105,7 +106,7 @@ class CAIRLConfig(Strict):
         description="prompts the SL-CAI policy answers twice for AI comparison")
     jailbreak_suite: str | None = Field(default="default", description="as critique.jailbreak_suite")
     jailbreak_fraction: float = Field(default=1.0, ge=0, le=1, description="as critique.jailbreak_fraction")
-    max_new_tokens: int = Field(default=96, ge=1, description="length of the two responses")
+    max_new_tokens: int = Field(default=defaults.MAX_NEW_TOKENS, ge=1, description="length of the two responses")
     temperature: float = Field(default=1.0, gt=0, description="sampling temperature of the two responses")
     principles_per_label: int = Field(default=2, ge=1, description="k: principles drawn per pair (ensembled)")
     cot: bool = Field(default=False, description="clamp each judgement to [0.4, 0.6], as for chain-of-thought labels")
@@ -127,7 +128,7 @@ class CAIRLConfig(Strict):
 
 class CAIEvalConfig(Strict):
     suite: str = Field(default="default", description="evaluation suite (its held-out split is used)")
-    max_new_tokens: int = Field(default=96, ge=1, description="longest answer to a suite prompt")
+    max_new_tokens: int = Field(default=defaults.MAX_NEW_TOKENS, ge=1, description="longest answer to a suite prompt")
     batch_size: int = Field(default=128, ge=1, description="prompts answered at once")
     judge: str | dict | None = Field(default=None, description="optional judge for the judged metrics")
 

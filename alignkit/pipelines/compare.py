@@ -49,6 +49,7 @@ from alignkit.pipelines.cai_config import CAIStage
 from alignkit.train.config import Strict, WrittenOnly, merge_config, stage_settings
 from alignkit.utils import processes
 from alignkit.utils.io import atomic_write_json, atomic_write_text, claim_config_dir, locked_folder, remove_leftovers
+from alignkit.utils import sampling_defaults as defaults
 from alignkit.utils.memory import peak_rss_gb
 from alignkit.utils.stages import Finished, Stage, StageRunner
 
@@ -79,7 +80,7 @@ class CompareEvalConfig(Strict):
         default_factory=lambda: ["redteam", "borderline", "verifiable"],
         description="suite parts answered: red-team gives ASR, borderline over-refusal, verifiable helpfulness; "
                     "KL from the start model comes from the borderline and verifiable answers")
-    max_new_tokens: int = Field(default=64, ge=1, description="longest answer to a suite prompt")
+    max_new_tokens: int = Field(default=defaults.MAX_NEW_TOKENS, ge=1, description="longest answer to a suite prompt")
     batch_size: int = Field(default=128, ge=1, description="prompts answered at once")
 
 
