@@ -29,7 +29,7 @@ import torch
 
 from alignkit.data import Turns, pad_batch, render_prompt
 from alignkit.models.forward import position_ids
-from alignkit.rollouts.cache import in_place_cache
+from alignkit.rollouts.prefill import prefill
 from alignkit.utils import sampling_defaults as defaults
 
 
@@ -151,18 +151,16 @@ class DecodeLoopBackend:
         sampling = settings.temperature > 0
         uniforms = (prompt_uniforms(settings, prompt_index).to(prompt_ids.device)
                     if sampling and settings.prompt_seeds is not None else None)
-        width = prompt_ids.shape[1]
-        # Keys and values are written in place into room for the prompt and every new token (rollouts/cache.py).
-        cache = in_place_cache(model, width + settings.max_new_tokens)
-        out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids(prompt_mask),
-                    cache=cache, use_cache=True, logits_to_keep=1)
-        cache = out.cache
+        # Keys and values are written in place into room for the prompt and every new token (rollouts/cache.py); parts
+        # that several prompts share are computed once (rollouts/prefill.py).
+        cache, layout, last_logits = prefill(model, prompt_ids, prompt_mask, settings.max_new_tokens, pad_id)
         cache.batch_select_indices(prompt_index)
+        width = layout.shape[1]
         # The attention mask of the whole sequence, filled in as it grows; each step passes the filled part.
         mask = torch.ones((prompt_index.shape[0], width + settings.max_new_tokens), dtype=prompt_mask.dtype,
                           device=prompt_mask.device)
-        mask[:, :width] = prompt_mask[prompt_index]
-        logits = out.logits[:, -1].float()[prompt_index]
+        mask[:, :width] = layout[prompt_index]
+        logits = last_logits.float()[prompt_index]
         position = mask[:, :width].long().sum(-1, keepdim=True)
         rows, device = prompt_index.shape[0], prompt_ids.device
         tokens = torch.full((rows, settings.max_new_tokens), pad_id, dtype=torch.long, device=device)

@@ -71,3 +71,44 @@ def test_greedy_fp32_gives_transformers_generate_tokens_on_the_embedded_model():
     theirs = sample(model, tokenizer, batch, settings, backend=HFGenerateBackend())
     assert torch.equal(ours.response_ids, theirs.response_ids[:, : ours.response_ids.shape[1]])
     assert ours.texts == theirs.texts
+
+
+def _shared_prompts(tok):
+    opening = "a long shared opening that every prompt of the batch starts with, " * 2
+    template = "then a template that some of them share before their own request: "
+    ids = [tok(opening + template + "one")["input_ids"], tok(opening + template + "another request")["input_ids"],
+           tok(opening + "something else entirely")["input_ids"], tok(opening)["input_ids"]]
+    return ids
+
+
+def test_shared_prefill_plans_one_prefix_and_a_group(tiny_tok):
+    from alignkit.rollouts.prefill import plan
+
+    ids = _shared_prompts(tiny_tok)
+    shared, group_of, lengths = plan(ids)
+    assert shared == len(ids[3]) - 1  # all share the shortest prompt, which keeps its last token for itself
+    assert group_of[0] == group_of[1] != group_of[2]
+    assert lengths[group_of[0]] > 0 and lengths[group_of[2]] == 0
+
+
+def test_shared_prefill_gives_the_logits_and_tokens_of_whole_prompts(tiny_tok, tiny_lm):
+    """Computing shared parts once sees every token at its own position after exactly its own prefix."""
+    from alignkit.data import pad_batch
+    from alignkit.models.forward import position_ids
+    from alignkit.rollouts.prefill import prefill
+
+    ids = _shared_prompts(tiny_tok)
+    batch = pad_batch([(p, [0] * len(p)) for p in ids], tiny_tok.pad_token_id, side="left")
+    prompt_ids, prompt_mask = batch["input_ids"], batch["attention_mask"]
+    with torch.no_grad():
+        whole = tiny_lm(input_ids=prompt_ids, attention_mask=prompt_mask,
+                        position_ids=position_ids(prompt_mask)).logits[:, -1]
+        cache, layout, logits = prefill(tiny_lm, prompt_ids, prompt_mask, 4, tiny_tok.pad_token_id)
+    assert layout.shape[1] < prompt_ids.shape[1] + len(ids[3])  # the layout holds each shared part once
+    assert layout.sum(-1).tolist() == prompt_mask.sum(-1).tolist()
+    torch.testing.assert_close(logits, whole, rtol=1e-5, atol=1e-5)
+    settings = SamplingSettings(max_new_tokens=6, temperature=0.0)
+    texts = [tiny_tok.decode(p) for p in ids]
+    ours = sample(tiny_lm, tiny_tok, texts, settings)
+    theirs = sample(tiny_lm, tiny_tok, texts, settings, backend=HFGenerateBackend())
+    assert torch.equal(ours.response_ids, theirs.response_ids[:, : ours.response_ids.shape[1]])
