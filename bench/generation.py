@@ -92,16 +92,17 @@ def run_row(row: str, shape: str) -> dict:
                               prompt_seeds=_prompt_seeds())
     prompts = _eval_prompts() if shape == "eval" else _online_prompts()
     precision = "fp32"
-    if row in ("now", "now-fp32"):
+    if row in ("now", "now-fp32", "now-bf16-weights"):
         from alignkit.rollouts import generate
 
-        precision = "auto" if row == "now" else "fp32"
+        precision = "fp32" if row == "now-fp32" else "auto"
 
         def work():
             if shape == "eval":
                 return generate(model, tokenizer, prompts, greedy, precision=precision, batch_size=EVAL_ROWS).rollouts
+            # as the online loop samples: one batch, the update's autocast (or, for comparison, a bf16 copy)
             return generate(model, tokenizer, prompts, online, precision=precision, batch_size=None, sort=False,
-                            cast_weights=False).rollouts
+                            cast_weights=row == "now-bf16-weights").rollouts
     elif row == "before":
         from alignkit.rollouts import sample
 
@@ -141,7 +142,7 @@ def run_row(row: str, shape: str) -> dict:
     out = {"row": row, "shape": shape, "seconds": seconds, **_summary(rollouts),
            "weights_bytes_per_step": sum(p.numel() for p in model.parameters()) * (2 if row == "hf-bf16" else 4),
            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "dims": _dims(model)}
-    if row == "now":
+    if row in ("now", "now-bf16-weights"):
         from alignkit.utils.precision import resolve_precision
 
         out["precision"] = resolve_precision("auto", torch.device("cpu"))
@@ -151,7 +152,9 @@ def run_row(row: str, shape: str) -> dict:
         from alignkit.train.run import resolve_precision
 
         out["precision"] = resolve_precision("auto", torch.device("cpu")) + " (autocast)"
-    if row == "now" and out["precision"] == "bf16":
+    if row == "now" and shape == "online" and out["precision"] == "bf16":
+        out["precision"] = "bf16 (autocast)"  # the online sampler keeps the update's autocast: fp32 weights read
+    elif row in ("now", "now-bf16-weights") and out["precision"] == "bf16":
         out["weights_bytes_per_step"] //= 2
     return out
 
@@ -182,11 +185,11 @@ def run_llama(n_prompts: int) -> dict:
     generated = 0
     for ids in encoded:
         llm.reset()
-        for token in llm.generate(ids, temp=0.0, top_k=1, reset=True):
+        for count, token in enumerate(llm.generate(ids, temp=0.0, top_k=1, reset=True), start=1):
             if token == llm.token_eos() or token == tokenizer.eos_token_id:
                 break
             generated += 1
-            if generated and generated % EVAL_NEW_TOKENS == 0:
+            if count == EVAL_NEW_TOKENS:
                 break
     seconds = time.perf_counter() - started
     return {"row": "llama.cpp", "shape": f"eval (first {n_prompts})", "seconds": seconds, "precision": "f16",
@@ -255,7 +258,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before", default="23b019d", help="the commit to compare against (default: %(default)s)")
     parser.add_argument("--llama-prompts", type=int, default=32)
-    parser.add_argument("--rows", default="now,now-fp32,before,hf-fp32,hf-bf16,llama.cpp")
+    parser.add_argument("--rows", default="now,now-fp32,now-bf16-weights,before,hf-fp32,hf-bf16,llama.cpp")
     parser.add_argument("--out", help="also write the results as JSON here")
     parser.add_argument("--one", nargs=2, metavar=("ROW", "SHAPE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -280,6 +283,8 @@ def main() -> None:
                         if shape == "eval":
                             results.append(_child(row, str(args.llama_prompts), None))
                         continue
+                    if row == "now-bf16-weights" and shape == "eval":
+                        continue  # the eval row "now" is that already
                     results.append(_child(row, shape, before if row == "before" else None))
         finally:
             if "before" in rows:
