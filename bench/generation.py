@@ -102,7 +102,7 @@ def run_row(row: str, shape: str) -> dict:
                 return generate(model, tokenizer, prompts, greedy, precision=precision, batch_size=EVAL_ROWS).rollouts
             # as the online loop samples: one batch, the update's autocast (or, for comparison, a bf16 copy)
             return generate(model, tokenizer, prompts, online, precision=precision, batch_size=None, sort=False,
-                            cast_weights=row == "now-bf16-weights").rollouts
+                            as_update=row != "now-bf16-weights").rollouts
     elif row == "before":
         from alignkit.rollouts import sample
 

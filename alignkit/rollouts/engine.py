@@ -60,21 +60,23 @@ def bf16_copy(model):
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[Turns], settings: SamplingSettings, *, precision: str = "auto",
              batch_size: int | None = DEFAULT_BATCH_ROWS, sort: bool = True, shard: bool = False,
-             desc: str | None = "generating", on_step=None, cast_weights: bool = True) -> Generation:
+             desc: str | None = "generating", on_step=None, as_update: bool = False) -> Generation:
     """`settings.n` responses to each of `prompts` (see the module docstring).
 
     batch_size: rows (prompts x n) per decode loop; None decodes all prompts in one batch. sort: longest prompts
     first (False keeps the input order, as the online sampler's one batch does). precision: auto / fp32 / bf16.
     desc: the progress bar's label on a terminal (None: no bar).
     on_step(rows, tokens): called at each decode step (one batch only; `alignkit chat` streams through it).
-    cast_weights: in bf16, decode with a bf16 copy of fp32 weights (measured 1.5x faster than autocast on a CPU with
-    AMX: no casts at every matrix product, half the bytes in every elementwise op); False keeps autocast over the
-    model as it is, so a trainer's sampler computes what its update does (the online methods)."""
+    as_update: decode exactly as a trainer's update computes: the model as it is, under autocast in bf16, each prompt
+    prefilled whole (the online sampler, whose log-probs must be the update's). Otherwise, in bf16, a bf16 copy of
+    fp32 weights decodes (measured 1.5x faster than autocast on a CPU with AMX: no casts at every matrix product,
+    half the bytes in every elementwise op), and prompt parts several prompts share are prefilled once (last-bit
+    differences from a whole-prompt prefill, which a bf16 update would not reproduce)."""
     if not prompts:
         return Generation([], [], [])
     device = next(model.parameters()).device
     precision = resolve_precision(precision, device)
-    if precision == "bf16" and cast_weights and any(p.dtype == torch.float32 for p in model.parameters()):
+    if precision == "bf16" and not as_update and any(p.dtype == torch.float32 for p in model.parameters()):
         model, precision = bf16_copy(model), "fp32"  # bf16 weights: nothing left for autocast to do
     sampling = settings.temperature > 0
     seeds = settings.prompt_seeds
@@ -92,7 +94,7 @@ def generate(model, tokenizer, prompts: list[Turns], settings: SamplingSettings,
         batch_settings = settings if seeds is None else replace(settings, prompt_seeds=tuple(seeds[i] for i in chunk))
         with autocast(precision, device):
             rollout = sample(model, tokenizer, [prompts[i] for i in chunk], batch_settings,
-                             backend=DecodeLoopBackend(), on_step=on_step)
+                             backend=DecodeLoopBackend(share_prefixes=not as_update), on_step=on_step)
         return [(chunk, on_cpu(rollout) if shard else rollout)]
 
     texts = [""] * (len(prompts) * settings.n)

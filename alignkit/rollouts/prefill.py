@@ -64,14 +64,15 @@ def plan(prompts: list[list[int]]) -> tuple[int, list[int], list[int]]:
     return shared, group_of, lengths
 
 
-def prefill(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, new_tokens: int, pad_id: int):
+def prefill(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, new_tokens: int, pad_id: int, *,
+            share: bool = True):
     """Run the prompts [p, P] (left-padded) through `model` into a fresh in-place KV cache with room for `new_tokens`
-    more, computing shared parts once. Returns (cache, attention mask of the prompt layout in the cache [p, W],
-    logits at each prompt's last token [p, V])."""
+    more, computing shared parts once (with `share`; else each prompt whole, in one pass). Returns (cache, attention
+    mask of the prompt layout in the cache [p, W], logits at each prompt's last token [p, V])."""
     device = prompt_ids.device
     prompts = [row[m.bool()].tolist() for row, m in zip(prompt_ids, prompt_mask)]
-    shared, group_of, group_len = plan(prompts)
-    if len(prompts) < 2 or (shared < MIN_SAVED and not any(group_len)):
+    shared, group_of, group_len = plan(prompts) if share and len(prompts) > 1 else (0, [], [0])
+    if shared < MIN_SAVED and not any(group_len):
         cache = in_place_cache(model, prompt_ids.shape[1] + new_tokens)
         out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids(prompt_mask),
                     cache=cache, use_cache=True, logits_to_keep=1)

@@ -139,10 +139,11 @@ class DecodeLoopBackend:
     the same samples). 0 never drops.
     """
 
-    def __init__(self, compact_fraction: float = 0.125):
+    def __init__(self, compact_fraction: float = 0.125, share_prefixes: bool = True):
         if not 0 <= compact_fraction <= 1:
             raise ValueError(f"compact_fraction must be in [0, 1], got {compact_fraction}")
         self.compact_fraction = compact_fraction
+        self.share_prefixes = share_prefixes  # prefill prompt parts several prompts share once (rollouts/prefill.py)
 
     def generate(self, model, prompt_ids, prompt_mask, prompt_index, settings: SamplingSettings, eos_id: int,
                  pad_id: int, on_step=None):
@@ -153,7 +154,8 @@ class DecodeLoopBackend:
                     if sampling and settings.prompt_seeds is not None else None)
         # Keys and values are written in place into room for the prompt and every new token (rollouts/cache.py); parts
         # that several prompts share are computed once (rollouts/prefill.py).
-        cache, layout, last_logits = prefill(model, prompt_ids, prompt_mask, settings.max_new_tokens, pad_id)
+        cache, layout, last_logits = prefill(model, prompt_ids, prompt_mask, settings.max_new_tokens, pad_id,
+                                             share=self.share_prefixes)
         cache.batch_select_indices(prompt_index)
         width = layout.shape[1]
         # The attention mask of the whole sequence, filled in as it grows; each step passes the filled part.

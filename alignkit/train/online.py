@@ -275,11 +275,11 @@ class OnlineTrainer:
         share = cfg.prompts_per_step // self.world  # this process's consecutive share of the iteration's prompts
         records = self.prompts_for(iteration)[self.rank * share : (self.rank + 1) * share]
         t0 = time.perf_counter()
-        # One batch in the order of the prompts, each drawing from its own stream, under the autocast the update runs
-        # in (so the sampler's log-probs are the update's).
+        # One batch in the order of the prompts, each drawing from its own stream, computed as the update computes
+        # (its autocast, whole prompts), so the sampler's log-probs are the update's.
         rollout = generate(self.policy, self.tokenizer, [r.prompt for r in records],
                            self.settings(iteration, self.rank * share, share), precision=self.run.precision,
-                           batch_size=None, sort=False, desc=None, cast_weights=False).rollouts[0]
+                           batch_size=None, sort=False, desc=None, as_update=True).rollouts[0]
         t_generate = time.perf_counter() - t0
         rows = rollout.prompt_index.tolist()
         scores = self.judge.score([records[i].prompt for i in rows], rollout.texts,
