@@ -153,12 +153,17 @@ def _chat(args) -> int:
         history.append({"role": "assistant", "content": reply})
 
 
+def _precision_argument(p) -> None:
+    # The choices of utils/precision.PRECISIONS, written out so that building the parser imports no torch.
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto: bf16 where the CPU/GPU runs it fast, else fp32")
+
+
 def _sampling_arguments(p, *, max_new_tokens: int) -> None:
     """The generation flags `generate` and `chat` share."""
     p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
     p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="auto: bf16 where the CPU/GPU runs it fast, else fp32")
+    _precision_argument(p)
 
 
 def _model_specs(arguments: list[str]) -> dict[str, str]:
@@ -395,8 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reference", help="reference model for drift (default: the first model)")
     p.add_argument("--max-new-tokens", type=int, default=defaults.MAX_NEW_TOKENS)
     p.add_argument("--batch-size", type=int, default=defaults.BATCH_ROWS, help="rows decoded together")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="auto: bf16 where the CPU/GPU runs it fast, else fp32")
+    _precision_argument(p)
     p = sub.add_parser("report", help="write report.html again from an eval folder's results.json")
     p.add_argument("dir")
     p = sub.add_parser("constitution", help="show or lint a constitution file")

@@ -48,19 +48,20 @@ from alignkit.eval.scoring import (
 from alignkit.judges import Judge, is_refusal
 from alignkit.models import load_causal_lm, load_tokenizer
 from alignkit.rollouts import Rollout, SamplingSettings
-from alignkit.rollouts.engine import DEFAULT_BATCH_ROWS, generate
+from alignkit.rollouts.engine import generate
 from alignkit.utils import processes
+from alignkit.utils import sampling_defaults as defaults
 from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text
 from alignkit.utils.memory import peak_rss_gb
-from alignkit.utils.precision import resolve_precision
+from alignkit.utils.precision import PRECISIONS, resolve_precision
 
 SAMPLES_PER_PART = 3
 
 
 @dataclass(frozen=True)
 class EvalSettings:
-    max_new_tokens: int = SamplingSettings.max_new_tokens
-    batch_size: int = DEFAULT_BATCH_ROWS
+    max_new_tokens: int = defaults.MAX_NEW_TOKENS
+    batch_size: int = defaults.BATCH_ROWS
     temperature: float = 0.0  # greedy: two runs give identical results
     # auto: bf16 where the hardware runs it fast (as training does), else fp32 (utils/precision.py).
     precision: str = "auto"
@@ -68,8 +69,9 @@ class EvalSettings:
     def __post_init__(self):
         if self.max_new_tokens < 1 or self.batch_size < 1 or self.temperature < 0:
             raise ValueError(f"eval settings must have max_new_tokens >= 1, batch_size >= 1, temperature >= 0: {self}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"eval settings: precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"eval settings: precision must be one of {', '.join(PRECISIONS)}, got "
+                             f"{self.precision!r}")
 
 
 @dataclass(frozen=True)

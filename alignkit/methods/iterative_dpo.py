@@ -42,7 +42,8 @@ from alignkit.train.config import Sampling, TrainConfig
 from alignkit.train.online import load_prompts
 from alignkit.train.run import Run, RunError, TrainResult, configure_threads
 from alignkit.utils import processes
-from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text, lock_folder, unlock_folder
+from alignkit.utils.io import (atomic_dir, atomic_write_json, atomic_write_text, jsonl_lines, lock_folder,
+                               unlock_folder)
 from alignkit.utils.memory import peak_rss_gb
 from alignkit.utils.seeds import derived_seed
 from alignkit.utils.stages import Stage, StageRunner
@@ -218,7 +219,7 @@ class IterativeDPO:
         # 1. Sample and score (reused when a stopped run left them behind).
         samples_file = rdir / "samples.jsonl"
         if samples_file.is_file():
-            samples = [json.loads(line) for line in samples_file.read_text(encoding="utf-8").split("\n") if line.strip()]
+            samples = [json.loads(line) for line in jsonl_lines(samples_file.read_text(encoding="utf-8")) if line.strip()]
             generated = json.loads((rdir / "samples.meta.json").read_text())["generated_tokens"]
         else:
             samples, generated = self.sample_round(r, current)

@@ -62,6 +62,7 @@ from alignkit.utils.io import (
     atomic_write_json,
     atomic_write_text,
     claim_config_dir,
+    jsonl_lines,
     locked_folder,
     remove_leftovers,
 )
@@ -88,9 +89,7 @@ def reply_text(value) -> str:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    # Split at newlines only: str.splitlines also splits at U+2028, U+0085 and the like, which json.dumps leaves
-    # unescaped in generated text (ensure_ascii=False) and a sampled response may hold.
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+    return [json.loads(line) for line in jsonl_lines(path.read_text(encoding="utf-8")) if line.strip()]
 
 
 def mix_rows(mixes: list[DataMix], kind: str) -> list[dict]:

@@ -129,7 +129,7 @@ class CAIRLConfig(Strict):
 class CAIEvalConfig(Strict):
     suite: str = Field(default="default", description="evaluation suite (its held-out split is used)")
     max_new_tokens: int = Field(default=defaults.MAX_NEW_TOKENS, ge=1, description="longest answer to a suite prompt")
-    batch_size: int = Field(default=128, ge=1, description="prompts answered at once")
+    batch_size: int = Field(default=defaults.BATCH_ROWS, ge=1, description="rows answered at once")
     judge: str | dict | None = Field(default=None, description="optional judge for the judged metrics")
 
 

@@ -81,7 +81,7 @@ class CompareEvalConfig(Strict):
         description="suite parts answered: red-team gives ASR, borderline over-refusal, verifiable helpfulness; "
                     "KL from the start model comes from the borderline and verifiable answers")
     max_new_tokens: int = Field(default=defaults.MAX_NEW_TOKENS, ge=1, description="longest answer to a suite prompt")
-    batch_size: int = Field(default=128, ge=1, description="prompts answered at once")
+    batch_size: int = Field(default=defaults.BATCH_ROWS, ge=1, description="rows answered at once")
 
 
 class CompareConfig(Strict):

@@ -16,6 +16,7 @@ batch, process or order it is decoded in.
 from __future__ import annotations
 
 import copy
+import weakref
 from dataclasses import dataclass, replace
 
 import torch
@@ -27,7 +28,10 @@ from alignkit.utils import sampling_defaults as defaults
 from alignkit.utils.precision import autocast, resolve_precision
 from alignkit.utils.seeds import derived_seed
 
-DEFAULT_BATCH_ROWS = defaults.BATCH_ROWS
+# The bf16 copy of a model's weights, kept while the model lives and remade only when its weights change (each
+# parameter's storage and version counter are the key): `chat` decodes a reply per turn and an evaluation asks twice
+# per model, which would otherwise copy the weights every time.
+_BF16_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -57,9 +61,19 @@ def bf16_copy(model):
     return copy.deepcopy(model, memo).to(torch.bfloat16).eval()
 
 
+def bf16_weights(model):
+    """`bf16_copy(model)`, made once for the model's current weights (see `_BF16_COPIES`)."""
+    key = tuple((p.data_ptr(), p._version) for p in model.parameters())
+    held = _BF16_COPIES.get(model)
+    if held is None or held[0] != key:
+        held = (key, bf16_copy(model))
+        _BF16_COPIES[model] = held
+    return held[1]
+
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[Turns], settings: SamplingSettings, *, precision: str = "auto",
-             batch_size: int | None = DEFAULT_BATCH_ROWS, sort: bool = True, shard: bool = False,
+             batch_size: int | None = defaults.BATCH_ROWS, sort: bool = True, shard: bool = False,
              desc: str | None = "generating", on_step=None, as_update: bool = False) -> Generation:
     """`settings.n` responses to each of `prompts` (see the module docstring).
 
@@ -77,7 +91,7 @@ def generate(model, tokenizer, prompts: list[Turns], settings: SamplingSettings,
     device = next(model.parameters()).device
     precision = resolve_precision(precision, device)
     if precision == "bf16" and not as_update and any(p.dtype == torch.float32 for p in model.parameters()):
-        model, precision = bf16_copy(model), "fp32"  # bf16 weights: nothing left for autocast to do
+        model, precision = bf16_weights(model), "fp32"  # bf16 weights: nothing left for autocast to do
     sampling = settings.temperature > 0
     seeds = settings.prompt_seeds
     if sampling and seeds is None:

@@ -71,8 +71,8 @@ def prefill(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, new_toke
     mask of the prompt layout in the cache [p, W], logits at each prompt's last token [p, V])."""
     device = prompt_ids.device
     prompts = [row[m.bool()].tolist() for row, m in zip(prompt_ids, prompt_mask)]
-    shared, group_of, group_len = plan(prompts) if share and len(prompts) > 1 else (0, [], [0])
-    if shared < MIN_SAVED and not any(group_len):
+    shared, group_of, group_len = plan(prompts) if share and len(prompts) > 1 else (0, None, [0])
+    if shared < MIN_SAVED and not any(group_len):  # nothing worth sharing: each prompt whole, in one pass
         cache = in_place_cache(model, prompt_ids.shape[1] + new_tokens)
         out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids(prompt_mask),
                     cache=cache, use_cache=True, logits_to_keep=1)

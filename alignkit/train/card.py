@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from alignkit.data.sources import BUILTIN_PREFIX
+from alignkit.utils.io import jsonl_lines
 from alignkit.utils.secrets import redact, redact_env
 
 # An absolute path inside free text: a "/" not preceded by a word character, ":" or "/" (so URLs are left alone).
@@ -61,7 +62,7 @@ def _authors(spec: str | None) -> str:
     if path.is_file() and path.suffix in (".jsonl", ".json"):
         try:
             text = path.read_text(encoding="utf-8")
-            rows = ([json.loads(line) for line in text.split("\n") if line.strip()] if path.suffix == ".jsonl"
+            rows = ([json.loads(line) for line in jsonl_lines(text) if line.strip()] if path.suffix == ".jsonl"
                     else json.loads(text))
         except (OSError, ValueError):
             rows = []

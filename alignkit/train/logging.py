@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from alignkit.utils.io import atomic_write_text
+from alignkit.utils.io import atomic_write_text, jsonl_lines
 
 
 class MetricsLog:
@@ -21,7 +21,7 @@ class MetricsLog:
         if resume_step and self.path.exists():
             # Drop lines logged after the checkpoint we resume from (those steps are about to be redone), and a
             # last line cut short by a kill or a full disk.
-            kept = [ln for ln in self.path.read_text(encoding="utf-8", errors="replace").split("\n")
+            kept = [ln for ln in jsonl_lines(self.path.read_text(encoding="utf-8", errors="replace"))
                     if (row := _parsed(ln)) is not None and row.get("step", 0) <= resume_step]
             atomic_write_text(self.path, "".join(k + "\n" for k in kept))
         elif self.path.exists():

@@ -81,6 +81,12 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def jsonl_lines(text: str) -> list[str]:
+    """The lines of a JSONL file's text. Split at newlines only: `str.splitlines` also splits at U+2028, U+0085 and
+    the like, which `json.dumps(ensure_ascii=False)` leaves unescaped in generated text a row may hold."""
+    return text.split("\n")
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path, *, replace: bool = False) -> Iterator[Path]:
     """Yield a temporary directory that becomes `path` only if the block finishes without an exception.

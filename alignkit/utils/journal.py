@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit.utils import processes
+from alignkit.utils.io import jsonl_lines
 
 
 def request_key(request: Any) -> str:
@@ -26,7 +27,7 @@ class Journal:
         self.path = Path(path)
         self.answers: dict[str, Any] = {}
         if self.path.is_file():
-            for line in self.path.read_text(encoding="utf-8", errors="replace").split("\n"):
+            for line in jsonl_lines(self.path.read_text(encoding="utf-8", errors="replace")):
                 try:
                     entry = json.loads(line)
                     self.answers[entry["key"]] = entry["answer"]

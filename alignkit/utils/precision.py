@@ -10,6 +10,8 @@ import contextlib
 
 import torch
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
 
 def cpu_has_fast_bf16() -> bool:
     """True on CPUs with native bf16 matrix instructions (AMX or AVX512-BF16).
@@ -27,8 +29,8 @@ def cpu_has_fast_bf16() -> bool:
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """`auto`: bf16 autocast where the hardware runs it fast, else fp32; `fp32` and `bf16` as they are."""
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision != "auto":
         return precision
     if device.type == "cuda":

@@ -112,3 +112,15 @@ def test_shared_prefill_gives_the_logits_and_tokens_of_whole_prompts(tiny_tok, t
     ours = sample(tiny_lm, tiny_tok, texts, settings)
     theirs = sample(tiny_lm, tiny_tok, texts, settings, backend=HFGenerateBackend())
     assert torch.equal(ours.response_ids, theirs.response_ids[:, : ours.response_ids.shape[1]])
+
+
+def test_the_bf16_copy_is_made_once_per_version_of_the_weights(tiny_lm):
+    from alignkit.rollouts.engine import bf16_weights
+
+    first = bf16_weights(tiny_lm)
+    assert bf16_weights(tiny_lm) is first
+    with torch.no_grad():
+        next(tiny_lm.parameters()).add_(1.0)  # an optimizer step changes weights in place
+    second = bf16_weights(tiny_lm)
+    assert second is not first
+    torch.testing.assert_close(next(second.parameters()).float(), next(tiny_lm.parameters()), rtol=1e-2, atol=1e-2)
