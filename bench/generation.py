@@ -139,7 +139,8 @@ def run_row(row: str, shape: str) -> dict:
     started = time.perf_counter()
     rollouts = work()
     seconds = time.perf_counter() - started
-    out = {"row": row, "shape": shape, "seconds": seconds, **_summary(rollouts),
+    texts = [t for r in rollouts for t in r.texts]
+    out = {"row": row, "shape": shape, "seconds": seconds, **_summary(rollouts), "texts": texts,
            "weights_bytes_per_step": sum(p.numel() for p in model.parameters()) * (2 if row == "hf-bf16" else 4),
            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "dims": _dims(model)}
     if row in ("now", "now-bf16-weights"):
@@ -292,6 +293,12 @@ def main() -> None:
     for r in results:
         r["bound_seconds"] = bound_seconds(r, mach)
     _table(results, mach)
+    # Greedy answers in fp32, now against before: both decode the same length-sorted batches.
+    answers = {r["row"]: r["texts"] for r in results if r["shape"] == "eval" and "texts" in r}
+    if "now-fp32" in answers and "before" in answers:
+        differ = sum(a != b for a, b in zip(answers["now-fp32"], answers["before"]))
+        print(f"\neval shape, fp32 greedy answers that differ between now and before: {differ} of "
+              f"{len(answers['before'])}")
     if args.out:
         Path(args.out).write_text(json.dumps({"machine": mach, "rows": results}, indent=1))
 
@@ -305,7 +312,7 @@ def _child(row: str, shape: str, tree: Path | None) -> dict:
     if line is None:
         raise SystemExit(f"{row} {shape} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(line[len("RESULT "):])
-    print(json.dumps(result), flush=True)
+    print(json.dumps({k: v for k, v in result.items() if k != "texts"}), flush=True)
     return result
 
 
