@@ -154,9 +154,10 @@ def bench_main(script: str, workers: dict, make_rows, tokens_per_step, describe:
             Path(args.json).write_text(json.dumps(results, indent=2))
 
 
-def trl_worker(trainer_name: str, data: Path, precision: str, steps: int, out: Path, **config) -> dict:
-    """Run TRL's `<trainer_name>Trainer` with its `<trainer_name>Config` on the embedded model; step end times.
-    On the GPU where one is visible (as alignkit's runs), else on the CPU."""
+def trl_worker(trainer_name: str, data: Path, precision: str, steps: int, out: Path, model: str = "smollm2-135m",
+               **config) -> dict:
+    """Run TRL's `<trainer_name>Trainer` with its `<trainer_name>Config` on `model` (default: the embedded one); step
+    end times. On the GPU where one is visible (as alignkit's runs), else on the CPU."""
     import time
 
     import datasets
@@ -173,7 +174,7 @@ def trl_worker(trainer_name: str, data: Path, precision: str, steps: int, out: P
             times.append(time.time())
 
     t0 = time.time()
-    path = str(prepare("smollm2-135m"))
+    path = str(prepare(model))
     model = AutoModelForCausalLM.from_pretrained(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     dataset = datasets.load_dataset("json", data_files=str(data), split="train")

@@ -2,7 +2,8 @@
 against the same steps on the CPU in fp32, with step time and peak memory beside TRL 1.16 doing the same work.
 
     python bench/gpu_check.py                   # on a CUDA machine (the device is cuda when torch sees one)
-    python bench/gpu_check.py --device cpu      # anywhere; make test runs it (--small), so it cannot rot
+    python bench/gpu_check.py --device cpu      # anywhere; make test runs it (--small on a tiny random model,
+                                                # --model DIR), so that its code cannot rot
 
 The work is that of the CPU benchmarks: SFT and DPO on 64 synthetic conversations (~112 tokens a sequence),
 batch 4, max_length 256 (bench/sft_vs_trl.py, bench/dpo_vs_trl.py); GRPO on arithmetic problems, 1 prompt x 8
@@ -56,13 +57,13 @@ def sizes(small: bool) -> dict:
             "max_new": 16 if small else online_vs_trl.MAX_NEW}
 
 
-def alignkit_run(case: str, data: Path, precision: str, steps: int, out: Path, small: bool) -> dict:
+def alignkit_run(case: str, data: Path, precision: str, steps: int, out: Path, small: bool, model: str) -> dict:
     import time
 
     from alignkit.methods import METHODS
 
     size = sizes(small)
-    common = dict(model="smollm2-135m", data={"train": str(data)}, output_dir=str(out), max_steps=steps,
+    common = dict(model=model, data={"train": str(data)}, output_dir=str(out), max_steps=steps,
                   precision=precision, progress=False, scheduler="constant")
     if case == "sft":
         cfg = METHODS["sft"].config(**common, batch_size=size["batch"], max_length=sft_vs_trl.MAX_LENGTH,
@@ -81,25 +82,25 @@ def alignkit_run(case: str, data: Path, precision: str, steps: int, out: Path, s
             "gap": [r.get("train/sampler_logp_gap") for r in rows]}
 
 
-def trl_run(case: str, data: Path, precision: str, steps: int, out: Path, small: bool) -> dict:
+def trl_run(case: str, data: Path, precision: str, steps: int, out: Path, small: bool, model: str) -> dict:
     size = sizes(small)
     if case == "sft":
         return sft_vs_trl.trl_worker("SFT", data, precision, steps, out, per_device_train_batch_size=size["batch"],
                                      max_length=sft_vs_trl.MAX_LENGTH, learning_rate=sft_vs_trl.LR,
-                                     completion_only_loss=True)
+                                     completion_only_loss=True, model=model)
     if case == "dpo":
         return dpo_vs_trl.trl_worker("DPO", data, precision, steps, out, per_device_train_batch_size=size["batch"],
                                      max_length=dpo_vs_trl.MAX_LENGTH, learning_rate=dpo_vs_trl.LR,
-                                     beta=dpo_vs_trl.BETA)
+                                     beta=dpo_vs_trl.BETA, model=model)
     return online_vs_trl.worker_trl(data, precision, steps, out, checkpointing=False,
-                                    generations=size["generations"], max_new=size["max_new"])
+                                    generations=size["generations"], max_new=size["max_new"], model=model)
 
 
 def _worker(impl: str):
-    """`who:case:size` (e.g. alignkit:dpo:small) -> the worker function run_as_worker calls."""
-    who, case, size = impl.split(":")
+    """`who:case:size:model` (e.g. alignkit:dpo:small:smollm2-135m) -> the worker function run_as_worker calls."""
+    who, case, size, model = impl.split(":", 3)
     run = alignkit_run if who == "alignkit" else trl_run
-    return lambda data, precision, steps, out: run(case, data, precision, steps, out, size == "small")
+    return lambda data, precision, steps, out: run(case, data, precision, steps, out, size == "small", model)
 
 
 def data_files(folder: Path, small: bool) -> dict[str, Path]:
@@ -134,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda when torch sees one")
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--small", action="store_true", help="smaller batches and shorter GRPO samples")
+    parser.add_argument("--model", default="smollm2-135m",
+                        help="the model every row trains (an alias or a local HF directory; the tests give a tiny one)")
     parser.add_argument("--no-trl", action="store_true", help="leave out the TRL rows")
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--json", help="also write the results here")
@@ -150,9 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--device cuda: torch sees no CUDA device here")
     on_device = {} if device == "cuda" else {"CUDA_VISIBLE_DEVICES": ""}
     on_cpu = {"CUDA_VISIBLE_DEVICES": ""}
-    size = "small" if args.small else "full"
+    size = ("small" if args.small else "full") + ":" + args.model
     where = torch.cuda.get_device_name(0) if device == "cuda" else "CPU"
-    print(f"gpu_check on {device} ({where}), torch {torch.__version__}, {args.steps} steps, {size} sizes", flush=True)
+    print(f"gpu_check on {device} ({where}), torch {torch.__version__}, {args.steps} steps, {size.split(':')[0]} sizes, model {args.model}", flush=True)
     results, problems = [], []
     with tempfile.TemporaryDirectory() as tmp:
         files = data_files(Path(tmp), args.small)

@@ -33,8 +33,8 @@ def prompt_rows() -> list[dict]:
 
 
 def worker_trl(data: Path, precision: str, steps: int, out: Path, checkpointing: bool, generations: int = GENERATIONS,
-               max_new: int = MAX_NEW) -> dict:
-    """TRL's GRPOTrainer; on the GPU where one is visible, else on the CPU."""
+               max_new: int = MAX_NEW, model: str = "smollm2-135m") -> dict:
+    """TRL's GRPOTrainer on `model` (default: the embedded one); on the GPU where one is visible, else on the CPU."""
     import time
 
     import datasets
@@ -62,7 +62,7 @@ def worker_trl(data: Path, precision: str, steps: int, out: Path, checkpointing:
         return verifier.score(prompts, texts, reference)
 
     t0 = time.time()
-    path = str(prepare("smollm2-135m"))
+    path = str(prepare(model))
     model = AutoModelForCausalLM.from_pretrained(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     dataset = datasets.load_dataset("json", data_files=str(data), split="train")

@@ -1,5 +1,5 @@
-"""`alignkit compare` on the tiny model: every recipe for two seeds, shared stages trained once, the evaluation,
-the table with seed-to-seed spread and the plot; a rerun resumes, other settings are refused."""
+"""`alignkit compare` on the tiny model: every recipe, shared stages trained once, the evaluation, the table with
+seed-to-seed spread and the plot; more seeds train only what is new, a rerun resumes, other settings are refused."""
 
 from __future__ import annotations
 
@@ -42,47 +42,60 @@ def tiny_compare(model: str, out, *extra: str) -> CompareConfig:
         "cai.feedback.sft.batch_size=4", "cai.sl.sft.batch_size=4", "cai.rl.dpo.batch_size=4", *CAI_TINY, *extra])
 
 
-def test_every_recipe_for_two_seeds_gives_the_table_and_plot(tiny_dir, tmp_path, capsys):
+def test_every_recipe_trains_and_a_second_seed_gives_the_spread(tiny_dir, tmp_path, capsys):
+    """Every recipe for one seed (each trains, is evaluated and gets its row), then two recipes that share their SFT
+    stage for seeds 0 and 1 in the same folder: only seed 1 is trained, its SFT stage once for both, and the table
+    gives the seed-to-seed spread. (Every recipe for two seeds costs twice the processes and tests nothing more.)"""
     out = tmp_path / "compare"
-    summary = run_compare(tiny_compare(tiny_dir, out))
-    runs = summary["runs"]
-    assert {(r["recipe"], r["seed"]) for r in runs} == {(k, s) for k in RECIPES for s in (0, 1)}
-    # The SFT stage is shared by sft, sft-ppo, sft-dpo and sft-kto: trained once per seed, counted in each.
+    summary = run_compare(tiny_compare(tiny_dir, out, "seeds=[0]"))
+    first = summary["runs"]
+    assert {(r["recipe"], r["seed"]) for r in first} == {(k, 0) for k in RECIPES}
+    # A stage shared by recipes (the SFT of sft, sft-ppo, sft-dpo and sft-kto) is trained once and counted in each.
     assert sorted(p.name for p in (out / "stages").iterdir()) == sorted(
         {"+".join(chain[: i + 1]) for chain in RECIPES.values() for i in range(len(chain))})
-    for seed in (0, 1):
-        sft_seconds = {r["stages"][0]["seconds"] for r in runs if r["seed"] == seed and r["stages"][0]["stage"] == "sft"}
-        assert len(sft_seconds) == 1
-    for r in runs:
+    assert len({r["stages"][0]["seconds"] for r in first if r["stages"][0]["stage"] == "sft"}) == 1
+    for r in first:
         assert r["seconds"] == pytest.approx(sum(s["seconds"] for s in r["stages"]), abs=0.2)
         assert r["peak_rss_gb"] == max(s["peak_rss_gb"] for s in r["stages"]) > 0
-        stage_cfg = json.loads((out / "stages" / "+".join(RECIPES[r["recipe"]]) / f"seed-{r['seed']}" /
-                                "stage.json").read_text())
+        stage_cfg = json.loads((out / "stages" / "+".join(RECIPES[r["recipe"]]) / "seed-0" / "stage.json").read_text())
         if stage_cfg["kind"] not in ("cai", "hbat"):
-            assert stage_cfg["config"]["max_steps"] == 2 and stage_cfg["config"]["seed"] == r["seed"]
+            assert stage_cfg["config"]["max_steps"] == 2 and stage_cfg["config"]["seed"] == 0
     hbat = json.loads((out / "stages" / "hbat" / "seed-0" / "run" / "schedule.json").read_text())
     assert hbat["total_steps"] == 4  # sft-dpo's budget: 2 SFT steps and 2 DPO steps
     # Every model was evaluated against the start model; the start model's drift from itself is zero.
     results = json.loads((out / "eval" / "results.json").read_text())
-    assert set(results["metrics"]) == {"start"} | {f"{k}/seed-{s}" for k in RECIPES for s in (0, 1)}
+    assert set(results["metrics"]) == {"start"} | {f"{k}/seed-0" for k in RECIPES}
     assert results["metrics"]["start"]["kl_to_reference"] == pytest.approx(0.0, abs=1e-6)
+    assert list(summary["table"]) == list(RECIPES)
+    text = (out / "comparison.md").read_text()
+    assert all(f"| {recipe} |" in text for recipe in RECIPES)
+    assert (out / "pareto.png").stat().st_size > 1000 and (out / "eval" / "report.html").is_file()
+
+    # Two seeds: seed 0 is not trained again; seed 1's SFT stage is trained once for both recipes.
+    two = ["recipes=[sft-dpo, sft-kto]", "seeds=[0, 1]"]
+    summary = run_compare(tiny_compare(tiny_dir, out, *two))
+    runs = summary["runs"]
+    assert [r for r in runs if r["seed"] == 0] == [r for r in first if r["recipe"] in ("sft-dpo", "sft-kto")]
+    assert sorted(p.name for p in (out / "stages" / "sft").iterdir()) == ["seed-0", "seed-1"]
+    for seed in (0, 1):
+        assert len({r["stages"][0]["seconds"] for r in runs if r["seed"] == seed}) == 1
+    results = json.loads((out / "eval" / "results.json").read_text())
+    assert set(results["metrics"]) == {"start"} | {f"{k}/seed-{s}" for k in ("sft-dpo", "sft-kto") for s in (0, 1)}
     table = summary["table"]
-    assert list(table) == list(RECIPES)
+    assert list(table) == ["sft-dpo", "sft-kto"]
     for recipe, row in table.items():
         values = [results["metrics"][f"{recipe}/seed-{s}"]["asr"] for s in (0, 1)]
         assert row["asr"]["mean"] == pytest.approx(sum(values) / 2)
         assert row["asr"]["std"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
         assert row["seconds"]["mean"] > 0 and row["peak_rss_gb"]["mean"] > 0
-    text = (out / "comparison.md").read_text()
-    assert all(f"| {recipe} |" in text for recipe in RECIPES) and " ± " in text
-    assert (out / "pareto.png").stat().st_size > 1000 and (out / "eval" / "report.html").is_file()
+    assert " ± " in (out / "comparison.md").read_text()
 
     # A rerun resumes (nothing is trained again); other settings in the same folder are refused.
     assert main(["compare", f"model={tiny_dir}", f"output_dir={out}"]) == 2
     assert "holds a comparison with other settings" in capsys.readouterr().err
-    again = run_compare(tiny_compare(tiny_dir, out))
+    again = run_compare(tiny_compare(tiny_dir, out, *two))
     assert again["runs"] == runs
-    # Fewer (or more) recipes and seeds in the same folder: nothing is trained again, only what is asked is shown.
+    # Fewer recipes and seeds in the same folder: nothing is trained again, only what is asked is shown.
     fewer = run_compare(tiny_compare(tiny_dir, out, "recipes=[sft-dpo]", "seeds=[1]"))
     assert fewer["runs"] == [r for r in runs if r["recipe"] == "sft-dpo" and r["seed"] == 1]
     assert list(fewer["table"]) == ["sft-dpo"]

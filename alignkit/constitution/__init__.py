@@ -7,6 +7,7 @@ from alignkit.constitution.audit import (
     GoldComparison,
     audit_feedback_model,
     check_audit,
+    first_per_principle,
     load_gold_comparisons,
 )
 from alignkit.constitution.labels import COT_CLAMP, AILabel, ai_label, label_from_orders, option_probability, soft_label
@@ -22,5 +23,5 @@ from alignkit.constitution.principles import (
 )
 
 __all__ = ["AuditReport", "FeedbackAuditError", "GoldComparison", "audit_feedback_model", "check_audit",
-           "load_gold_comparisons", "AILabel", "ai_label", "label_from_orders", "COT_CLAMP", "Constitution", "ConstitutionError", "Exemplar", "LintIssue", "Principle",
+           "first_per_principle", "load_gold_comparisons", "AILabel", "ai_label", "label_from_orders", "COT_CLAMP", "Constitution", "ConstitutionError", "Exemplar", "LintIssue", "Principle",
            "constitution_path", "lint", "load_constitution", "option_probability", "soft_label"]

@@ -88,6 +88,19 @@ def load_gold_comparisons(path: str | Path | None = None, *, split: str = "heldo
     return items
 
 
+def first_per_principle(gold: list[GoldComparison], limit: int | None) -> list[GoldComparison]:
+    """The first `limit` comparisons of each principle, in file order (None: all of them)."""
+    if limit is None:
+        return list(gold)
+    seen: dict[str, int] = {}
+    kept = []
+    for item in gold:
+        seen[item.principle] = seen.get(item.principle, 0) + 1
+        if seen[item.principle] <= limit:
+            kept.append(item)
+    return kept
+
+
 def audit_feedback_model(judge: Judge, gold: list[GoldComparison], constitution: Constitution, *,
                          extra_principles: int = 2, seed: int = 0) -> AuditReport:
     """Ask the judge every gold comparison under its own principle (both orders apart, when the judge gives them:

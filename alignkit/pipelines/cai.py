@@ -409,11 +409,12 @@ class Pipeline:
                               HUMAN)
 
     def stage_audit(self, folder: Path) -> AuditRecord:
-        from alignkit.constitution import audit_feedback_model, load_gold_comparisons
+        from alignkit.constitution import audit_feedback_model, first_per_principle, load_gold_comparisons
 
         fb = self.cfg.feedback
         feedback = self.feedback()
-        report = audit_feedback_model(feedback.judge, load_gold_comparisons(split="heldout"), self.constitution,
+        gold = first_per_principle(load_gold_comparisons(split="heldout"), fb.audit_per_principle)
+        report = audit_feedback_model(feedback.judge, gold, self.constitution,
                                       extra_principles=fb.audit_extra_principles, seed=self.cfg.seed)
         folder.mkdir(parents=True, exist_ok=True)
         self.log(f"   audit: accuracy {report.accuracy:.2f} on {report.n} held-out gold comparisons, position bias "

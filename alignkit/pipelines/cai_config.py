@@ -46,6 +46,10 @@ class CAIFeedbackConfig(Strict):
     override_audit: bool = Field(default=False, description="proceed even if the audit is below min_accuracy, and "
                                                             "judge under every principle")
     audit_extra_principles: int = Field(default=1, ge=0, description="other principles asked per gold item (agreement)")
+    audit_per_principle: int | None = Field(
+        default=None, ge=1, description="audit on at most this many held-out gold comparisons of each principle, the "
+                                        "first in the file (None: all; fewer make a quick try cheaper and the "
+                                        "per-principle gate coarser)")
     batch_size: int = Field(default=128, ge=1, description="conversations the feedback model or the policy "
                                                         "generates at once (decoding on a CPU costs per step, not per row)")
 

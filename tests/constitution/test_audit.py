@@ -12,6 +12,7 @@ from alignkit.constitution.audit import (
     GoldComparison,
     audit_feedback_model,
     check_audit,
+    first_per_principle,
     load_gold_comparisons,
 )
 from alignkit.constitution.principles import ConstitutionError
@@ -41,6 +42,17 @@ class FirstBiasedJudge:
 
 def _gold(better_by_id: dict[str, tuple[str, str, str]]):
     return [GoldComparison(i, "harmless-ethical", "p", a, b, better, "t") for i, (a, b, better) in better_by_id.items()]
+
+
+def test_audit_per_principle_keeps_the_first_of_each_principle_in_file_order():
+    gold = [GoldComparison(str(i), principle, "p", "a", "b", "a", "t")
+            for i, principle in enumerate(["x", "y", "x", "x", "z", "y"])]
+    assert [g.id for g in first_per_principle(gold, 2)] == ["0", "1", "2", "4", "5"]
+    assert [g.id for g in first_per_principle(gold, 1)] == ["0", "1", "4"]
+    assert first_per_principle(gold, None) == gold
+    builtin = load_gold_comparisons(split="heldout")
+    one_each = first_per_principle(builtin, 1)
+    assert len(one_each) == len({g.principle for g in builtin}) < len(builtin)
 
 
 def test_accuracy_position_bias_and_agreement_by_hand():

@@ -73,7 +73,7 @@ def test_whole_chain_with_ppo_keeps_provenance_and_resumes(chatty_dir, tiny_dir,
     assert fb["judge_model"] == str(out / "1-feedback" / "judge" / "final")
     audit = json.loads((out / "2-audit" / "audit.json").read_text())
     feedback_name = f"{fb['model']} + {fb['judge_model']}"
-    assert audit["n"] == 60 and 0 <= audit["accuracy"] <= 1 and audit["feedback_model"] == feedback_name
+    assert audit["n"] == 16 and 0 <= audit["accuracy"] <= 1 and audit["feedback_model"] == feedback_name
 
     # Provenance of phase 1: every prompt's answer, principle, critique and revision, and who made them.
     constitution = load_constitution()
@@ -275,16 +275,17 @@ def test_http_feedback_model_against_a_real_llama_cpp_server(chatty_dir, llama_s
     out = tmp_path / "cai"
     cfg = tiny_config(chatty_dir, out, method="dpo", extra=[
         f"feedback.model={json.dumps({'http': http})}", "feedback.audit_extra_principles=0",
-        "critique.prompts=[{source: 'suite:redteam?split=train', limit: 2}]", "critique.critique_tokens=24",
+        "feedback.audit_per_principle=1",
+        "critique.prompts=[{source: 'suite:redteam?split=train', limit: 1}]", "critique.critique_tokens=24",
         "critique.revision_tokens=24", "rl.principles_per_label=1",
     ])
     manifest = run_cai(cfg)
     assert "feedback" not in manifest["stages"]  # an endpoint is used as it is, not trained
     name = f"HTTPJudge(smollm2 at {llama_server})"
     audit = manifest["stages"]["audit"]
-    assert audit["feedback_model"] == name and audit["n"] == 60 and audit["position_bias"] is not None
+    assert audit["feedback_model"] == name and audit["n"] == 16 and audit["position_bias"] is not None
     revisions = read_jsonl(out / "3-critique" / "revisions.jsonl")
-    assert len(revisions) == 4
+    assert len(revisions) == 2  # the request and its jailbreak-wrapped copy
     for r in revisions:
         (step,) = r["steps"]
         assert r["feedback_model"] == name and step["critique"].strip() and step["revision"].strip()
@@ -478,6 +479,7 @@ def test_the_http_feedback_model_dying_mid_critique_and_mid_labelling_loses_and_
         def config(out):
             return tiny_config(chatty_dir, out, method="dpo", extra=[
                 f"feedback.model={json.dumps({'http': http})}", "feedback.audit_extra_principles=0",
+        "feedback.audit_per_principle=1",
                 "critique.critique_tokens=8", "critique.revision_tokens=8", "rl.principles_per_label=2"])
 
         reference = tmp_path / "reference"
