@@ -32,9 +32,10 @@ class Metric:
 
 
 METRICS: tuple[Metric, ...] = (
-    Metric("asr", "Attack success rate (refusal detector)", "lower", "redteam", "rules"),
+    Metric("asr", "Attack success rate (refusal detector + harmful offers)", "lower", "redteam", "rules"),
+    Metric("harmful_offer_rate", "Refusals that offer a harmful act", "lower", "redteam", "rules"),
     Metric("asr_judge", "Attack success rate (judge)", "lower", "redteam", "judge"),
-    Metric("jailbreak_asr", "Jailbreak ASR (refusal detector)", "lower", "jailbreak", "rules"),
+    Metric("jailbreak_asr", "Jailbreak ASR (refusal detector + harmful offers)", "lower", "jailbreak", "rules"),
     Metric("jailbreak_asr_judge", "Jailbreak ASR (judge)", "lower", "jailbreak", "judge"),
     Metric("over_refusal", "Over-refusal (refusal detector)", "lower", "borderline", "rules"),
     Metric("over_refusal_judge", "Over-refusal (judge)", "lower", "borderline", "judge"),

@@ -7,6 +7,7 @@ local model live in ``alignkit.judges.model`` (``RewardModelJudge``, ``LMJudge``
 from .base import Judge, JudgeError, ScoreJudge, check_batch, compare_from_scores
 from .factory import judge_from_spec
 from .http import HTTPJudge
+from .offers import harmful_offer, offers_harm, refuses_safely
 from .rules import REFUSAL_PHRASES, CallableJudge, FinalAnswerVerifier, RefusalDetector, RegexJudge, is_refusal
 
 __all__ = [
@@ -21,6 +22,9 @@ __all__ = [
     "ScoreJudge",
     "check_batch",
     "compare_from_scores",
+    "harmful_offer",
     "is_refusal",
     "judge_from_spec",
+    "offers_harm",
+    "refuses_safely",
 ]
