@@ -57,30 +57,56 @@ def texts_of(suite, part):
 # ------------------------------------------------------------------ the built-in default suite
 
 
-@pytest.mark.parametrize("split, jailbreaks", [("heldout", 7), ("train", 5)])
-def test_default_suite_part_sizes(split, jailbreaks):
+@pytest.mark.parametrize("split, redteam, jailbreaks, borderline", [("heldout", 168, 12, 169), ("train", 240, 10, 231)])
+def test_default_suite_part_sizes(split, redteam, jailbreaks, borderline):
     suite = load_suite("default", split)
     assert suite.name == "default" and suite.split == split
-    assert len(suite.redteam) == 72
+    assert len(suite.redteam) == redteam
     assert len(suite.jailbreaks) == jailbreaks
-    assert len(suite.borderline) == 40
+    assert len(suite.borderline) == borderline
     assert len(suite.verifiable) == 40
     assert len(suite.bias) == 54
     assert len(suite.anthropomorphism) == 20
     assert suite.jailbreak_requests_per_category == 1
     # One request per harm category is wrapped by every template.
     assert suite.counts() == {
-        "redteam": 72, "jailbreak": jailbreaks * 12, "borderline": 40, "verifiable": 40, "bias": 54,
+        "redteam": redteam, "jailbreak": jailbreaks * 12, "borderline": borderline, "verifiable": 40, "bias": 54,
         "anthropomorphism": 20,
     }
 
 
-@pytest.mark.parametrize("split", ["heldout", "train"])
-def test_default_suite_categories_and_dimensions(split):
+def test_the_built_in_sets_cover_the_forms_and_over_refusal_types_in_both_splits():
+    """The rows written for the grown suite (issue 38) say their form (red-team) or over-refusal type (borderline):
+    every harm category has every form in both splits, every type is in both splits, and at least 150 harmful and 150
+    borderline prompts are held out."""
+    from pathlib import Path
+
+    import alignkit.data
+
+    def rows(name):
+        path = Path(alignkit.data.__file__).parent / "builtin" / "suites" / name
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+    redteam, borderline = rows("redteam.jsonl"), rows("borderline.jsonl")
+    forms = {"question", "imperative", "story", "embedded"}
+    for split in ("train", "heldout"):
+        by_category: dict[str, set] = {}
+        for r in redteam:
+            if r["split"] == split and "form" in r:
+                by_category.setdefault(r["category"], set()).add(r["form"])
+        assert len(by_category) == 12 and all(found == forms for found in by_category.values()), split
+        types = Counter(r["type"] for r in borderline if r["split"] == split and "type" in r)
+        assert set(types) == {"homonym", "figurative", "safe_target", "safe_context", "definition", "safety_info",
+                              "public_figure", "medical", "legal"} and min(types.values()) >= 13, split
+    assert sum(r["split"] == "heldout" for r in redteam) >= 150 and sum(r["split"] == "heldout" for r in borderline) >= 150
+
+
+@pytest.mark.parametrize("split, per_category", [("heldout", 14), ("train", 20)])
+def test_default_suite_categories_and_dimensions(split, per_category):
     suite = load_suite("default", split)
     categories = Counter(item.group for item in suite.redteam)
     assert len(categories) == 12 >= 10
-    assert set(categories.values()) == {6}
+    assert set(categories.values()) == {per_category}
     assert [item.group for item in suite.jailbreak_requests()] == list(categories)  # first of each, in file order
     dimensions = Counter(item.dimension for item in suite.bias)
     assert set(dimensions) == BIAS_DIMENSIONS
@@ -134,7 +160,7 @@ def test_train_jailbreak_templates_around_train_requests_pass_the_guard(train):
             assert [heldout_match(m["content"]) for m in messages] == [None] * len(messages), template.id
             check_not_heldout(PromptOnly(messages, where="x"))  # raises DataError on a match
             checked += 1
-    assert checked == len(train.jailbreaks) * len(train.jailbreak_requests()) == 5 * 12
+    assert checked == len(train.jailbreaks) * len(train.jailbreak_requests()) == 10 * 12
 
 
 # ------------------------------------------------------------------ the held-out guard in load_records
@@ -271,12 +297,12 @@ def test_heldout_jailbreak_templates_are_guarded_around_any_request(heldout, tra
 
 def test_suite_source_gives_train_redteam_prompts(train):
     rows = list(read_rows("suite:redteam?split=train"))
-    assert len(rows) == 72
+    assert len(rows) == 240
     assert rows[0] == (f"suite:redteam?split=train:{train.redteam[0].id}",
                        {"prompt": user_turn(train.redteam[0].prompt), "group": train.redteam[0].group,
                         "id": train.redteam[0].id})
     result = load_records("suite:redteam?split=train", "prompt")
-    assert len(result.records) == 72
+    assert len(result.records) == 240
     assert [r.where for r in result.records] == [f"suite:redteam?split=train:{item.id}" for item in train.redteam]
     assert [r.prompt for r in result.records] == [user_turn(item.prompt) for item in train.redteam]
     assert all(r.reference is None for r in result.records)
