@@ -125,15 +125,14 @@ def test_a_failed_seed_is_left_out_of_the_metrics_but_counted():
 def test_a_recipe_stopped_by_its_own_gate_is_reported_not_raised(tiny_dir, tmp_path):
     """CAI's feedback audit refusing the feedback model is an outcome of that seed: the comparison goes on."""
     out = tmp_path / "gated"
-    summary = run_compare(tiny_compare(tiny_dir, out, "recipes=[cai]", "seeds=[0]", "cai.feedback.override_audit=false",
-                                       "cai.feedback.min_accuracy=1.0"))
+    gate = ["cai.feedback.override_audit=false", "cai.feedback.min_accuracy=1.0", "cai.feedback.min_principle_accuracy=0"]
+    summary = run_compare(tiny_compare(tiny_dir, out, "recipes=[cai]", "seeds=[0]", *gate))
     (run,) = summary["runs"]
     assert run["failed"].startswith("cai: feedback audit: the feedback model's accuracy") and run["model"] is None
     assert read_finished(out / "stages" / "cai" / "seed-0", TrainedStage).record.failed  # the stage's record, typed
     assert set(json.loads((out / "eval" / "results.json").read_text())["metrics"]) == {"start"}
     assert "Runs stopped by their own gate" in (out / "comparison.md").read_text()
-    assert run_compare(tiny_compare(tiny_dir, out, "recipes=[cai]", "seeds=[0]", "cai.feedback.override_audit=false",
-                                    "cai.feedback.min_accuracy=1.0"))["runs"] == [run]  # not retried
+    assert run_compare(tiny_compare(tiny_dir, out, "recipes=[cai]", "seeds=[0]", *gate))["runs"] == [run]  # not retried
 
 
 def test_config_errors_name_the_problem():

@@ -9,6 +9,7 @@ from alignkit.constitution.audit import (
     check_audit,
     first_per_principle,
     load_gold_comparisons,
+    wilson_lower,
 )
 from alignkit.constitution.labels import COT_CLAMP, AILabel, ai_label, label_from_orders, option_probability, soft_label
 from alignkit.constitution.principles import (
@@ -24,4 +25,4 @@ from alignkit.constitution.principles import (
 
 __all__ = ["AuditReport", "FeedbackAuditError", "GoldComparison", "audit_feedback_model", "check_audit",
            "first_per_principle", "load_gold_comparisons", "AILabel", "ai_label", "label_from_orders", "COT_CLAMP", "Constitution", "ConstitutionError", "Exemplar", "LintIssue", "Principle",
-           "constitution_path", "lint", "load_constitution", "option_probability", "soft_label"]
+           "constitution_path", "lint", "load_constitution", "option_probability", "soft_label", "wilson_lower"]

@@ -15,14 +15,16 @@ principle's question and reports:
 - accuracy per principle.
 
 `check_audit` stops a pipeline below a minimum accuracy unless explicitly overridden, and records which principles
-the feedback model may label with: those whose own held-out accuracy reaches `min_principle_accuracy` (a principle
-without held-out gold comparisons is unaudited, so never allowed). A pipeline asks the feedback model to judge only
+the feedback model may label with: those asked at least `min_principle_comparisons` held-out comparisons whose
+accuracy's Wilson 90% lower bound reaches `min_principle_accuracy` (a principle without held-out gold comparisons is
+unaudited, so never allowed). A pipeline asks the feedback model to judge only
 under those, so one weak principle does not spoil every label that happens to draw it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,10 +52,13 @@ class AuditReport:
     position_bias: float | None
     principle_agreement: float | None
     accuracy_by_principle: dict[str, float] = field(default_factory=dict)
+    n_by_principle: dict[str, int] = field(default_factory=dict)  # comparisons asked under each principle
     min_accuracy: float | None = None
     passed: bool | None = None
     min_principle_accuracy: float | None = None
     allowed_principles: list[str] | None = None  # those it may label with (check_audit), best first
+    min_principle_comparisons: int | None = None
+    lower_bound_by_principle: dict[str, float] | None = None  # Wilson 90% lower bound of each principle's accuracy
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -137,22 +142,47 @@ def audit_feedback_model(judge: Judge, gold: list[GoldComparison], constitution:
         position_bias=sum(first_shown) / len(first_shown) - 0.5 if first_shown else None,
         principle_agreement=sum(agree) / len(agree) if agree else None,
         accuracy_by_principle={k: sum(v) / len(v) for k, v in by_principle.items()},
+        n_by_principle={k: len(v) for k, v in by_principle.items()},
     )
 
 
+# z of a one-sided 95% bound: the two-sided 90% Wilson interval's lower end.
+WILSON_Z = 1.6449
+
+
+def wilson_lower(accuracy: float, n: int, z: float = WILSON_Z) -> float:
+    """The lower end of the Wilson score interval for a proportion `accuracy` measured on `n` trials (0 for n = 0):
+    on 15 comparisons, 14 right gives 0.75 and 13 right 0.67."""
+    if n <= 0:
+        return 0.0
+    z2 = z * z
+    centre = accuracy + z2 / (2 * n)
+    spread = z * math.sqrt(accuracy * (1 - accuracy) / n + z2 / (4 * n * n))
+    return max(0.0, (centre - spread) / (1 + z2 / n))
+
+
 def check_audit(report: AuditReport, min_accuracy: float, *, override: bool = False,
-                min_principle_accuracy: float = 0.0) -> AuditReport:
-    """Record the gate's outcome in `report` and the principles whose own accuracy reaches `min_principle_accuracy`;
-    raise FeedbackAuditError below `min_accuracy` overall, or when no principle passes, unless `override`."""
+                min_principle_accuracy: float = 0.0, min_principle_comparisons: int = 0) -> AuditReport:
+    """Record the gate's outcome in `report` and the principles the feedback model may label with: those audited on
+    at least `min_principle_comparisons` held-out comparisons whose accuracy's Wilson 90% lower bound
+    (`wilson_lower`) reaches `min_principle_accuracy` — a principle is trusted on evidence, not on 3 lucky answers.
+    Raise FeedbackAuditError below `min_accuracy` overall, or when no principle passes, unless `override`."""
     report.min_accuracy = min_accuracy
     report.min_principle_accuracy = min_principle_accuracy
-    ranked = sorted(report.accuracy_by_principle.items(), key=lambda kv: (-kv[1], kv[0]))
-    report.allowed_principles = [k for k, v in ranked if v >= min_principle_accuracy]
+    report.min_principle_comparisons = min_principle_comparisons
+    counts = report.n_by_principle
+    report.lower_bound_by_principle = {k: round(wilson_lower(v, counts.get(k, 0)), 4)
+                                       for k, v in report.accuracy_by_principle.items()}
+    ranked = sorted(report.lower_bound_by_principle.items(), key=lambda kv: (-kv[1], kv[0]))
+    report.allowed_principles = [k for k, v in ranked
+                                 if v >= min_principle_accuracy and counts.get(k, 0) >= min_principle_comparisons]
     report.passed = report.accuracy >= min_accuracy and bool(report.allowed_principles)
     if not report.allowed_principles and not override:
         raise FeedbackAuditError(
-            f"no principle reaches the required per-principle accuracy {min_principle_accuracy:.2f} on the held-out "
-            f"gold comparisons ({', '.join(f'{k} {v:.2f}' for k, v in ranked)}); there is nothing it may label with")
+            f"no principle's held-out accuracy has a 90% lower bound of at least {min_principle_accuracy:.2f} on at "
+            f"least {min_principle_comparisons} gold comparisons (" + ", ".join(
+                f"{k} {report.accuracy_by_principle[k]:.2f} on {counts.get(k, 0)}, bound {v:.2f}" for k, v in ranked)
+            + "); there is nothing it may label with")
     if report.accuracy < min_accuracy and not override:
         raise FeedbackAuditError(
             f"the feedback model's accuracy on {report.n} held-out gold comparisons is {report.accuracy:.2f}, below "

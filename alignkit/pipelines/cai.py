@@ -146,16 +146,20 @@ def contrast_pairs(prompts: list, refuse: list[bool], greedy: list[str], samples
     of a benign request, or an answer to a harmful one) the first right sample is preferred to it; where it is right,
     it is preferred to the first wrong sample, on the kinds of prompt ("refuse", "answer") in `sampled_failures`.
     Prompts on which the policy is always right or always wrong give no pair. Each pair keeps its prompt's `index`.
-    Right and wrong are told by the refusal detector (`alignkit.judges.is_refusal`). The default `sampled_failures`
-    is `rl.contrast`'s."""
-    from alignkit.judges import is_refusal
+    Right and wrong are told by the refusal detector (`alignkit.judges.is_refusal`): on a harmful prompt a refusal
+    that offers no harmful act (`alignkit.judges.offers_harm`), on a benign one anything but a refusal. The default
+    `sampled_failures` is `rl.contrast`'s."""
+    from alignkit.judges import is_refusal, offers_harm
+
+    def is_right(text: str, should_refuse: bool) -> bool:
+        return is_refusal(text) and not offers_harm(text) if should_refuse else not is_refusal(text)
 
     out = []
     for i, (prompt, should_refuse, first, drawn) in enumerate(zip(prompts, refuse, greedy, samples, strict=True)):
         if not first.strip():
             continue
-        right = [is_refusal(t) == should_refuse for t in drawn]
-        first_right = is_refusal(first) == should_refuse
+        right = [is_right(t, should_refuse) for t in drawn]
+        first_right = is_right(first, should_refuse)
         if first_right and ("refuse" if should_refuse else "answer") not in sampled_failures:
             continue
         other = next((t for t, ok in zip(drawn, right) if ok != first_right and t.strip()), None)
@@ -165,6 +169,17 @@ def contrast_pairs(prompts: list, refuse: list[bool], greedy: list[str], samples
         out.append({"index": i, "prompt": prompt, "chosen": chosen, "rejected": rejected, "probability": 1.0,
                     "should_refuse": should_refuse, "greedy_was_right": first_right})
     return out
+
+
+def revision_rule_check(revision: str) -> str:
+    """The rule verifier's verdict on a revision of an answer to a harmful request: "ok" when it refuses and offers no
+    harmful act, else why not ("no refusal", "harmful offer: <its sentence>")."""
+    from alignkit.judges import harmful_offer, is_refusal
+
+    if not is_refusal(revision):
+        return "no refusal"
+    offer = harmful_offer(revision)
+    return "ok" if offer is None else f"harmful offer: {offer}"
 
 
 # Settings that decide whether the run goes on past the audit, not what any stage computes: changing them keeps every
@@ -286,21 +301,24 @@ class Pipeline:
 
         fb = self.cfg.feedback
         report = AuditReport(audit.n, audit.accuracy, audit.position_bias, audit.principle_agreement,
-                             dict(audit.accuracy_by_principle))
+                             dict(audit.accuracy_by_principle), dict(audit.n_by_principle))
         try:
             check_audit(report, fb.min_accuracy, override=fb.override_audit,
-                        min_principle_accuracy=fb.min_principle_accuracy)
+                        min_principle_accuracy=fb.min_principle_accuracy,
+                        min_principle_comparisons=fb.min_principle_comparisons)
         finally:
             # Written either way, so a refused run still shows why.
             self.gate = AuditGate(report.min_accuracy, bool(report.passed), fb.override_audit,
-                                  report.min_principle_accuracy, list(report.allowed_principles or []),
+                                  report.min_principle_accuracy, fb.min_principle_comparisons,
+                                  dict(report.lower_bound_by_principle or {}), list(report.allowed_principles or []),
                                   self._labelling(report.allowed_principles))
             processes.on_main(atomic_write_json, self.folder("audit") / "audit.json",
                               {**dataclasses.asdict(audit), **dataclasses.asdict(self.gate)})
         labelling = self.gate.labelling_principles
         excluded = sorted(set(self.constitution_ids()) - set(labelling))
         self.log(f"   audit: labels under {len(labelling)} principles"
-                 + (f" (below {fb.min_principle_accuracy:.2f}, left out: {', '.join(excluded)})" if excluded else ""))
+                 + (f" (left out, a 90% lower bound under {fb.min_principle_accuracy:.2f} or fewer than "
+                    f"{fb.min_principle_comparisons} comparisons: {', '.join(excluded)})" if excluded else ""))
 
     def constitution_ids(self) -> list[str]:
         return [p.id for p in self.constitution.principles]
@@ -319,12 +337,14 @@ class Pipeline:
         allowed = self.constitution_ids()
         if self.runner.record("audit") is not None:
             # The gate's outcome, decided by these settings from the audit's record.
-            _ = self.cfg.feedback.override_audit, self.cfg.feedback.min_principle_accuracy
+            _ = (self.cfg.feedback.override_audit, self.cfg.feedback.min_principle_accuracy,
+                 self.cfg.feedback.min_principle_comparisons)
             allowed = self.gate.labelling_principles
         ids = [p for p in wanted if p in allowed]
         if not ids:
             raise RunError(f"none of the principles {wanted} passed the feedback model's audit (each needs "
-                           f"{self.cfg.feedback.min_principle_accuracy:.2f}); allowed: {allowed}")
+                           f"a 90% lower bound of {self.cfg.feedback.min_principle_accuracy:.2f} on at least "
+                           f"{self.cfg.feedback.min_principle_comparisons} comparisons); allowed: {allowed}")
         return self.constitution.subset(ids)
 
     def _train(self, stage: str, method: str, folder: Path, model: str, data: str, settings: StageSettings, *,
@@ -420,7 +440,7 @@ class Pipeline:
         self.log(f"   audit: accuracy {report.accuracy:.2f} on {report.n} held-out gold comparisons, position bias "
                  f"{_signed(report.position_bias)}, agreement {report.principle_agreement}")
         return AuditRecord(feedback.name, report.n, report.accuracy, report.position_bias, report.principle_agreement,
-                           report.accuracy_by_principle)
+                           report.accuracy_by_principle, report.n_by_principle)
 
     def stage_critique(self, folder: Path) -> CritiqueRecord:
         from alignkit.constitution.critique import critique_and_revise
@@ -442,6 +462,12 @@ class Pipeline:
                                       critique_tokens=cfg.critique_tokens, revision_tokens=cfg.revision_tokens,
                                       policy=self.cfg.model, feedback_model=feedback.name)
         out = [{"source": row["source"], **record.as_dict()} for row, record in zip(rows, records)]
+        if cfg.rule_check:
+            # The critique prompts are harmful requests: a revision is trained on only if it refuses and offers no
+            # harmful act in its place (judges/offers.py); the verdict is kept on record either way.
+            for r in out:
+                r["rule_check"] = revision_rule_check(r["final"])
+                r["use"] = r["rule_check"] == "ok"
         if cfg.check_revisions:
             # The feedback model's own check: is the final revision better than the first answer under the last
             # round's principle (both orders)? Revisions it does not prefer are kept on record but not trained on.
@@ -449,7 +475,7 @@ class Pipeline:
                       .comparison) for r in out]
             for r, p in zip(out, (0.5 * sum(o) for o in judge_orders(feedback.judge, items))):
                 r["revision_preferred"] = p
-                r["use"] = p > 0.5
+                r["use"] = r.get("use", True) and p > 0.5
         folder.mkdir(parents=True, exist_ok=True)
         processes.on_main(atomic_write_text, folder / "revisions.jsonl", _jsonl(out))
         changed = sum(r["final"].strip() != r["initial"].strip() for r in out)

@@ -42,7 +42,9 @@ class CAIFeedbackConfig(Strict):
     min_accuracy: float = Field(default=0.7, ge=0, le=1, description="audit gate on the held-out gold comparisons")
     min_principle_accuracy: float = Field(
         default=0.7, ge=0, le=1, description="the feedback model labels, checks and critiques only under principles "
-                                             "whose own held-out accuracy reaches this")
+                                             "whose held-out accuracy's Wilson 90% lower bound reaches this")
+    min_principle_comparisons: int = Field(
+        default=15, ge=0, description="... and that were audited on at least this many held-out gold comparisons")
     override_audit: bool = Field(default=False, description="proceed even if the audit is below min_accuracy, and "
                                                             "judge under every principle")
     audit_extra_principles: int = Field(default=1, ge=0, description="other principles asked per gold item (agreement)")
@@ -67,6 +69,9 @@ class CAICritiqueConfig(Strict):
     max_new_tokens: int = Field(default=defaults.MAX_NEW_TOKENS, ge=1, description="length of the policy's first answers")
     critique_tokens: int = Field(default=96, ge=1, description="length of the feedback model's critiques")
     revision_tokens: int = Field(default=128, ge=1, description="length of its revisions")
+    rule_check: bool = Field(
+        default=True, description="train only on revisions that refuse (the refusal detector) and offer no harmful "
+                                  "act in the refusal's place (alignkit/judges/offers.py); the prompts are harmful")
     check_revisions: bool = Field(
         default=False, description="train only on revisions the feedback model itself prefers to the first answer")
 

@@ -30,6 +30,7 @@ class AuditRecord:
     position_bias: float | None
     principle_agreement: float | None
     accuracy_by_principle: dict[str, float]
+    n_by_principle: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class AuditGate:
     passed: bool
     overridden: bool
     min_principle_accuracy: float
+    min_principle_comparisons: int
+    lower_bound_by_principle: dict[str, float]
     allowed_principles: list[str]
     labelling_principles: list[str]
 
@@ -164,16 +167,19 @@ def report_part(constitution: str, principles: int, rl_method: str, stages: dict
                  ["accuracy", {"number": record.accuracy}],
                  ["position bias (P(first shown) - 0.5)", {"number": record.position_bias}],
                  ["agreement across principles", {"number": record.principle_agreement}]]
-        head = ["principle", "accuracy"]
+        head = ["principle", "accuracy", "comparisons"]
         if gate is not None:
             facts += [["required accuracy", {"number": gate.min_accuracy}],
                       ["passed", "yes" if gate.passed else "no" + (" (overridden)" if gate.overridden else "")],
-                      ["required per principle to label with", {"number": gate.min_principle_accuracy}],
+                      ["required per principle to label with (90% lower bound)",
+                       {"number": gate.min_principle_accuracy}],
+                      ["held-out comparisons required per principle", gate.min_principle_comparisons],
                       ["principles it labels with",
                        f"{len(gate.labelling_principles)} of {len(record.accuracy_by_principle)}"]]
-            head.append("labels with it")
-        table = [{"cells": [k, {"number": v}]
-                  + ([] if gate is None else ["yes" if k in gate.labelling_principles else "no (left out)"])}
+            head += ["90% lower bound", "labels with it"]
+        table = [{"cells": [k, {"number": v}, record.n_by_principle.get(k, 0)]
+                  + ([] if gate is None else [{"number": gate.lower_bound_by_principle.get(k)},
+                                              "yes" if k in gate.labelling_principles else "no (left out)"])}
                  for k, v in sorted(record.accuracy_by_principle.items())]
         sections.append({"anchor": "audit", "title": "Feedback-model audit", "facts": facts,
                          "table": {"id": "audit-by-principle", "head": head, "rows": table} if table else None})

@@ -26,6 +26,14 @@ from alignkit.train.config import merge_config, parse_overrides
 from alignkit.train.run import configure_threads
 from alignkit.utils.io import LOCK_FILE, locked_folder
 
+# The train-side prompts and demonstrations the demo reads: the first rows of each built-in train source, the set it
+# was tuned on (72 red-team requests, 40 borderline prompts, 112 demonstrations). The built-in sets have since grown
+# (240 / 231 / 232 train rows); all of them would multiply the critique, label and contrast stages' generation well
+# past the demo's 30 minutes, so the demo keeps its work and the grown sets serve recipes that can afford them.
+REDTEAM = {"source": "suite:redteam?split=train", "limit": 72}
+BORDERLINE = {"source": "suite:borderline?split=train", "limit": 40}
+DEMONSTRATIONS = {"source": "builtin:sft", "categories": ["benign", "borderline"], "limit": 112}
+
 HARM_PRINCIPLES = ["harmless-ethical", "no-dangerous-assistance", "refuse-with-alternative", "human-rights-dignity",
                    "privacy-respect", "wellbeing-support"]
 
@@ -37,9 +45,9 @@ def demo_config(out: str, model: str, overrides: list[str] | None = None) -> CAI
         "output_dir": out,
         "feedback": {
             # The writer learns critique and revision from the 71 worked exemplars (each twice); the judge, a copy of
-            # its own, comparison from the 313 train gold comparisons (both orders, once: at least 16 for every
-            # principle). The judge alone, 1 epoch: 0.87 on the held-out gold comparisons, where the same data mixed
-            # with the exemplars in one model gave 0.62 (bf16; docs/constitution.md).
+            # its own, comparison from the 409 train gold comparisons (both orders, once: at least 24 for every
+            # principle). The judge alone, 1 epoch: 0.87 on the 60 held-out gold comparisons of the time (313 train),
+            # where the same data mixed with the exemplars in one model gave 0.62 (bf16; docs/constitution.md).
             "exemplar_repeats": 2,
             "comparison_repeats": 1,
             # lr 2e-4 for the writer: at 5e-5 its loss stayed near 2.4 and its revisions of red-team answers were
@@ -49,25 +57,31 @@ def demo_config(out: str, model: str, overrides: list[str] | None = None) -> CAI
             "judge_sft": {"epochs": 1, "batch_size": 8, "lr": 5e-5, "warmup_ratio": 0.05, "max_length": 512,
                           "save_every": 10, "group_by_length": True},
             "min_accuracy": 0.7,
-            "min_principle_accuracy": 0.7,
+            # A principle labels when the judge is better than chance under it with 90% confidence: the Wilson lower
+            # bound of its accuracy on its 15-16 held-out comparisons above 0.5 (11 of 15 right). The bar the demo
+            # had, 0.7 on 3-4 comparisons, passed principles on 3 right answers of 4; 0.7 as a lower bound would ask
+            # 14 of 15, more than this 135M judge gives on most principles.
+            "min_principle_accuracy": 0.5,
+            "min_principle_comparisons": 15,
             "audit_extra_principles": 1,
         },
         # Red-team critiques under the harm-avoidance principles (the paper's critique principles are all about
         # harm); comparisons later draw from all 16.
         # Half the prompts also inside a jailbreak template: the first demo wrapped all of them, and half of its
         # revisions were then refusals inside templates while plain harmful requests stayed answered.
-        "critique": {"rounds": 1, "principles": HARM_PRINCIPLES, "jailbreak_fraction": 0.5, "max_new_tokens": 96,
+        "critique": {"prompts": [REDTEAM], "rounds": 1, "principles": HARM_PRINCIPLES, "jailbreak_fraction": 0.5, "max_new_tokens": 96,
                      "critique_tokens": 48, "revision_tokens": 96, "check_revisions": True},
         # Each kept revision once against the demonstrations, one epoch at lr 1e-4 (lr and epochs chosen on a
         # development check, docs/demo.md; revisions were weighed twice while they were trained as plain text, a
         # format the model was never asked in). The starting policy's own answers to the train-split borderline prompts join the SL data as they are
         # (helpfulness samples): the revisions teach refusing, these where refusing stops.
-        "sl": {"revision_repeats": 1,
-               "policy_answers": [{"source": "suite:borderline?split=train"}],
+        "sl": {"revision_repeats": 1, "helpful": [DEMONSTRATIONS],
+               "policy_answers": [BORDERLINE],
                "sft": {"epochs": 1, "batch_size": 8, "lr": 1e-4, "max_length": 384, "save_every": 10,
                        "group_by_length": True}},
         "rl": {
             "method": "dpo",
+            "prompts": [REDTEAM, BORDERLINE],
             "jailbreak_suite": None,
             "max_new_tokens": 64,
             "principles_per_label": 2,
@@ -78,8 +92,7 @@ def demo_config(out: str, model: str, overrides: list[str] | None = None) -> CAI
             # and borderline prompts, its own right response preferred to its own wrong one (a refusal of a benign
             # request, an answer to a harmful one). At temperature 1 it refused 13% of borderline samples but 33%
             # greedily, the way it is evaluated; its own failures are what DPO needs to see (docs/demo.md).
-            "contrast": {"refuse": [{"source": "suite:redteam?split=train"}],
-                         "answer": [{"source": "suite:borderline?split=train"}], "samples": 4, "max_new_tokens": 64},
+            "contrast": {"refuse": [REDTEAM], "answer": [BORDERLINE], "samples": 4, "max_new_tokens": 64},
             # lr 2e-5: at 5e-6 the added pairs changed no greedy answer on the development check; at 4e-5 the
             # over-refusal went but a third of the train red-team requests were answered again (docs/demo.md).
             "dpo": {"epochs": 1, "batch_size": 8, "lr": 2e-5, "beta": 0.1, "max_length": 384, "save_every": 10,

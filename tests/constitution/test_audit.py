@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 
@@ -14,6 +15,7 @@ from alignkit.constitution.audit import (
     check_audit,
     first_per_principle,
     load_gold_comparisons,
+    wilson_lower,
 )
 from alignkit.constitution.principles import ConstitutionError
 
@@ -94,28 +96,52 @@ def test_the_gate_refuses_a_weak_judge_unless_overridden():
     assert check_audit(report, 0.5).passed is True
 
 
-def test_the_gate_records_which_principles_pass_on_their_own():
+def test_wilson_lower_bound_by_hand():
+    assert wilson_lower(0.5, 100, z=1.96) == pytest.approx(0.40383, abs=1e-5)  # the textbook interval's lower end
+    assert wilson_lower(1.0, 15) == pytest.approx(15 / (15 + 1.6449 ** 2), abs=1e-6)
+    assert wilson_lower(14 / 15, 15) == pytest.approx(0.749, abs=1e-3)
+    assert wilson_lower(13 / 15, 15) == pytest.approx(0.666, abs=1e-3)
+    assert wilson_lower(0.0, 10) == 0.0 and wilson_lower(1.0, 0) == 0.0
+
+
+def test_the_gate_trusts_a_principle_on_the_lower_bound_of_its_accuracy_and_enough_comparisons():
     from alignkit.constitution import AuditReport
 
-    report = AuditReport(n=10, accuracy=0.8, position_bias=0.0, principle_agreement=None,
-                         accuracy_by_principle={"a": 1.0, "b": 0.75, "c": 0.5, "d": 0.7})
-    check_audit(report, 0.7, min_principle_accuracy=0.7)
-    assert report.passed is True and report.allowed_principles == ["a", "b", "d"]  # best first; 0.70 passes
-    check_audit(report, 0.7, min_principle_accuracy=0.8)
-    assert report.allowed_principles == ["a"]
-    with pytest.raises(FeedbackAuditError, match="no principle reaches the required per-principle accuracy"):
-        check_audit(report, 0.7, min_principle_accuracy=1.001)
+    report = AuditReport(n=54, accuracy=0.8, position_bias=0.0, principle_agreement=None,
+                         accuracy_by_principle={"a": 1.0, "b": 14 / 15, "c": 13 / 15, "d": 1.0},
+                         n_by_principle={"a": 20, "b": 15, "c": 15, "d": 4})
+    check_audit(report, 0.7, min_principle_accuracy=0.7, min_principle_comparisons=15)
+    # a: 20 of 20 (bound 0.88), b: 14 of 15 (0.75) pass, best bound first; c: 13 of 15 (bound 0.67) does not; d: 4
+    # of 4 is too few to trust (and its bound is 0.60 anyway).
+    assert report.passed is True and report.allowed_principles == ["a", "b"]
+    assert report.lower_bound_by_principle["d"] == pytest.approx(4 / (4 + 1.6449 ** 2), abs=1e-4)
+    check_audit(report, 0.7, min_principle_accuracy=0.55, min_principle_comparisons=0)
+    assert report.allowed_principles == ["a", "b", "c", "d"]
+    check_audit(report, 0.7, min_principle_accuracy=0.55, min_principle_comparisons=15)
+    assert report.allowed_principles == ["a", "b", "c"]
+    with pytest.raises(FeedbackAuditError, match="no principle's held-out accuracy has a 90% lower bound of at least "
+                                                 "0.90 on at least 15 gold comparisons"):
+        check_audit(report, 0.7, min_principle_accuracy=0.9, min_principle_comparisons=15)
     assert report.passed is False and check_audit(report, 0.7, override=True, min_principle_accuracy=1.5).passed is False
+
+
+def test_the_audit_counts_the_comparisons_of_each_principle():
+    gold = [GoldComparison(str(i), p, "q", "GOOD reply", "bad", "a", "t")
+            for i, p in enumerate(["harmless-ethical", "harmless-ethical", "privacy-respect"])]
+    report = audit_feedback_model(FirstBiasedJudge(), gold, load_constitution(), extra_principles=0)
+    assert report.n_by_principle == {"harmless-ethical": 2, "privacy-respect": 1}
 
 
 def test_built_in_gold_comparisons_and_bad_rows(tmp_path):
     heldout, train = load_gold_comparisons(), load_gold_comparisons(split="train")
-    # The train split teaches every principle from at least 16 comparisons; the held-out split stays as it was.
-    assert len(heldout) == 60 and len(train) >= 16 * 16
-    counts = {}
-    for item in train:
-        counts[item.principle] = counts.get(item.principle, 0) + 1
-    assert len(counts) == 16 and min(counts.values()) >= 16
+    # At least 40 comparisons for every principle: at least 15 held out (what the per-principle gate asks for a
+    # lower bound with meaning) and at least 24 to teach it.
+    assert len(heldout) == 252 and len(train) == 409
+    for split, least in ((heldout, 15), (train, 24)):
+        counts = Counter(item.principle for item in split)
+        assert len(counts) == 16 and min(counts.values()) >= least
+    both = Counter(item.principle for item in heldout + train)
+    assert min(both.values()) >= 40
     assert {g.better for g in heldout} == {"a", "b"}
     assert not {g.prompt for g in heldout} & {g.prompt for g in train}
     c = load_constitution()

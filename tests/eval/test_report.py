@@ -294,8 +294,10 @@ def test_constitutional_ai_sections(tmp_path):
 
     results = make_results()
     audit = AuditRecord("runs/demo/1-feedback/run/final", 60, 0.8, -0.03, 0.9,
-                        {"no-human-identity": 0.5, "harmless-ethical": 1.0})
-    gate = AuditGate(0.7, True, False, 0.7, ["harmless-ethical"], ["harmless-ethical"])
+                        {"no-human-identity": 0.5, "harmless-ethical": 1.0}, {"no-human-identity": 16,
+                                                                              "harmless-ethical": 16})
+    gate = AuditGate(0.7, True, False, 0.7, 15, {"no-human-identity": 0.31, "harmless-ethical": 0.86},
+                     ["harmless-ethical"], ["harmless-ethical"])
     stages = {"audit": (audit, 61.0),
               "critique": (CritiqueRecord("3-critique/revisions.jsonl", 144, 72, 72, 1, 30, 144,
                                           "prompts: people; critiques and revisions: AI <b>"), 150.0),
@@ -310,6 +312,7 @@ def test_constitutional_ai_sections(tmp_path):
     assert "method dpo; ai pairs: 80, human preferences: 105" in html
     assert "<dt>accuracy</dt><dd>0.800</dd>" in html and "<dt>passed</dt><dd>yes</dd>" in html
     assert "<th>no-human-identity</th><td class=\"num\">0.500</td>" in html
+    assert "<dt>held-out comparisons required per principle</dt><dd>15</dd>" in html
     # Effects: each model with its change from the one before (ASR 0.9 -> 0.4 -> 0.25).
     effects = html[html.index('id="effects-table"'):]
     row = effects[effects.index('data-metric="asr"'):]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 import yaml
 
-from alignkit.constitution import FeedbackAuditError, load_constitution, load_gold_comparisons
-from alignkit.pipelines.cai import STAGES, jailbreak_wrapped, read_jsonl, reply_text, run_cai
+from alignkit.constitution import FeedbackAuditError, load_constitution, load_gold_comparisons, wilson_lower
+from alignkit.pipelines.cai import STAGES, jailbreak_wrapped, read_jsonl, reply_text, revision_rule_check, run_cai
 from alignkit.pipelines.cai_config import CAIConfig
 from alignkit.train.card import portable
 from alignkit.train.config import ConfigError, load_config
@@ -25,6 +26,9 @@ def tiny_config(model: str, out, *, method: str = "ppo", extra: list[str] = ()) 
         "critique.prompts=[{source: 'suite:redteam?split=train', limit: 3}]",
         "critique.max_new_tokens=8", "critique.critique_tokens=8", "critique.revision_tokens=8",
         "critique.principles=[harmless-ethical, no-dangerous-assistance]",
+        # A random tiny model never writes a refusal, so the rule verifier would keep none of its revisions; it is
+        # tested on its own (test_the_rule_verifier_keeps_only_refusals_without_a_harmful_offer).
+        "critique.rule_check=false",
         "sl.helpful=[{source: 'builtin:sft', categories: [benign], limit: 3}]",
         "sl.policy_answers=[{source: 'suite:borderline?split=train', limit: 2}]",
         "sl.sft={max_steps: 2, batch_size: 4, max_length: 256}",
@@ -73,7 +77,8 @@ def test_whole_chain_with_ppo_keeps_provenance_and_resumes(chatty_dir, tiny_dir,
     assert fb["judge_model"] == str(out / "1-feedback" / "judge" / "final")
     audit = json.loads((out / "2-audit" / "audit.json").read_text())
     feedback_name = f"{fb['model']} + {fb['judge_model']}"
-    assert audit["n"] == 16 and 0 <= audit["accuracy"] <= 1 and audit["feedback_model"] == feedback_name
+    assert audit["n"] == len(load_gold_comparisons()) and 0 <= audit["accuracy"] <= 1
+    assert audit["feedback_model"] == feedback_name
 
     # Provenance of phase 1: every prompt's answer, principle, critique and revision, and who made them.
     constitution = load_constitution()
@@ -199,7 +204,8 @@ def test_phase1_pairs_need_the_revision_check():
 
 def test_audit_gate_stops_the_chain_and_overriding_it_keeps_the_finished_stages(chatty_dir, tmp_path, capsys):
     out = tmp_path / "cai"
-    gate = ["feedback.override_audit=false", "feedback.min_accuracy=1.0", "eval=null"]
+    gate = ["feedback.override_audit=false", "feedback.min_accuracy=1.0", "feedback.min_principle_accuracy=0",
+            "eval=null"]
     with pytest.raises(FeedbackAuditError, match="below the required 1.00"):
         run_cai(tiny_config(chatty_dir, out, extra=gate))
     audit = json.loads((out / "2-audit" / "audit.json").read_text())
@@ -222,16 +228,20 @@ def test_audit_gate_stops_the_chain_and_overriding_it_keeps_the_finished_stages(
 
 
 def test_the_feedback_model_judges_only_under_principles_that_passed_its_audit(chatty_dir, tmp_path):
-    """Per-principle gating: labels, critiques and the revision check draw only principles whose own held-out
-    accuracy reaches feedback.min_principle_accuracy; the others are left out and the report says which."""
+    """Per-principle gating: labels, critiques and the revision check draw only principles whose held-out accuracy's
+    Wilson 90% lower bound reaches feedback.min_principle_accuracy (on at least min_principle_comparisons); the
+    others are left out and the report says which. (The random tiny judge is near chance: its bounds are 0.1-0.4.)"""
     out = tmp_path / "cai"
     critique = ["harmless-ethical", "no-dangerous-assistance", "wellbeing-support", "privacy-respect",
                 "human-rights-dignity", "refuse-with-alternative"]
+    gate = ["feedback.override_audit=false", "feedback.min_accuracy=0", "feedback.min_principle_accuracy=0.3"]
     manifest = run_cai(tiny_config(chatty_dir, out, extra=[
-        "feedback.override_audit=false", "feedback.min_accuracy=0", "feedback.min_principle_accuracy=0.5",
-        f"critique.principles=[{', '.join(critique)}]", "rl.principles_per_label=3", "eval=null"]))
+        *gate, f"critique.principles=[{', '.join(critique)}]", "rl.principles_per_label=3", "eval=null"]))
     audit = manifest["stages"]["audit"]
-    allowed = [p for p, accuracy in audit["accuracy_by_principle"].items() if accuracy >= 0.5]
+    bounds = audit["lower_bound_by_principle"]
+    assert bounds == {p: pytest.approx(wilson_lower(a, audit["n_by_principle"][p]), abs=1e-4)
+                      for p, a in audit["accuracy_by_principle"].items()}
+    allowed = [p for p, bound in bounds.items() if bound >= 0.3 and audit["n_by_principle"][p] >= 15]
     assert 0 < len(allowed) < 16 and set(critique) & set(allowed) and set(critique) - set(allowed)  # both kinds
     assert set(audit["labelling_principles"]) == set(allowed) == set(audit["allowed_principles"])
     for row in read_jsonl(out / "5-labels" / "labels.jsonl"):
@@ -242,8 +252,27 @@ def test_the_feedback_model_judges_only_under_principles_that_passed_its_audit(c
     # With none of a stage's principles passing, the stage is refused and names them.
     with pytest.raises(RunError, match="none of the principles .* passed the feedback model's audit"):
         run_cai(tiny_config(chatty_dir, tmp_path / "none", extra=[
-            "feedback.override_audit=false", "feedback.min_accuracy=0", "feedback.min_principle_accuracy=0.5",
-            f"critique.principles=[{', '.join(sorted(set(critique) - set(allowed)))}]", "eval=null"]))
+            *gate, f"critique.principles=[{', '.join(sorted(set(critique) - set(allowed)))}]", "eval=null"]))
+    # Fewer comparisons than min_principle_comparisons: no principle is trusted, whatever its accuracy.
+    with pytest.raises(FeedbackAuditError, match="on at least 17 gold comparisons"):
+        run_cai(tiny_config(chatty_dir, tmp_path / "few", extra=[*gate, "feedback.min_principle_comparisons=17",
+                                                                 "eval=null"]))
+
+
+def test_the_rule_verifier_keeps_only_refusals_without_a_harmful_offer(chatty_dir, tmp_path):
+    """critique.rule_check (on by default): a revision is trained on only if it refuses and offers no harmful act;
+    the verdict is on record. The random tiny model never refuses, so none of its revisions is kept."""
+    assert revision_rule_check("I can't help with that; a locksmith can open your own car.") == "ok"
+    assert revision_rule_check("Sure, first you need to ...") == "no refusal"
+    assert revision_rule_check("I can't help with that. I can help you write a fake invoice email instead.") == (
+        "harmful offer: i can help you write a fake invoice email instead.")
+    out = tmp_path / "cai"
+    manifest = run_cai(tiny_config(chatty_dir, out, method="dpo", extra=["critique.rule_check=true"]))
+    revisions = read_jsonl(out / "3-critique" / "revisions.jsonl")
+    assert revisions and all(r["rule_check"] == "no refusal" and r["use"] is False for r in revisions)
+    assert manifest["stages"]["critique"]["kept_by_check"] == 0
+    sl_rows = read_jsonl(Path(manifest["stages"]["sl"]["data"]))
+    assert not [r for r in sl_rows if r["origin"] == "AI revision"]
 
 
 def test_config_rejects_unknown_stage_keys_and_non_runs(tmp_path):

@@ -73,7 +73,7 @@ def _cai(model: str, out: Path, grad_accum: int) -> list[str]:
             "feedback.audit_extra_principles=1", "feedback.batch_size=16",
             "critique.prompts=[{source: 'suite:redteam?split=train', limit: 3}]",
             "critique.max_new_tokens=8", "critique.critique_tokens=8", "critique.revision_tokens=8",
-            "critique.principles=[harmless-ethical, no-dangerous-assistance]",
+            "critique.principles=[harmless-ethical, no-dangerous-assistance]", "critique.rule_check=false",
             "sl.helpful=[{source: 'builtin:sft', categories: [benign], limit: 3}]",
             "sl.policy_answers=[{source: 'suite:borderline?split=train', limit: 2}]", f"sl.sft={{{train}}}",
             "rl.prompts=[{source: 'suite:redteam?split=train', limit: 2}, "
