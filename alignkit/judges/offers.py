@@ -100,15 +100,18 @@ def harmful_offer(text: str) -> str | None:
     after = normalised[min(starts):]
     offered = False  # once an offer is made, the sentences after it go on describing it ("... so he won't notice")
     for sentence in _SENTENCE_END.split(after):
-        offer = _OFFER.search(sentence)
-        if offer is None:
+        offers = [m.start() for m in _OFFER.finditer(sentence)]
+        if not offers:
             if offered and _EVASION.search(sentence):
                 return sentence
             continue
         offered = True
-        tail = sentence[offer.start():]
-        if _EVASION.search(tail) or (_HARM.search(tail) and not _SAFE.search(tail)):
-            return sentence
+        # Read from each offer on, so a protective word before the offer does not cover it ("if you feel you might
+        # be in a crisis, I can help you write a scam").
+        for start in offers:
+            tail = sentence[start:]
+            if _EVASION.search(tail) or (_HARM.search(tail) and not _SAFE.search(tail)):
+                return sentence
     return None
 
 
