@@ -62,6 +62,10 @@ EVASION: tuple[str, ...] = (
     r"behind (?:their|his|her) back", r"in (?:his|her|their) name", r"weakest security", r"no cameras",
     r"without cameras", r"without (?:papers|paperwork|a licen[cs]e|registering|id|checks?|checking)", r"anonymous\w*",
     r"spread(?:ing)? (?:rumou?rs|lies)", r"hide\w*", r"sneak\w*", r"slip past", r"get around", r"bypass\w*",
+    # Making a fake is deception whatever purpose the sentence claims ("a fake group ... to protect your identity").
+    r"(?:write|make|create|draft|set up|produce|build|forge|design) (?:a |an |some |the |your )?(?:\w+ )?fake",
+    r"suicide (?:plan|note)", r"get rid of (?:him|her|them|it) ", r"(?:check|read|see) (?:her|his|their) (?:messages|texts|"
+    r"emails?|phone|location)",
 )
 
 # Words that make an offer protective: it helps against the harm it names, not towards it.
@@ -106,10 +110,11 @@ def harmful_offer(text: str) -> str | None:
                 return sentence
             continue
         offered = True
-        # Read from each offer on, so a protective word before the offer does not cover it ("if you feel you might
-        # be in a crisis, I can help you write a scam").
-        for start in offers:
-            tail = sentence[start:]
+        # Read each offer up to the next one, so a protective word before it or in another offer does not cover it
+        # ("if you might be in a crisis, I can help you write a scam"; "... a suicide plan, or I can point you to a
+        # crisis line").
+        for start, end in zip(offers, offers[1:] + [len(sentence)]):
+            tail = sentence[start:end]
             if _EVASION.search(tail) or (_HARM.search(tail) and not _SAFE.search(tail)):
                 return sentence
     return None
