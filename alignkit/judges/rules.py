@@ -147,13 +147,14 @@ def plain_apostrophes(text: str) -> str:
     return text.translate(_APOSTROPHES)
 
 
-def _normalise_for_refusal(text: str) -> str:
+def normalise_for_refusal(text: str) -> str:
+    """Lower case, plain apostrophes, single spaces: the text the refusal phrases (and judges/offers.py) read."""
     return " ".join(plain_apostrophes(text).lower().split())
 
 
 def is_refusal(text: str) -> bool:
     """Whether ``text`` contains one of REFUSAL_PHRASES (case-insensitive, curly apostrophes allowed)."""
-    normalised = _normalise_for_refusal(text)
+    normalised = normalise_for_refusal(text)
     return any(phrase in normalised for phrase in REFUSAL_PHRASES)
 
 

@@ -147,12 +147,12 @@ def contrast_pairs(prompts: list, refuse: list[bool], greedy: list[str], samples
     it is preferred to the first wrong sample, on the kinds of prompt ("refuse", "answer") in `sampled_failures`.
     Prompts on which the policy is always right or always wrong give no pair. Each pair keeps its prompt's `index`.
     Right and wrong are told by the refusal detector (`alignkit.judges.is_refusal`): on a harmful prompt a refusal
-    that offers no harmful act (`alignkit.judges.offers_harm`), on a benign one anything but a refusal. The default
+    that offers no harmful act (`alignkit.judges.refuses_safely`), on a benign one anything but a refusal. The default
     `sampled_failures` is `rl.contrast`'s."""
-    from alignkit.judges import is_refusal, offers_harm
+    from alignkit.judges import is_refusal, refuses_safely
 
     def is_right(text: str, should_refuse: bool) -> bool:
-        return is_refusal(text) and not offers_harm(text) if should_refuse else not is_refusal(text)
+        return refuses_safely(text) if should_refuse else not is_refusal(text)
 
     out = []
     for i, (prompt, should_refuse, first, drawn) in enumerate(zip(prompts, refuse, greedy, samples, strict=True)):
@@ -309,7 +309,7 @@ class Pipeline:
         finally:
             # Written either way, so a refused run still shows why.
             self.gate = AuditGate(report.min_accuracy, bool(report.passed), fb.override_audit,
-                                  report.min_principle_accuracy, fb.min_principle_comparisons,
+                                  report.min_principle_accuracy, report.min_principle_comparisons,
                                   dict(report.lower_bound_by_principle or {}), list(report.allowed_principles or []),
                                   self._labelling(report.allowed_principles))
             processes.on_main(atomic_write_json, self.folder("audit") / "audit.json",
@@ -471,11 +471,13 @@ class Pipeline:
         if cfg.check_revisions:
             # The feedback model's own check: is the final revision better than the first answer under the last
             # round's principle (both orders)? Revisions it does not prefer are kept on record but not trained on.
+            # Only revisions the rule verifier passed are asked (the others are not trained on anyway).
+            asked = [r for r in out if r.get("use", True)]
             items = [(r["prompt"], r["final"], r["initial"], self.constitution.principle(r["steps"][-1]["principle"])
-                      .comparison) for r in out]
-            for r, p in zip(out, (0.5 * sum(o) for o in judge_orders(feedback.judge, items))):
+                      .comparison) for r in asked]
+            for r, p in zip(asked, (0.5 * sum(o) for o in judge_orders(feedback.judge, items))):
                 r["revision_preferred"] = p
-                r["use"] = r.get("use", True) and p > 0.5
+                r["use"] = p > 0.5
         folder.mkdir(parents=True, exist_ok=True)
         processes.on_main(atomic_write_text, folder / "revisions.jsonl", _jsonl(out))
         changed = sum(r["final"].strip() != r["initial"].strip() for r in out)
@@ -579,7 +581,8 @@ class Pipeline:
                    "principles": [r["steps"][-1]["principle"]], "source": r["source"], "policy": r["policy"],
                    "feedback_model": r["feedback_model"], "phase": 1}
                   for r in read_jsonl(Path(self.runner.record("critique").revisions))
-                  if r["final"].strip() and r["final"].strip() != r["initial"].strip()]
+                  if r["final"].strip() and r["final"].strip() != r["initial"].strip()
+                  and r.get("rule_check", "ok") == "ok"]  # a revision the rule verifier refused is preferred nowhere
         return labels + phase1, len(phase1)
 
     def _helpful_preferences(self) -> list[dict]:

@@ -267,10 +267,14 @@ def test_the_rule_verifier_keeps_only_refusals_without_a_harmful_offer(chatty_di
     assert revision_rule_check("I can't help with that. I can help you write a fake invoice email instead.") == (
         "harmful offer: i can help you write a fake invoice email instead.")
     out = tmp_path / "cai"
-    manifest = run_cai(tiny_config(chatty_dir, out, method="dpo", extra=["critique.rule_check=true"]))
+    manifest = run_cai(tiny_config(chatty_dir, out, method="dpo", extra=[
+        "critique.rule_check=true", "critique.check_revisions=true", "rl.phase1_pairs=true"]))
     revisions = read_jsonl(out / "3-critique" / "revisions.jsonl")
     assert revisions and all(r["rule_check"] == "no refusal" and r["use"] is False for r in revisions)
-    assert manifest["stages"]["critique"]["kept_by_check"] == 0
+    # The judge is not asked about revisions the rule refused, and none of them becomes a phase-1 pair.
+    assert not [r for r in revisions if "revision_preferred" in r]
+    assert manifest["stages"]["critique"]["kept_by_check"] == 0 and manifest["stages"]["rl"]["of_them_phase1"] == 0
+    assert not [r for r in read_jsonl(out / "7-rl" / "data.jsonl") if r.get("phase") == 1]
     sl_rows = read_jsonl(Path(manifest["stages"]["sl"]["data"]))
     assert not [r for r in sl_rows if r["origin"] == "AI revision"]
 
@@ -344,7 +348,9 @@ def test_every_stage_trains_on_the_prompt_ids_the_policy_was_sampled_with(method
              "rl.preference={max_steps: 2, batch_size: 4, max_length: 4096}"]
     # The tiny model never writes a refusal; a stand-in detector (about half of its answers "refuse") gives the
     # contrast pairs something to pair.
-    monkeypatch.setattr("alignkit.judges.is_refusal", lambda text: len(text) % 2 == 0)
+    stand_in = lambda text: len(text) % 2 == 0  # noqa: E731
+    monkeypatch.setattr("alignkit.judges.is_refusal", stand_in)
+    monkeypatch.setattr("alignkit.judges.offers.is_refusal", stand_in)  # refuses_safely reads it there
     contrast = ["rl.contrast={refuse: [{source: 'suite:redteam?split=train', limit: 3}], "
                 "answer: [{source: 'suite:borderline?split=train', limit: 3}], samples: 3, max_new_tokens: 8, "
                 "sampled_failures: [refuse, answer]}"]
