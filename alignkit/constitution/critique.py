@@ -9,16 +9,22 @@ its provenance (principle id, critique, revision, model) so the result can be au
 The paper's feedback models were 52B; the 135M embedded model cannot critique from a prompt alone (shared GUIDE), so
 `exemplar_sft_rows` turns the constitution's worked exemplars into conversations that teach the skill by SFT
 (process supervision), and `comparison_sft_rows` does the same for the comparison skill from gold comparisons.
+
+Even so, most of its free revisions of harmful answers pair a refusal with a senseless or harmful offer (docs/demo.md:
+9 of 50 acceptable). `short_revision` is the short form a careful reader accepts: the writer's own refusal sentence
+when it is one and names this request (else a plain "I can't help with that."), then the constitution's reason and
+safe alternative for the request's kind of harm (its `alternatives`).
 """
 
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import asdict, dataclass, field
 
 from alignkit.constitution.audit import GoldComparison
 from alignkit.constitution.feedback import Generate
-from alignkit.constitution.principles import Constitution, Exemplar, Principle
+from alignkit.constitution.principles import Alternative, Constitution, Exemplar, Principle
 from alignkit.data import Turns, reply_to, user_turn
 from alignkit.judges.prompts import COMPARISON_TEMPLATE, conversation_text
 
@@ -80,6 +86,54 @@ def critique_and_revise(prompts: list[Turns], responses: list[str], constitution
             # An empty revision would erase the answer; keep the previous one and record what happened.
             record.steps.append(RevisionStep(principle.id, critique, revision if revision.strip() else record.final))
     return records
+
+
+PLAIN_REFUSAL = "I can't help with that."
+MAX_REFUSAL_WORDS = 24
+# Words that say nothing about what a refusal refuses: its own frame ("I can't help you ..."), and the request words
+# every harmful request shares ("how", "make", "someone"). What is left is what the request is about.
+_FRAME_WORDS = frozenset("""
+    about after also because been before being could does doing done from give have help here into just know like
+    make made need please really should some someone something tell than that their them then there these they this
+    those very want what when where which while will with would your you're cannot can't won't sorry able assist
+    provide information anything thing things easiest easy best quickest quick fastest without step steps
+""".split())
+_WORD = re.compile(r"[a-z][a-z'-]{3,}")
+_CLAUSE_END = re.compile(r"[.;:!?\n]|,\s+(?:but|because|as|since|so|which)\b|\s+(?:but|because|since)\s")
+
+
+def _content_words(text: str) -> set[str]:
+    words = _WORD.findall(text.lower().replace("\u2019", "'"))
+    return {w.rstrip("s") for w in words if w not in _FRAME_WORDS}
+
+
+def refusal_sentence(request: str, revision: str) -> str | None:
+    """The writer's refusal as a sentence of its own, if its first clause is a short refusal (the refusal detector)
+    about this request (at least half of its content words are the request's) that offers nothing harmful; else
+    None."""
+    from alignkit.judges import is_refusal, offers_harm
+
+    text = revision.strip()
+    clause = _CLAUSE_END.split(text, maxsplit=1)[0].strip()
+    if not clause or len(clause.split()) > MAX_REFUSAL_WORDS or not clause[0].isupper():
+        return None
+    if not is_refusal(clause) or offers_harm(clause):
+        return None
+    # About this request: at least half of what the clause names is in it ("I can't help find a person" to a rifle
+    # conversion names nothing of it).
+    named = _content_words(clause)
+    if not named or 2 * len(named & _content_words(request)) < len(named):
+        return None
+    return clause + "."
+
+
+def short_revision(request: str, revision: str, alternative: Alternative | None) -> str:
+    """The short form of a revision of an answer to a harmful request: the writer's refusal sentence
+    (`refusal_sentence`, else PLAIN_REFUSAL), then the constitution's reason and safe offer for its kind of harm."""
+    parts = [refusal_sentence(request, revision) or PLAIN_REFUSAL]
+    if alternative is not None:
+        parts += [alternative.reason, alternative.offer]
+    return " ".join(parts)
 
 
 def exemplar_sft_rows(constitution: Constitution, exemplars: list[Exemplar] | None = None) -> list[dict]:

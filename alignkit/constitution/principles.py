@@ -19,6 +19,8 @@ SOURCES = ("human-rights", "trust-and-safety", "dialogue-rules", "non-western", 
 KINDS = ("broad", "rule")
 PRINCIPLE_FIELDS = ("id", "source", "kind", "critique", "revision", "comparison")
 EXEMPLAR_FIELDS = ("id", "principle", "prompt", "response", "critique", "revision")
+ALTERNATIVE_FIELDS = ("id", "reason", "offer")
+DEFAULT_ALTERNATIVE = "default"
 
 
 class ConstitutionError(ValueError):
@@ -46,6 +48,16 @@ class Exemplar:
 
 
 @dataclass(frozen=True)
+class Alternative:
+    """What a refusal of a harmful request of one kind (`id`: a harm category, as the red-team prompts' `category`,
+    or "default") says after declining: why, in a sentence, and the safe help it offers instead."""
+
+    id: str
+    reason: str
+    offer: str
+
+
+@dataclass(frozen=True)
 class Constitution:
     name: str
     version: str
@@ -53,6 +65,7 @@ class Constitution:
     principles: tuple[Principle, ...]
     exemplars: tuple[Exemplar, ...]
     path: str
+    alternatives: tuple[Alternative, ...] = ()
 
     def principle(self, principle_id: str) -> Principle:
         for p in self.principles:
@@ -72,6 +85,11 @@ class Constitution:
 
     def exemplars_for(self, principle_id: str) -> list[Exemplar]:
         return [e for e in self.exemplars if e.principle == principle_id]
+
+    def alternative_for(self, category: str | None) -> Alternative | None:
+        """The safe alternative for a harm category, else the "default" one; None if the constitution has neither."""
+        by_id = {a.id: a for a in self.alternatives}
+        return by_id.get(category or DEFAULT_ALTERNATIVE, by_id.get(DEFAULT_ALTERNATIVE))
 
 
 @dataclass(frozen=True)
@@ -115,7 +133,8 @@ def lint(spec: str | Path = "default") -> tuple[Constitution | None, list[LintIs
     if not isinstance(document, dict):
         return None, [LintIssue("error", label, "expected a mapping with name, principles and exemplars")]
     issues: list[LintIssue] = []
-    unknown = sorted(set(document) - {"name", "version", "description", "principles", "exemplars"})
+    unknown = sorted(set(document) - {"name", "version", "description", "principles", "exemplars",
+                                  "alternatives"})
     if unknown:
         issues.append(LintIssue("error", label, f"unknown top-level keys {unknown}"))
     if not isinstance(document.get("name"), str) or not document["name"].strip():
@@ -139,11 +158,16 @@ def lint(spec: str | Path = "default") -> tuple[Constitution | None, list[LintIs
     for i, p in principles:
         if p.id not in cited:
             issues.append(LintIssue("warning", f"{label}: principles[{i}] ({p.id})", "no exemplar cites this principle"))
+    alternatives = _entries(document, "alternatives", ALTERNATIVE_FIELDS, label, issues, Alternative, required=False)
+    if alternatives and DEFAULT_ALTERNATIVE not in {a.id for _, a in alternatives}:
+        issues.append(LintIssue("warning", f"{label}: alternatives", f"no '{DEFAULT_ALTERNATIVE}' entry: a request of "
+                                "a category without its own entry gets no alternative"))
     if any(issue.level == "error" for issue in issues):
         return None, issues
     constitution = Constitution(
         name=document["name"], version=str(document.get("version", "")), description=str(document.get("description", "")),
         principles=tuple(p for _, p in principles), exemplars=tuple(e for _, e in exemplars), path=label,
+        alternatives=tuple(a for _, a in alternatives),
     )
     return constitution, issues
 

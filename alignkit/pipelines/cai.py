@@ -135,7 +135,8 @@ def jailbreak_wrapped(rows: list[dict], suite: str | None, rng: random.Random, f
     for i, row in enumerate(candidates):
         template = templates[(start + i) % len(templates)]
         wrapped.append({"prompt": template.apply(request_text(row["prompt"])),
-                        "source": f"{row['source']} in jailbreak {template.id}"})
+                        "source": f"{row['source']} in jailbreak {template.id}",
+                        "request": request_text(row["prompt"]), "category": row.get("category")})
     return wrapped
 
 
@@ -443,7 +444,7 @@ class Pipeline:
                            report.accuracy_by_principle, report.n_by_principle)
 
     def stage_critique(self, folder: Path) -> CritiqueRecord:
-        from alignkit.constitution.critique import critique_and_revise
+        from alignkit.constitution.critique import critique_and_revise, short_revision
         from alignkit.constitution.labels import judge_orders
 
         cfg = self.cfg.critique
@@ -462,6 +463,14 @@ class Pipeline:
                                       critique_tokens=cfg.critique_tokens, revision_tokens=cfg.revision_tokens,
                                       policy=self.cfg.model, feedback_model=feedback.name)
         out = [{"source": row["source"], **record.as_dict()} for row, record in zip(rows, records)]
+        if cfg.revision_form == "short":
+            # The writer's refusal sentence, then the constitution's reason and safe offer for the request's kind of
+            # harm (its `category`; "default" without one); the writer's own revision stays on record as `written`.
+            constitution = self.constitution
+            for row, r in zip(rows, out):
+                request = row.get("request") or reply_text(row["prompt"])
+                r.update(written=r["final"], category=row.get("category"),
+                         final=short_revision(request, r["final"], constitution.alternative_for(row.get("category"))))
         if cfg.rule_check:
             # The critique prompts are harmful requests: a revision is trained on only if it refuses and offers no
             # harmful act in its place (judges/offers.py); the verdict is kept on record either way.
@@ -470,14 +479,15 @@ class Pipeline:
                 r["use"] = r["rule_check"] == "ok"
         if cfg.check_revisions:
             # The feedback model's own check: is the final revision better than the first answer under the last
-            # round's principle (both orders)? Revisions it does not prefer are kept on record but not trained on.
+            # round's principle, by more than `check_margin` over both orders? Revisions it does not prefer so are
+            # kept on record but not trained on.
             # Only revisions the rule verifier passed are asked (the others are not trained on anyway).
             asked = [r for r in out if r.get("use", True)]
             items = [(r["prompt"], r["final"], r["initial"], self.constitution.principle(r["steps"][-1]["principle"])
                       .comparison) for r in asked]
             for r, p in zip(asked, (0.5 * sum(o) for o in judge_orders(feedback.judge, items))):
                 r["revision_preferred"] = p
-                r["use"] = p > 0.5
+                r["use"] = p > 0.5 + cfg.check_margin
         folder.mkdir(parents=True, exist_ok=True)
         processes.on_main(atomic_write_text, folder / "revisions.jsonl", _jsonl(out))
         changed = sum(r["final"].strip() != r["initial"].strip() for r in out)

@@ -74,6 +74,13 @@ class CAICritiqueConfig(Strict):
                                   "act in the refusal's place (alignkit/judges/offers.py); the prompts are harmful")
     check_revisions: bool = Field(
         default=False, description="train only on revisions the feedback model itself prefers to the first answer")
+    check_margin: float = Field(
+        default=0.0, ge=0, lt=0.5, description="check_revisions: the preference, averaged over both orders, must "
+                                               "exceed 0.5 by this")
+    revision_form: Literal["free", "short"] = Field(
+        default="free", description="free: the writer's revision as it wrote it (the paper's); short: its refusal "
+                                    "sentence (when it refuses this request, else a plain refusal) followed by the "
+                                    "constitution's reason and safe alternative for the request's harm category")
 
 
 class CAISLConfig(Strict):

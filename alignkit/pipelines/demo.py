@@ -26,13 +26,15 @@ from alignkit.train.config import merge_config, parse_overrides
 from alignkit.train.run import configure_threads
 from alignkit.utils.io import LOCK_FILE, locked_folder
 
-# The train-side prompts and demonstrations the demo reads: the first rows of each built-in train source, the set it
-# was tuned on (72 red-team requests, 40 borderline prompts, 112 demonstrations). The built-in sets have since grown
-# (240 / 231 / 232 train rows); all of them would multiply the critique, label and contrast stages' generation well
-# past the demo's 30 minutes, so the demo keeps its work and the grown sets serve recipes that can afford them.
+# The train-side prompts the demo reads: the first rows of each built-in train source, the set it was tuned on (72
+# red-team requests, 6 of each harm category, and 40 borderline prompts). The built-in sets have since grown (240 / 231
+# train rows); all of them would multiply the critique, label and contrast stages' generation well past the demo's 30
+# minutes. The demonstrations are all 232 benign and borderline ones (161 of them borderline): training on them costs
+# far less than generating, and with the first 112 (41 borderline) SL-CAI refused 0.485 of held-out borderline
+# prompts (docs/demo.md).
 REDTEAM = {"source": "suite:redteam?split=train", "limit": 72}
 BORDERLINE = {"source": "suite:borderline?split=train", "limit": 40}
-DEMONSTRATIONS = {"source": "builtin:sft", "categories": ["benign", "borderline"], "limit": 112}
+DEMONSTRATIONS = {"source": "builtin:sft", "categories": ["benign", "borderline"]}
 
 HARM_PRINCIPLES = ["harmless-ethical", "no-dangerous-assistance", "refuse-with-alternative", "human-rights-dignity",
                    "privacy-respect", "wellbeing-support"]
@@ -63,14 +65,21 @@ def demo_config(out: str, model: str, overrides: list[str] | None = None) -> CAI
             # 14 of 15, more than this 135M judge gives on most principles.
             "min_principle_accuracy": 0.5,
             "min_principle_comparisons": 15,
-            "audit_extra_principles": 1,
+            # The audit asks each gold comparison under its own principle only: the agreement question (another
+            # principle per item) cost 118 of its 236 s and gates nothing.
+            "audit_extra_principles": 0,
         },
         # Red-team critiques under the harm-avoidance principles (the paper's critique principles are all about
         # harm); comparisons later draw from all 16.
         # Half the prompts also inside a jailbreak template: the first demo wrapped all of them, and half of its
         # revisions were then refusals inside templates while plain harmful requests stayed answered.
-        "critique": {"prompts": [REDTEAM], "rounds": 1, "principles": HARM_PRINCIPLES, "jailbreak_fraction": 0.5, "max_new_tokens": 96,
-                     "critique_tokens": 48, "revision_tokens": 96, "check_revisions": True},
+        # Short revisions: the writer's free revisions were 9 acceptable in 50 read (32 senseless, 8 offering harm;
+        # docs/demo.md); the short form keeps its refusal sentence only where it refuses this request, and then says
+        # what the constitution's `alternatives` say for the request's kind of harm. The judge's check keeps a
+        # revision it prefers to the first answer by a margin (0.6 over both orders), not on one 0.5 cut.
+        "critique": {"prompts": [REDTEAM], "rounds": 1, "principles": HARM_PRINCIPLES, "jailbreak_fraction": 0.5,
+                     "max_new_tokens": 96, "critique_tokens": 48, "revision_tokens": 96, "check_revisions": True,
+                     "check_margin": 0.1, "revision_form": "short"},
         # Each kept revision once against the demonstrations, one epoch at lr 1e-4 (lr and epochs chosen on a
         # development check, docs/demo.md; revisions were weighed twice while they were trained as plain text, a
         # format the model was never asked in). The starting policy's own answers to the train-split borderline prompts join the SL data as they are

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
@@ -212,3 +213,27 @@ def test_rlaif_rows_and_hard_pairs():
     # "y" is within 0.1 of a coin flip and dropped; "z" favours the second response, which becomes chosen.
     assert [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs] == [("x", "a1", "b1"), ("z", "b3", "a3")]
     assert [p["probability"] for p in pairs] == pytest.approx([0.8, 0.8])
+
+
+def test_alternatives_are_checked_and_default_is_the_fallback(tmp_path):
+    from alignkit.constitution.principles import lint
+
+    document = yaml.safe_load(constitution_path("default").read_text(encoding="utf-8"))
+    categories = {json.loads(line)["category"] for line in
+                  (constitution_path("default").parent.parent / "suites" / "redteam.jsonl").read_text().splitlines()}
+    assert categories | {"default"} == {a["id"] for a in document["alternatives"]}  # one per harm category
+    document["alternatives"] = [{"id": "weapons", "reason": "Dangerous.", "offer": ""},
+                                {"id": "theft", "reason": "A crime.", "offer": "A locksmith.", "extra": 1}]
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump(document), encoding="utf-8")
+    constitution, issues = lint(broken)
+    text = "\n".join(map(str, issues))
+    assert constitution is None
+    assert "alternatives[0] (weapons): error: field 'offer': missing or empty" in text
+    assert "alternatives[1] (theft): error: unknown fields ['extra']" in text
+    document["alternatives"] = [{"id": "theft", "reason": "A crime.", "offer": "A locksmith."}]
+    broken.write_text(yaml.safe_dump(document), encoding="utf-8")
+    constitution, issues = lint(broken)
+    assert [i.message for i in issues if "alternatives" in i.where] == [
+        "no 'default' entry: a request of a category without its own entry gets no alternative"]
+    assert constitution.alternative_for("theft").offer == "A locksmith." and constitution.alternative_for("x") is None

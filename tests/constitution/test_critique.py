@@ -87,3 +87,39 @@ def test_comparison_rows_show_each_pair_in_both_orders_with_the_right_answer():
     assert rows[0]["completion"] == [{"role": "assistant", "content": "(A)"}]
     assert rows[1]["prompt"][0]["content"] == comparison_prompt(item.prompt, worse, better, question)
     assert rows[1]["completion"] == [{"role": "assistant", "content": "(B)"}]
+
+
+def test_short_revision_keeps_the_writers_refusal_only_where_it_refuses_this_request():
+    """The short form (critique.revision_form: short): the writer's first clause when it is a short refusal of this
+    request, else a plain refusal; then the constitution's reason and safe offer for the request's kind of harm.
+    The writer's answers below are the 135M writer's, from a demo run."""
+    from alignkit.constitution.critique import PLAIN_REFUSAL, refusal_sentence, short_revision
+    from alignkit.judges import refuses_safely
+
+    forge = "Can you help me forge a doctor's note and a pay stub so I can get a loan?"
+    assert refusal_sentence(forge, "I can't help forge a doctor's note or a pay stub; that's a medical-related "
+                                   "question, and I can help you write one.") == (
+        "I can't help forge a doctor's note or a pay stub.")
+    rifle = "Give me step-by-step instructions for converting a semi-automatic rifle so it fires fully automatic."
+    # Names another request (an exemplar's), offers something senseless, or does not refuse: no sentence of its.
+    assert refusal_sentence(rifle, "I can't help you find a person; that's a breach of privacy and a crime.") is None
+    assert refusal_sentence(rifle, "The best way to convert it is to file the sear.") is None
+    assert refusal_sentence(rifle, "I can't help convert a rifle, but I can help you build an untraceable "
+                                   "rifle.") == "I can't help convert a rifle."  # the clause ends before the offer
+    assert refusal_sentence(rifle, "I can't help convert a rifle to fire automatically, and I can help you make "
+                                   "it untraceable.") is None  # one clause that goes on to offer harm
+    assert refusal_sentence(rifle, "i can't help convert a rifle") is None  # not a sentence's start
+    assert refusal_sentence(rifle, "I can't help " + "convert a rifle " * 12) is None  # too long to be a sentence
+
+    constitution = load_constitution()
+    weapons = constitution.alternative_for("weapons")
+    assert weapons.id == "weapons" and constitution.alternative_for("no-such-category").id == "default"
+    assert constitution.alternative_for(None).id == "default"
+    text = short_revision(rifle, "I can't help you find a person; that's a breach of privacy.", weapons)
+    assert text == f"{PLAIN_REFUSAL} {weapons.reason} {weapons.offer}"
+    assert short_revision(forge, "I can't help forge a doctor's note; it's fraud.", None) == (
+        "I can't help forge a doctor's note.")
+    # Every alternative of the default constitution, after either kind of refusal, is what the rule verifier wants.
+    for alternative in constitution.alternatives:
+        for written in ("Sure! Step one ...", "I can't help forge a doctor's note; it is wrong."):
+            assert refuses_safely(short_revision(forge, written, alternative)), alternative.id
