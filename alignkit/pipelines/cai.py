@@ -92,6 +92,11 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in jsonl_lines(path.read_text(encoding="utf-8")) if line.strip()]
 
 
+def row_category(row: dict) -> str | None:
+    """A row's category: its `category` field, or a suite row's `group` (the red-team prompts' harm category)."""
+    return row.get("category", row.get("group"))
+
+
 def mix_rows(mixes: list[DataMix], kind: str) -> list[dict]:
     """Rows of every source, filtered by category and limited, each validated as `kind` and checked against the
     held-out evaluation data (a problem names its file, line and field); each keeps a `source` field saying where
@@ -104,7 +109,7 @@ def mix_rows(mixes: list[DataMix], kind: str) -> list[dict]:
     for mix in mixes:
         taken = 0
         for where, row in read_rows(mix.source):
-            if mix.categories is not None and row.get("category") not in mix.categories:
+            if mix.categories is not None and row_category(row) not in mix.categories:
                 continue
             if mix.limit is not None and taken >= mix.limit:
                 break
@@ -136,7 +141,7 @@ def jailbreak_wrapped(rows: list[dict], suite: str | None, rng: random.Random, f
         template = templates[(start + i) % len(templates)]
         wrapped.append({"prompt": template.apply(request_text(row["prompt"])),
                         "source": f"{row['source']} in jailbreak {template.id}",
-                        "request": request_text(row["prompt"]), "category": row.get("category")})
+                        "request": request_text(row["prompt"]), "category": row_category(row)})
     return wrapped
 
 
@@ -469,8 +474,9 @@ class Pipeline:
             constitution = self.constitution
             for row, r in zip(rows, out):
                 request = row.get("request") or reply_text(row["prompt"])
-                r.update(written=r["final"], category=row.get("category"),
-                         final=short_revision(request, r["final"], constitution.alternative_for(row.get("category"))))
+                category = row_category(row)
+                r.update(written=r["final"], category=category,
+                         final=short_revision(request, r["final"], constitution.alternative_for(category)))
         if cfg.rule_check:
             # The critique prompts are harmful requests: a revision is trained on only if it refuses and offers no
             # harmful act in its place (judges/offers.py); the verdict is kept on record either way.

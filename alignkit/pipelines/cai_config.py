@@ -24,7 +24,8 @@ class DataMix(Strict):
     """One source of rows for a Constitutional AI stage, optionally filtered by the rows' `category` field."""
 
     source: str = Field(description="a data source, as data.train takes it (file, builtin:NAME, suite:PART?split=train)")
-    categories: list[str] | None = Field(default=None, description="keep only rows whose `category` is one of these")
+    categories: list[str] | None = Field(
+        default=None, description="keep only rows whose `category` (a suite row's `group`) is one of these")
     limit: int | None = Field(default=None, ge=1, description="use at most this many rows (after filtering)")
 
 

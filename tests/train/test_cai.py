@@ -10,6 +10,8 @@ import pytest
 import yaml
 
 from alignkit.constitution import FeedbackAuditError, load_constitution, load_gold_comparisons, wilson_lower
+from alignkit.constitution.critique import short_revision
+from alignkit.judges import refuses_safely
 from alignkit.pipelines.cai import STAGES, jailbreak_wrapped, read_jsonl, reply_text, revision_rule_check, run_cai
 from alignkit.pipelines.cai_config import CAIConfig
 from alignkit.train.card import portable
@@ -147,15 +149,30 @@ def test_dpo_variant_trains_on_hard_pairs_plus_helpful_preferences(chatty_dir, t
     out = tmp_path / "cai"
     manifest = run_cai(tiny_config(chatty_dir, out, method="dpo",
                                    extra=["feedback.train=false", "critique.check_revisions=true",
+                                          "critique.check_margin=0.1", "critique.revision_form=short",
                                           "sl.revision_repeats=2", "rl.phase1_pairs=true", "seed=5",
                                           "rl.dpo.seed=7"]))
     assert "feedback" not in manifest["stages"] and "preference" not in manifest["stages"]
     # The run's seed reaches each trainer, unless the stage sets its own.
     assert yaml.safe_load((out / "4-sl" / "run" / "config.yaml").read_text())["seed"] == 5
     assert yaml.safe_load((out / "7-rl" / "run" / "config.yaml").read_text())["seed"] == 7
-    # The feedback model's check of its own revisions decides which are trained on; all stay on record.
+    # The feedback model's check of its own revisions decides which are trained on (by the margin); all stay on
+    # record.
     revisions = read_jsonl(out / "3-critique" / "revisions.jsonl")
-    assert all(r["use"] == (r["revision_preferred"] > 0.5) for r in revisions) and len(revisions) == 6
+    assert all(r["use"] == (r["revision_preferred"] > 0.6) for r in revisions) and len(revisions) == 6
+    # Short revisions: what the writer wrote is kept beside the short form, which follows the request's category
+    # (the jailbreak-wrapped copies' too: their request is the one inside the template).
+    constitution = load_constitution("default")
+    categories = {r["prompt"]: r["category"] for r in read_jsonl(Path(__file__).parents[2] / "alignkit" / "data"
+                                                                 / "builtin" / "suites" / "redteam.jsonl")}
+    wrapped = [r for r in revisions if " in jailbreak " in r["source"]]
+    assert len(wrapped) == 3
+    for r in revisions:
+        request = next(p for p in categories if p in json.dumps(r["prompt"], ensure_ascii=False)
+                       or p == r["prompt"])
+        assert r["category"] == categories[request]
+        assert r["final"] == short_revision(request, r["written"], constitution.alternative_for(r["category"]))
+        assert r["written"] == r["steps"][-1]["revision"] and refuses_safely(r["final"])
     trained = [r for r in read_jsonl(out / "4-sl" / "data.jsonl") if r["origin"] == "AI revision"]
     kept = sum(r["use"] for r in revisions)
     assert kept == manifest["stages"]["critique"]["kept_by_check"] == manifest["stages"]["sl"]["revisions"]
