@@ -42,10 +42,10 @@ class FeedbackModel:
 
 def local_feedback_model(model: str | Any, tokenizer=None, *, name: str | None = None, batch_size: int = 64,
                          max_length: int | None = None, judge_model: str | None = None,
-                         shard: bool = False) -> FeedbackModel:
+                         precision: str = "auto", shard: bool = False) -> FeedbackModel:
     """A local causal LM: greedy replies for critiques and revisions, option log-probs for comparisons (questions cut
     to `max_length` tokens as its teaching cut them). `judge_model` (a path) compares instead, when each skill was
-    taught to its own copy. With `shard`, every process of the command asks it alike and each computes its block
+    taught to its own copy. It writes in `precision` (utils/precision.py). With `shard`, every process of the command asks it alike and each computes its block
     of every call's batches (the answers are one process's, on every process)."""
     from alignkit.eval.harness import EvalSettings, greedy_rollouts
     from alignkit.judges.model import LMJudge
@@ -61,25 +61,27 @@ def local_feedback_model(model: str | Any, tokenizer=None, *, name: str | None =
                     shard=shard)
 
     def generate(conversations: list[list[dict]], max_new_tokens: int) -> list[str]:
-        settings = EvalSettings(max_new_tokens=max_new_tokens, batch_size=batch_size)
+        settings = EvalSettings(max_new_tokens=max_new_tokens, batch_size=batch_size, precision=precision)
         return greedy_rollouts(module, tokenizer, conversations, settings, shard=shard)[0]
 
     return FeedbackModel(name or (str(model) if judge_model is None else f"{model} + {judge_model}"), judge, generate)
 
 
 def load_feedback_model(spec: str | dict, *, batch_size: int = 64, max_length: int | None = None,
-                        shard: bool = False) -> FeedbackModel:
+                        precision: str = "auto", shard: bool = False) -> FeedbackModel:
     """`spec`: a model (alias, HF directory, .gguf, hub id), `{lm: MODEL}`, `{http: {base_url, model, ...}}` (an
     OpenAI-compatible endpoint) or any other judge spec (`{reward_model: DIR}`, ...; comparisons only). A local
-    model's comparison questions are cut to `max_length` tokens (None: never). `shard`: every process of the
+    model's comparison questions are cut to `max_length` tokens (None: never) and it writes in `precision`. `shard`: every process of the
     command asks it alike, and the work is split over them (a local model's batches, an endpoint's journal
     chunks); another judge answers every question on every process."""
     from alignkit.judges.factory import judge_from_spec
 
     if isinstance(spec, str):
-        return local_feedback_model(spec, batch_size=batch_size, max_length=max_length, shard=shard)
+        return local_feedback_model(spec, batch_size=batch_size, max_length=max_length, precision=precision,
+                                    shard=shard)
     if isinstance(spec, dict) and set(spec) == {"lm"}:
-        return local_feedback_model(spec["lm"], batch_size=batch_size, max_length=max_length, shard=shard)
+        return local_feedback_model(spec["lm"], batch_size=batch_size, max_length=max_length, precision=precision,
+                                    shard=shard)
     judge = judge_from_spec(spec)
     if isinstance(spec, dict) and "http" in spec:
         # An OpenAI-compatible endpoint: the judge's chat client (judges/chat_client.py) also writes.

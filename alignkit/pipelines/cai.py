@@ -357,8 +357,9 @@ class Pipeline:
                run: str = "run", **fixed) -> str:
         """Train `method` (a row of `METHODS`) on `data` from `model` in folder/run, under the stage's settings."""
         spec = METHODS[method]
-        # The run's seed seeds every trainer (data order, sampling) unless the stage's own keys set one.
-        cfg = spec.config.model_validate({"seed": self.cfg.seed, **settings.written(), **fixed, "model": model,
+        # The run's seed and precision are every trainer's unless the stage's own keys set them.
+        cfg = spec.config.model_validate({"seed": self.cfg.seed, "precision": self.cfg.precision,
+                                          **settings.written(), **fixed, "model": model,
                                           "data": {"train": data}, "output_dir": str(folder / run),
                                           # A bar with an ETA where a person watches (make demo), none in logs.
                                           "progress": sys.stderr.isatty()})
@@ -377,30 +378,32 @@ class Pipeline:
         fb = self.cfg.feedback
         taught: FeedbackRecord | None = self.runner.record("feedback")
         if taught is not None:
-            source = ("taught", taught.model, taught.judge_model, fb.batch_size, fb.judge_sft.max_length)
+            source = ("taught", taught.model, taught.judge_model, fb.batch_size, fb.judge_sft.max_length,
+                      self.cfg.precision)
         else:
-            source = ("given", self.cfg.model if fb.model is None else fb.model, fb.batch_size)
+            source = ("given", self.cfg.model if fb.model is None else fb.model, fb.batch_size, self.cfg.precision)
         if self._feedback is None or self._feedback[0] != source:
             if taught is not None:
                 # A taught judge is asked its questions cut as its teaching cut them (the same ids: data/render.py).
                 model = local_feedback_model(taught.model, judge_model=taught.judge_model, batch_size=source[3],
-                                             max_length=source[4], shard=True)
+                                             max_length=source[4], precision=source[5], shard=True)
             else:
-                model = load_feedback_model(source[1], batch_size=source[2], shard=True)
+                model = load_feedback_model(source[1], batch_size=source[2], precision=source[3], shard=True)
             self._feedback = (source, model)
         return self._feedback[1]
 
     def _policy_rollouts(self, model: str, prompts: list, max_new_tokens: int, temperature: float, n: int,
                          batch_size: int) -> list[str]:
         """n responses per prompt (prompt-major) from the generation engine: length-sorted batches of `batch_size`
-        rows, each process its block of them, each prompt's samples from its own stream, in the precision the
-        training stages use by default (`auto`)."""
+        rows, each process its block of them, each prompt's samples from its own stream, in the run's precision (the
+        training stages' too)."""
         from alignkit.models import load_causal_lm, load_tokenizer
         from alignkit.rollouts import SamplingSettings, generate
 
         tokenizer, module = load_tokenizer(model), load_causal_lm(model).to(processes.device())
         settings = SamplingSettings(max_new_tokens=max_new_tokens, temperature=temperature, n=n, seed=self.cfg.seed)
-        return generate(module, tokenizer, prompts, settings, precision="auto", batch_size=batch_size, shard=True,
+        return generate(module, tokenizer, prompts, settings, precision=self.cfg.precision, batch_size=batch_size,
+                        shard=True,
                         desc="sampling").texts
 
     # ------------------------------------------------------------------ stages
@@ -662,7 +665,8 @@ class Pipeline:
         judge = judge_from_spec(cfg.judge) if cfg.judge is not None else None
         results, rows = evaluate(models, load_suite(cfg.suite, "heldout"), judge=judge,
                                  judge_name=None if cfg.judge is None else json.dumps(cfg.judge),
-                                 settings=EvalSettings(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size),
+                                 settings=EvalSettings(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+                                                       precision=self.cfg.precision),
                                  log=self.log, shard=True)
         results = results.with_pipeline(self.pipeline_summary())
         processes.on_main(lambda: save_eval(folder, results, rows, overwrite=True, report_dir=self.out))

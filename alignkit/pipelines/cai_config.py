@@ -159,6 +159,10 @@ class CAIConfig(Strict):
     constitution: str = Field(default="default", description="a built-in constitution name or a YAML file")
     seed: int = Field(default=0, description="seeds every stage: principle draws, sampling, data order and each "
                                              "trainer (unless a stage's own keys set `seed`)")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto", description="what every stage computes in: each trainer (unless a stage's own keys set "
+                                    "`precision`), the policy's and the feedback model's generation, the evaluation "
+                                    "(auto: bf16 where the hardware has it, else fp32)")
     reuse: str | None = Field(
         default=None, description="a finished run whose identical phase-1 and label stages this run takes over "
                                   "(e.g. to try PPO after a DPO run)")

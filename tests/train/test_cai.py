@@ -145,17 +145,27 @@ def test_whole_chain_with_ppo_keeps_provenance_and_resumes(chatty_dir, tiny_dir,
     assert not (tmp_path / "x" / "1-feedback").exists()
 
 
-def test_dpo_variant_trains_on_hard_pairs_plus_helpful_preferences(chatty_dir, tmp_path):
+def test_dpo_variant_trains_on_hard_pairs_plus_helpful_preferences(chatty_dir, tmp_path, monkeypatch):
+    import alignkit.eval.harness
+    import alignkit.rollouts
+
+    asked = []  # the precision of every generation call: the policy's samples and the feedback model's writing
+    engine = alignkit.rollouts.generate
+    for module in (alignkit.rollouts, alignkit.eval.harness):
+        monkeypatch.setattr(module, "generate", lambda *a, **k: asked.append(k["precision"]) or engine(*a, **k))
     out = tmp_path / "cai"
     manifest = run_cai(tiny_config(chatty_dir, out, method="dpo",
                                    extra=["feedback.train=false", "critique.check_revisions=true",
                                           "critique.check_margin=0.1", "critique.revision_form=short",
                                           "sl.revision_repeats=2", "rl.phase1_pairs=true", "seed=5",
-                                          "rl.dpo.seed=7"]))
+                                          "rl.dpo.seed=7", "precision=fp32"]))
     assert "feedback" not in manifest["stages"] and "preference" not in manifest["stages"]
-    # The run's seed reaches each trainer, unless the stage sets its own.
-    assert yaml.safe_load((out / "4-sl" / "run" / "config.yaml").read_text())["seed"] == 5
-    assert yaml.safe_load((out / "7-rl" / "run" / "config.yaml").read_text())["seed"] == 7
+    # The run's seed and precision reach each trainer, unless the stage sets its own; every generation runs in it.
+    sl_config = yaml.safe_load((out / "4-sl" / "run" / "config.yaml").read_text())
+    rl_config = yaml.safe_load((out / "7-rl" / "run" / "config.yaml").read_text())
+    assert (sl_config["seed"], rl_config["seed"]) == (5, 7)
+    assert sl_config["precision"] == rl_config["precision"] == "fp32"
+    assert len(asked) >= 5 and set(asked) == {"fp32"}
     # The feedback model's check of its own revisions decides which are trained on (by the margin); all stay on
     # record.
     revisions = read_jsonl(out / "3-critique" / "revisions.jsonl")
