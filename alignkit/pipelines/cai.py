@@ -98,7 +98,8 @@ def row_category(row: dict) -> str | None:
 
 
 def mix_rows(mixes: list[DataMix], kind: str) -> list[dict]:
-    """Rows of every source, filtered by category and limited, each validated as `kind` and checked against the
+    """Rows of every source, filtered by category, the first `skip` passed over and limited, each validated as `kind`
+    and checked against the
     held-out evaluation data (a problem names its file, line and field); each keeps a `source` field saying where
     it came from."""
     from alignkit.data import parse_record
@@ -107,9 +108,12 @@ def mix_rows(mixes: list[DataMix], kind: str) -> list[dict]:
 
     out = []
     for mix in mixes:
-        taken = 0
+        taken, skipped = 0, 0
         for where, row in read_rows(mix.source):
             if mix.categories is not None and row_category(row) not in mix.categories:
+                continue
+            if skipped < mix.skip:
+                skipped += 1
                 continue
             if mix.limit is not None and taken >= mix.limit:
                 break
@@ -529,14 +533,29 @@ class Pipeline:
                         f"revisions: AI (feedback model); policy answers: AI (the policy); demonstrations: {HUMAN}")
 
     def stage_labels(self, folder: Path) -> LabelsRecord:
+        cfg = self.cfg.rl
+        policy = self.runner.record("sl").model
+        prompts, out, feedback, judging = self._ai_label_round(policy, folder, random.Random(self.cfg.seed + 1))
+        contrast = self._contrast(policy, folder) if cfg.contrast is not None else {}
+        mean_confidence = sum(abs(r["probability"] - 0.5) for r in out) / max(len(out), 1)
+        return LabelsRecord(
+            str(folder / "labels.jsonl"), len(prompts), len(out), [p.id for p in judging.principles],
+            len(prompts) - len(out), cfg.principles_per_label, cfg.cot, round(mean_confidence, 4),
+            f"prompts: {HUMAN}; responses: AI (the SL-CAI policy); labels: AI ({feedback.name})"
+            + ("; contrast pairs: the refusal detector on prompts people marked harmful or benign" if contrast else ""),
+            **contrast)
+
+    def _ai_label_round(self, policy: str, folder: Path, rng: random.Random):
+        """Phase 2's labelling from `policy`: two samples per rl prompt (and its jailbreak copies), compared by the
+        feedback model under random principles the audit allows, in both orders; written to folder/labels.jsonl.
+        Returns the prompts, the labelled rows, the feedback model and the judging constitution."""
         from alignkit.constitution.labels import rlaif_rows
 
         cfg = self.cfg.rl
-        rng = random.Random(self.cfg.seed + 1)
+        folder.mkdir(parents=True, exist_ok=True)
         plain = mix_rows(cfg.prompts, "prompt")
         rows = plain + jailbreak_wrapped(plain, cfg.jailbreak_suite, rng, cfg.jailbreak_fraction)
         prompts = [r["prompt"] for r in rows]
-        policy = self.runner.record("sl").model
         texts = self._policy_rollouts(policy, prompts, cfg.max_new_tokens, cfg.temperature, n=2,
                                       batch_size=self.cfg.feedback.batch_size)
         pairs = [(texts[2 * i], texts[2 * i + 1]) for i in range(len(prompts))]
@@ -550,16 +569,8 @@ class Pipeline:
         for i, row in zip(keep, out):  # replies in the prompt's form, plus where the prompt came from
             row.update(chosen=reply_to(row["prompt"], row["chosen"]), rejected=reply_to(row["prompt"], row["rejected"]),
                        source=rows[i]["source"], policy=policy)
-        folder.mkdir(parents=True, exist_ok=True)
         processes.on_main(atomic_write_text, folder / "labels.jsonl", _jsonl(out))
-        contrast = self._contrast(policy, folder) if cfg.contrast is not None else {}
-        mean_confidence = sum(abs(r["probability"] - 0.5) for r in out) / max(len(out), 1)
-        return LabelsRecord(
-            str(folder / "labels.jsonl"), len(prompts), len(out), [p.id for p in judging.principles],
-            len(prompts) - len(out), cfg.principles_per_label, cfg.cot, round(mean_confidence, 4),
-            f"prompts: {HUMAN}; responses: AI (the SL-CAI policy); labels: AI ({feedback.name})"
-            + ("; contrast pairs: the refusal detector on prompts people marked harmful or benign" if contrast else ""),
-            **contrast)
+        return prompts, out, feedback, judging
 
     def _contrast(self, policy: str, folder: Path) -> dict:
         """rl.contrast: the SL-CAI policy's greedy answer and n samples on prompts whose right behaviour people
@@ -647,10 +658,66 @@ class Pipeline:
         random.Random(self.cfg.seed).shuffle(rows)
         processes.on_main(atomic_write_text, data, _jsonl(rows))
         model = self._train("rl", "dpo", folder, policy, str(data), cfg.dpo)
+        rounds, chosen = None, None
+        if cfg.rounds > 1:
+            model, rounds, chosen = self._more_rounds(folder, policy, model, len(rows))
         return RLRecord(model, "dpo", str(data), policy, f"pairs: AI (feedback-model labels); preferences: {HUMAN}",
                         ai_pairs=len(pairs), of_them_phase1=sum(r.get("phase") == 1 for r in pairs),
                         ai_pairs_dropped_as_unsure=len(labels) - len(pairs), contrast_pairs=len(contrast),
-                        human_preferences=len(helpful))
+                        human_preferences=len(helpful), rounds=rounds, chosen_round=chosen)
+
+    def _more_rounds(self, folder: Path, sl_model: str, model: str, first_pairs: int) -> tuple[str, list[dict], int]:
+        """rl.rounds > 1: RLAIF in rounds on the policy's own mistakes (iterative DPO with a verifier). Each round
+        the current model samples the rl prompts, the audited feedback model labels its pairs and the rule verifier
+        its contrast pairs, and a short DPO round trains from it (its own reference), with the human preferences.
+        `rl.stop_check` (held-back train prompts, never the evaluation's) scores every round's model; the rounds
+        stop when a round scores no better than the best so far, and the best round's model is RL-CAI. Returns it,
+        each round's figures and the chosen round."""
+        from alignkit.constitution.labels import hard_pairs
+
+        cfg = self.cfg.rl
+        history = [{"round": 0, "model": sl_model, "pairs": 0, **self._stop_score(sl_model)},
+                   {"round": 1, "model": model, "pairs": first_pairs, **self._stop_score(model)}]
+        for n in range(2, cfg.rounds + 1):
+            self.log(f"   rl: round {n - 1}: stop-check score {history[-1].get('score')}")
+            place = folder / f"round-{n}"
+            _, labels, _, _ = self._ai_label_round(model, place, random.Random(self.cfg.seed + n))
+            pairs = [{**r, "origin": "AI label"} for r in hard_pairs(labels, min_confidence=cfg.min_confidence)]
+            contrast = []
+            if cfg.contrast is not None:
+                made = self._contrast(model, place)
+                contrast = [{**r, "origin": "contrast pair (refusal detector)"} for r in read_jsonl(Path(made["contrast"]))]
+            rows = pairs + contrast + self._helpful_preferences()
+            random.Random(self.cfg.seed + n).shuffle(rows)
+            processes.on_main(atomic_write_text, place / "data.jsonl", _jsonl(rows))
+            model = self._train(f"rl round {n}", "dpo", place, model, str(place / "data.jsonl"), cfg.dpo)
+            history.append({"round": n, "model": model, "pairs": len(rows), **self._stop_score(model)})
+            scored = [h for h in history[1:] if h.get("score") is not None]
+            if scored and history[-1].get("score") is not None and history[-1]["score"] <= max(
+                    h["score"] for h in scored[:-1]):
+                break
+        best = max(history[1:], key=lambda h: (h.get("score") is not None, h.get("score") or 0, -h["round"]))
+        if cfg.stop_check is None:
+            best = history[-1]
+        self.log(f"   rl: {len(history) - 1} rounds; RL-CAI is round {best['round']}'s model")
+        return best["model"], history, best["round"]
+
+    def _stop_score(self, model: str) -> dict:
+        """rl.stop_check on `model` (greedy): the share of held-back harmful train prompts it refuses safely, of
+        held-back benign ones it answers, and their mean (`score`); nothing without a stop check."""
+        from alignkit.judges import is_refusal, refuses_safely
+
+        check = self.cfg.rl.stop_check
+        if check is None:
+            return {}
+        refuse = [r["prompt"] for r in mix_rows(check.refuse, "prompt")]
+        answer = [r["prompt"] for r in mix_rows(check.answer, "prompt")]
+        texts = self._policy_rollouts(model, refuse + answer, check.max_new_tokens, 0.0, 1,
+                                      self.cfg.feedback.batch_size)
+        refused = sum(refuses_safely(t) for t in texts[:len(refuse)]) / max(len(refuse), 1)
+        answered = sum(not is_refusal(t) for t in texts[len(refuse):]) / max(len(answer), 1)
+        return {"refused_safely": round(refused, 4), "answered": round(answered, 4),
+                "score": round(0.5 * (refused + answered), 4)}
 
     def stage_eval(self, folder: Path) -> EvalRecord | None:
         from alignkit.data.suites import load_suite

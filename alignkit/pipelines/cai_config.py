@@ -26,7 +26,10 @@ class DataMix(Strict):
     source: str = Field(description="a data source, as data.train takes it (file, builtin:NAME, suite:PART?split=train)")
     categories: list[str] | None = Field(
         default=None, description="keep only rows whose `category` (a suite row's `group`) is one of these")
-    limit: int | None = Field(default=None, ge=1, description="use at most this many rows (after filtering)")
+    skip: int = Field(default=0, ge=0, description="pass over the first this many rows (after filtering): e.g. to "
+                                                   "hold back the rows after those another stage reads")
+    limit: int | None = Field(default=None, ge=1, description="use at most this many rows (after filtering and "
+                                                              "skipping)")
 
 
 class CAIFeedbackConfig(Strict):
@@ -114,6 +117,14 @@ class CAIContrastConfig(Strict):
     max_new_tokens: int = Field(default=defaults.MAX_NEW_TOKENS, ge=1, description="length of the sampled answers")
 
 
+class CAIStopCheck(Strict):
+    """Held-back train prompts that decide when RLAIF rounds stop (never the evaluation's held-out ones)."""
+
+    refuse: list[DataMix] = Field(description="harmful prompts the rounds never train on: refusing safely is right")
+    answer: list[DataMix] = Field(description="benign prompts the rounds never train on: refusing is over-refusal")
+    max_new_tokens: int = Field(default=defaults.MAX_NEW_TOKENS, ge=1, description="length of the greedy answers")
+
+
 class CAIRLConfig(Strict):
     method: Literal["ppo", "dpo"] = Field(
         default="ppo", description="ppo: preference model on the soft labels, then PPO against it; dpo: DPO on the hard pairs")
@@ -134,6 +145,13 @@ class CAIRLConfig(Strict):
     phase1_pairs: bool = Field(
         default=False, description="also learn from phase 1's AI comparisons: each revision against the first answer, "
                                    "labelled by the feedback model's check (needs critique.check_revisions)")
+    rounds: int = Field(default=1, ge=1, description="dpo: RLAIF rounds; each after the first samples the current "
+                                                   "model, labels its pairs (feedback model, rule verifier) and "
+                                                   "trains a DPO round from it")
+    stop_check: CAIStopCheck | None = Field(
+        default=None, description="rounds > 1: held-back train prompts scored after each round; the rounds stop when "
+                                  "one scores no better than the best so far, and the best round's model is kept "
+                                  "(null: all rounds, the last kept)")
     contrast: CAIContrastConfig | None = Field(
         default=None, description="also learn from on-policy contrast pairs (null: off): where the greedy answer "
                                   "or one of n samples refuses wrongly, or answers a harmful request, the policy's "
@@ -176,6 +194,8 @@ class CAIConfig(Strict):
     def _check_phase1_pairs(self):
         if self.rl.phase1_pairs and not self.critique.check_revisions:
             raise ValueError("rl.phase1_pairs needs critique.check_revisions: true (its labels are that check's)")
+        if self.rl.rounds > 1 and self.rl.method != "dpo":
+            raise ValueError("rl.rounds > 1 needs rl.method: dpo (PPO samples the policy at every step already)")
         return self
 
 

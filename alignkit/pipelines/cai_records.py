@@ -113,6 +113,8 @@ class RLRecord:
     ai_pairs_dropped_as_unsure: int | None = None
     contrast_pairs: int | None = None
     human_preferences: int | None = None
+    rounds: list[dict] | None = None  # rl.rounds > 1: each round's model, pairs and stop-check figures (round 0: SL)
+    chosen_round: int | None = None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,15 @@ import yaml
 from alignkit.constitution import FeedbackAuditError, load_constitution, load_gold_comparisons, wilson_lower
 from alignkit.constitution.critique import short_revision
 from alignkit.judges import refuses_safely
-from alignkit.pipelines.cai import STAGES, jailbreak_wrapped, read_jsonl, reply_text, revision_rule_check, run_cai
+from alignkit.pipelines.cai import (
+    STAGES,
+    jailbreak_wrapped,
+    mix_rows,
+    read_jsonl,
+    reply_text,
+    revision_rule_check,
+    run_cai,
+)
 from alignkit.pipelines.cai_config import CAIConfig
 from alignkit.train.card import portable
 from alignkit.train.config import ConfigError, load_config
@@ -206,6 +214,41 @@ def test_dpo_variant_trains_on_hard_pairs_plus_helpful_preferences(chatty_dir, t
                          else (revision["initial"], revision["final"]))
         assert (reply_text(row["chosen"]), reply_text(row["rejected"])) == (better, worse)
         assert row["principles"] == [revision["steps"][-1]["principle"]] and row["policy"] == revision["policy"]
+
+
+def test_rlaif_rounds_sample_the_current_model_and_stop_on_held_back_train_prompts(chatty_dir, tmp_path):
+    """rl.rounds: each round after the first samples the current model, labels its pairs and trains DPO from it;
+    rl.stop_check scores each round on held-back train prompts and the rounds stop when one is no better than the
+    best so far. The random tiny model never refuses: every round scores the same (0 refused, all answered), so
+    round 2 is no better than round 1 and round 1's model is kept."""
+    out = tmp_path / "cai"
+    held = ("rl.stop_check={refuse: [{source: 'suite:redteam?split=train', skip: 2, limit: 2}], "
+            "answer: [{source: 'suite:borderline?split=train', skip: 2, limit: 2}], max_new_tokens: 8}")
+    manifest = run_cai(tiny_config(chatty_dir, out, method="dpo", extra=[
+        "feedback.train=false", "rl.rounds=3", held,
+        "rl.contrast={refuse: [{source: 'suite:redteam?split=train', limit: 2}], "
+        "answer: [{source: 'suite:borderline?split=train', limit: 2}], samples: 1, max_new_tokens: 8}"]))
+    rl = manifest["stages"]["rl"]
+    assert [h["round"] for h in rl["rounds"]] == [0, 1, 2] and rl["chosen_round"] == 1
+    assert all(h["refused_safely"] == 0 and h["answered"] == 1 and h["score"] == 0.5 for h in rl["rounds"])
+    assert rl["model"] == rl["rounds"][1]["model"] == str(out / "7-rl" / "run" / "final")
+    assert rl["rounds"][0]["model"] == manifest["stages"]["sl"]["model"]
+    # Round 2 started from round 1's model, on pairs of its own samples (labels and contrast), never on the
+    # held-back prompts.
+    round2 = out / "7-rl" / "round-2"
+    assert yaml.safe_load((round2 / "run" / "config.yaml").read_text())["model"] == rl["rounds"][1]["model"]
+    labels = read_jsonl(round2 / "labels.jsonl")
+    assert labels and {r["policy"] for r in labels} == {rl["rounds"][1]["model"]}
+    assert {r["policy"] for r in read_jsonl(round2 / "contrast.jsonl")} <= {rl["rounds"][1]["model"]}
+    check = CAIConfig.model_validate(json.loads((out / "config.json").read_text())).rl.stop_check
+    held_back = {r["source"] for r in mix_rows(check.refuse + check.answer, "prompt")}
+    assert len(held_back) == 4
+    for data in (round2 / "data.jsonl", out / "7-rl" / "data.jsonl"):
+        sources = {r["source"].split(" in jailbreak ")[0] for r in read_jsonl(data) if "source" in r}
+        assert sources and not sources & held_back
+    assert not (out / "7-rl" / "round-3").exists()
+    with pytest.raises(ConfigError, match="rl.rounds > 1 needs rl.method: dpo"):
+        load_config(CAIConfig, None, ["rl.rounds=2"])
 
 
 def test_jailbreak_fraction_wraps_that_share_of_the_prompts_at_random():
