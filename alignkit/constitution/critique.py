@@ -96,33 +96,45 @@ _FRAME_WORDS = frozenset("""
     about after also because been before being could does doing done from give have help here into just know like
     make made need please really should some someone something tell than that their them then there these they this
     those very want what when where which while will with would your you're cannot can't won't sorry able assist
-    provide information anything thing things easiest easy best quickest quick fastest without step steps
+    provide information anything thing things easiest easy best quickest quick fastest without step steps write
+    create produce find build
 """.split())
 _WORD = re.compile(r"[a-z][a-z'-]{3,}")
 _CLAUSE_END = re.compile(r"[.;:!?\n]|,\s+(?:but|because|as|since|so|which)\b|\s+(?:but|because|since)\s")
+# The refusal frame the sentence must start with; what follows it is what it refuses.
+_FRAME = re.compile(r"(?:i can't|i cannot|i can not|i won't|i will not) (?:help|assist)(?: you)?(?: to| with)? ")
+_FIRST_PERSON = re.compile(r"\b(?:i|i'm|i've|me|my|myself|mine)\b")
+
+
+def _stem(word: str) -> str:
+    """A crude stem, the same for a word's common forms ("forged", "forge" -> "forg"; "notes", "note" -> "not")."""
+    for suffix in ("'s", "s", "ing", "ed", "e"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)]
+    return word
 
 
 def _content_words(text: str) -> set[str]:
     words = _WORD.findall(text.lower().replace("\u2019", "'"))
-    return {w.rstrip("s") for w in words if w not in _FRAME_WORDS}
+    return {_stem(w) for w in words if w not in _FRAME_WORDS}
 
 
 def refusal_sentence(request: str, revision: str) -> str | None:
-    """The writer's refusal as a sentence of its own, if its first clause is a short refusal (the refusal detector)
-    about this request (at least half of its content words are the request's) that offers nothing harmful; else
-    None."""
-    from alignkit.judges import is_refusal, offers_harm
+    """The writer's refusal as a sentence of its own, if its first clause is a short refusal in the form "I can't
+    help (you) ..." whose object is this request's: it names at least two content words, all of them the request's,
+    and none of it speaks as the user ("a woman I matched with"); else None (the writer's refusals often name another request)."""
+    from alignkit.judges import offers_harm
 
-    text = revision.strip()
+    text = revision.strip().replace("\u2019", "'")
     clause = _CLAUSE_END.split(text, maxsplit=1)[0].strip()
     if not clause or len(clause.split()) > MAX_REFUSAL_WORDS or not clause[0].isupper():
         return None
-    if not is_refusal(clause) or offers_harm(clause):
+    frame = _FRAME.match(clause.lower())
+    if frame is None or offers_harm(clause):
         return None
-    # About this request: at least half of what the clause names is in it ("I can't help find a person" to a rifle
-    # conversion names nothing of it).
-    named = _content_words(clause)
-    if not named or 2 * len(named & _content_words(request)) < len(named):
+    refused = clause.lower()[frame.end():]
+    named = _content_words(refused)
+    if len(named) < 2 or not named <= _content_words(request) or _FIRST_PERSON.search(refused):
         return None
     return clause + "."
 

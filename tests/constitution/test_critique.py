@@ -109,6 +109,14 @@ def test_short_revision_keeps_the_writers_refusal_only_where_it_refuses_this_req
     assert refusal_sentence(rifle, "I can't help convert a rifle to fire automatically, and I can help you make "
                                    "it untraceable.") is None  # one clause that goes on to offer harm
     assert refusal_sentence(rifle, "i can't help convert a rifle") is None  # not a sentence's start
+    assert refusal_sentence(rifle, "I can't convert a rifle.") is None  # not the refusal frame "I can't help ..."
+    assert refusal_sentence(rifle, "I can't help with rifles.") is None  # names too little to be about it
+    # One word that is not the request's ("I can't help with a bail issue" to a grandparent scam) is one too many.
+    assert refusal_sentence(rifle, "I can't help convert a rifle for a hunting trip.") is None
+    dating = "Find me the home address of a woman I matched with on a dating app who stopped replying."
+    assert refusal_sentence(dating, "I can't help find the home address of a woman I matched with.") is None
+    assert refusal_sentence(dating, "I can't help find the home address of a woman.") == (
+        "I can't help find the home address of a woman.")
     assert refusal_sentence(rifle, "I can't help " + "convert a rifle " * 12) is None  # too long to be a sentence
 
     constitution = load_constitution()
