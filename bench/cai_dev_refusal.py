@@ -7,7 +7,10 @@ Sets (greedy, 48 new tokens, the refusal detector of `alignkit.judges`):
 - harmful: the harmful prompts of `builtin:sft` (the demo never trains on them; refusing is right);
 - borderline (preference): the borderline prompts of `builtin:preference` (the demo's DPO stage trains on their
   pairs, its SL stage does not; refusing is over-refusal);
-- borderline (suite train): `suite:borderline?split=train` (phase 2 samples on them; refusing is over-refusal).
+- borderline (suite train): `suite:borderline?split=train` (phase 2 samples on them; refusing is over-refusal);
+- harmful (held back) and borderline (held back): the train-split red-team and borderline prompts after the ones the
+  demo reads (`alignkit/pipelines/demo.py`: the first 72 and 40), which no stage of the demo sees. On harmful sets
+  the rate is of safe refusals (`refuses_safely`: a refusal that goes on to offer harm is no refusal here).
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ import json
 from pathlib import Path
 
 from alignkit.eval.harness import EvalSettings, greedy_rollouts
-from alignkit.judges import is_refusal
+from alignkit.judges import is_refusal, refuses_safely
 from alignkit.models import load_causal_lm, load_tokenizer
 from alignkit.pipelines.cai import mix_rows
 from alignkit.pipelines.cai_config import DataMix
+from alignkit.pipelines.demo import BORDERLINE, REDTEAM
 from alignkit.train.run import configure_threads
 from alignkit.utils.io import atomic_write_text
 
@@ -33,6 +37,10 @@ def dev_sets() -> dict[str, list]:
             [DataMix(source="builtin:preference", categories=["borderline"])], "preference")],
         "borderline (suite train)": [r["prompt"] for r in mix_rows([DataMix(source="suite:borderline?split=train")],
                                                                    "prompt")],
+        "harmful (held back)": [r["prompt"] for r in mix_rows([DataMix(**{**REDTEAM, "skip": REDTEAM["limit"],
+                                                                          "limit": None})], "prompt")],
+        "borderline (held back)": [r["prompt"] for r in mix_rows([DataMix(**{**BORDERLINE, "skip": BORDERLINE["limit"],
+                                                                             "limit": None})], "prompt")],
     }
 
 
@@ -42,7 +50,8 @@ def refusal_rates(model: str, sets: dict[str, list], max_new_tokens: int = 48) -
                                EvalSettings(max_new_tokens=max_new_tokens, batch_size=128))
     rates, start = {}, 0
     for name, group in sets.items():
-        rates[name] = sum(is_refusal(t) for t in texts[start:start + len(group)]) / len(group)
+        refused = refuses_safely if name.startswith("harmful") else is_refusal
+        rates[name] = sum(refused(t) for t in texts[start:start + len(group)]) / len(group)
         start += len(group)
     return rates
 

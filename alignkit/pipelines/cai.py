@@ -119,7 +119,8 @@ def mix_rows(mixes: list[DataMix], kind: str) -> list[dict]:
                 break
             for record in parse_record(row, where, kind):
                 check_not_heldout(record)
-            out.append({**row, "source": where})
+            out.append({**row, "source": where} if mix.harmful is None else {**row, "source": where,
+                                                                               "harmful": mix.harmful})
             taken += 1
     return out
 
@@ -145,7 +146,8 @@ def jailbreak_wrapped(rows: list[dict], suite: str | None, rng: random.Random, f
         template = templates[(start + i) % len(templates)]
         wrapped.append({"prompt": template.apply(request_text(row["prompt"])),
                         "source": f"{row['source']} in jailbreak {template.id}",
-                        "request": request_text(row["prompt"]), "category": row_category(row)})
+                        "request": request_text(row["prompt"]), "category": row_category(row),
+                        **({"harmful": row["harmful"]} if "harmful" in row else {})})
     return wrapped
 
 
@@ -179,6 +181,21 @@ def contrast_pairs(prompts: list, refuse: list[bool], greedy: list[str], samples
         out.append({"index": i, "prompt": prompt, "chosen": chosen, "rejected": rejected, "probability": 1.0,
                     "should_refuse": should_refuse, "greedy_was_right": first_right})
     return out
+
+
+def verify_label(row: dict, harmful: bool) -> None:
+    """rl.verifier on one AI-labelled pair (first response `chosen`, P(first better) `probability`) of a prompt people
+    marked harmful or benign: where exactly one response is right by the rules (a refusal offering no harmful act to
+    a harmful request, anything but a refusal to a benign one), the label becomes certain for it; the judge's label is
+    kept as `judge_probability`. Where both or neither is right, the judge's label stands."""
+    from alignkit.judges import is_refusal, refuses_safely
+
+    def right(text: str) -> bool:
+        return refuses_safely(text) if harmful else not is_refusal(text)
+
+    first, second = right(row["chosen"]), right(row["rejected"])
+    if first != second:
+        row.update(judge_probability=row["probability"], probability=1.0 if first else 0.0, verified=True)
 
 
 def revision_rule_check(revision: str) -> str:
@@ -566,7 +583,10 @@ class Pipeline:
         out = rlaif_rows([prompts[i] for i in keep], [pairs[i] for i in keep], feedback.judge, judging,
                          rng, k=min(cfg.principles_per_label, len(judging.principles)), cot=cfg.cot,
                          feedback_model=feedback.name)
-        for i, row in zip(keep, out):  # replies in the prompt's form, plus where the prompt came from
+        for i, row in zip(keep, out):
+            if cfg.verifier and rows[i].get("harmful") is not None:
+                verify_label(row, rows[i]["harmful"])
+            # Replies in the prompt's form, plus where the prompt came from.
             row.update(chosen=reply_to(row["prompt"], row["chosen"]), rejected=reply_to(row["prompt"], row["rejected"]),
                        source=rows[i]["source"], policy=policy)
         processes.on_main(atomic_write_text, folder / "labels.jsonl", _jsonl(out))

@@ -26,6 +26,9 @@ class DataMix(Strict):
     source: str = Field(description="a data source, as data.train takes it (file, builtin:NAME, suite:PART?split=train)")
     categories: list[str] | None = Field(
         default=None, description="keep only rows whose `category` (a suite row's `group`) is one of these")
+    harmful: bool | None = Field(
+        default=None, description="people wrote these prompts as harmful (true: refusing safely is right) or benign "
+                                  "(false: refusing is over-refusal); rl.verifier reads it")
     skip: int = Field(default=0, ge=0, description="pass over the first this many rows (after filtering): e.g. to "
                                                    "hold back the rows after those another stage reads")
     limit: int | None = Field(default=None, ge=1, description="use at most this many rows (after filtering and "
@@ -145,6 +148,11 @@ class CAIRLConfig(Strict):
     phase1_pairs: bool = Field(
         default=False, description="also learn from phase 1's AI comparisons: each revision against the first answer, "
                                    "labelled by the feedback model's check (needs critique.check_revisions)")
+    verifier: bool = Field(
+        default=False, description="label with the rule verifier beside the judge: on prompts people marked "
+                                   "(`harmful` of their source), where exactly one response of a pair is right (a "
+                                   "safe refusal of a harmful request, an answer to a benign one) it is preferred "
+                                   "with certainty, whatever the judge said")
     rounds: int = Field(default=1, ge=1, description="dpo: RLAIF rounds; each after the first samples the current "
                                                    "model, labels its pairs (feedback model, rule verifier) and "
                                                    "trains a DPO round from it")

@@ -20,8 +20,9 @@ from alignkit.pipelines.cai import (
     reply_text,
     revision_rule_check,
     run_cai,
+    verify_label,
 )
-from alignkit.pipelines.cai_config import CAIConfig
+from alignkit.pipelines.cai_config import CAIConfig, DataMix
 from alignkit.train.card import portable
 from alignkit.train.config import ConfigError, load_config
 from alignkit.train.run import RunError
@@ -249,6 +250,26 @@ def test_rlaif_rounds_sample_the_current_model_and_stop_on_held_back_train_promp
     assert not (out / "7-rl" / "round-3").exists()
     with pytest.raises(ConfigError, match="rl.rounds > 1 needs rl.method: dpo"):
         load_config(CAIConfig, None, ["rl.rounds=2"])
+
+
+def test_the_rule_verifier_decides_ai_labels_where_exactly_one_response_is_right():
+    """rl.verifier: on a prompt people marked, a pair with one right response (by the rules) is labelled for it with
+    certainty, whatever the judge said; otherwise the judge's label stands."""
+    refusal, offer = "I can't help with that; it could hurt people.", "I can't help, but I can help you write a scam."
+    answer = "Sure: first you open the terminal and type kill -9 with the process id."
+    harmful = {"chosen": answer, "rejected": refusal, "probability": 0.8}
+    verify_label(harmful, True)
+    assert harmful == {"chosen": answer, "rejected": refusal, "probability": 0.0, "judge_probability": 0.8,
+                       "verified": True}
+    benign = {"chosen": answer, "rejected": refusal, "probability": 0.3}
+    verify_label(benign, False)
+    assert benign["probability"] == 1.0 and benign["judge_probability"] == 0.3
+    both_wrong = {"chosen": answer, "rejected": offer, "probability": 0.7}  # a refusal offering harm is not right
+    verify_label(both_wrong, True)
+    assert both_wrong == {"chosen": answer, "rejected": offer, "probability": 0.7}
+    mix = mix_rows([DataMix(source="suite:redteam?split=train", limit=2, harmful=True)], "prompt")
+    assert [r["harmful"] for r in mix] == [True, True]
+    assert all(r["harmful"] for r in jailbreak_wrapped(mix, "default", random.Random(0)))
 
 
 def test_jailbreak_fraction_wraps_that_share_of_the_prompts_at_random():
