@@ -633,6 +633,11 @@ class Pipeline:
                   for r in read_jsonl(Path(self.runner.record("critique").revisions))
                   if r["final"].strip() and r["final"].strip() != r["initial"].strip()
                   and r.get("rule_check", "ok") == "ok"]  # a revision the rule verifier refused is preferred nowhere
+        if self.cfg.rl.verifier:
+            # Phase 1's prompts are harmful requests (critique.prompts): a safe refusal is preferred to an answer
+            # whatever the judge's check said of the pair.
+            for row in phase1:
+                verify_label(row, True)
         return labels + phase1, len(phase1)
 
     def _helpful_preferences(self) -> list[dict]:

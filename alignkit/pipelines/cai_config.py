@@ -152,7 +152,8 @@ class CAIRLConfig(Strict):
         default=False, description="label with the rule verifier beside the judge: on prompts people marked "
                                    "(`harmful` of their source), where exactly one response of a pair is right (a "
                                    "safe refusal of a harmful request, an answer to a benign one) it is preferred "
-                                   "with certainty, whatever the judge said")
+                                   "with certainty, whatever the judge said; phase 1's pairs too (their prompts "
+                                   "are harmful)")
     rounds: int = Field(default=1, ge=1, description="dpo: RLAIF rounds; each after the first samples the current "
                                                    "model, labels its pairs (feedback model, rule verifier) and "
                                                    "trains a DPO round from it")
