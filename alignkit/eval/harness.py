@@ -176,8 +176,8 @@ def evaluate(
             for item, answer in zip(suite.bias, answers):
                 dims.setdefault(item.dimension, []).append(answer)
             b["bias_by_dimension"] = {dim: bias_summary(a) for dim, a in dims.items()}
-        # 5. drift, in the precision the answers were generated in (two teacher-forced passes over them: in fp32 on
-        # a 2-core CPU with native bf16 it took about 100 of each model's 230 s in the demo).
+        # 5. drift, in the precision the answers were generated in: two teacher-forced passes over them, in fp32 the
+        # larger part of the ~120 s a model the demo's evaluation spent beside generating (2 cores, native bf16).
         if helpful:
             device = next(model.parameters()).device
             with autocast(resolve_precision(settings.precision, device), device):
