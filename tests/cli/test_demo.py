@@ -26,9 +26,10 @@ def test_demo_settings_are_the_dpo_variant_of_the_recipe():
     # The judge is taught on its own and gated per principle.
     assert cfg.feedback.judge_sft and cfg.feedback.min_principle_accuracy == 0.5
     assert cfg.feedback.min_principle_comparisons == 15  # the Wilson bound above chance on at least 15
-    # Its train-side work is the set it was tuned on: the first rows of each built-in train source.
-    assert [m.limit for m in cfg.critique.prompts + cfg.rl.prompts + cfg.sl.helpful] == [72, 72, 40, 112]
-    assert cfg.critique.rule_check
+    # Its train-side prompts are the set it was tuned on, the first rows of each built-in train source; the
+    # demonstrations are all the benign and borderline ones.
+    assert [m.limit for m in cfg.critique.prompts + cfg.rl.prompts + cfg.sl.helpful] == [72, 72, 40, None]
+    assert cfg.critique.rule_check and cfg.critique.revision_form == "short" and cfg.critique.check_margin == 0.1
     # Phase 2 also learns from the policy's own failures on prompts people marked harmful or benign.
     assert cfg.rl.contrast is not None and cfg.rl.contrast.sampled_failures == ["refuse"]
 
