@@ -129,3 +129,20 @@ def test_a_stage_sees_its_settings_read_only_and_a_record_of_other_fields_is_ref
     runner.run(Stage("counted", tmp_path / "c", Count, lambda folder: Count(1, [])))
     with pytest.raises(StageError, match="fields"):
         read_finished(tmp_path / "c", Other)
+
+    # A record written before a version added an optional field reads as its default; a new required one refuses.
+    @dataclass(frozen=True)
+    class Grown:
+        value: int
+        where: list[str]
+        rounds: list | None = None
+
+    @dataclass(frozen=True)
+    class Demanding:
+        value: int
+        where: list[str]
+        rounds: list
+
+    assert read_finished(tmp_path / "c", Grown).record == Grown(1, [], None)
+    with pytest.raises(StageError, match="fields"):
+        read_finished(tmp_path / "c", Demanding)

@@ -83,7 +83,11 @@ def read_finished(folder: Path, record: type[R]) -> Finished[R] | None:
         raise StageError(f"{path}: not a stage record of this alignkit version (no 'record'); finish that run with "
                          "the version that started it, or use another output_dir")
     names = {f.name for f in dataclasses.fields(record)}
-    if set(data["record"]) != names:
+    # A field added since the record was written, with a default, reads as that default: a finished run stays usable
+    # (resumed, or reused by another) across a version that only adds optional fields.
+    required = {f.name for f in dataclasses.fields(record)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    if not required <= set(data["record"]) <= names:
         raise StageError(f"{path}: a {record.__name__} has the fields {sorted(names)}, this record "
                          f"{sorted(data['record'])}; use another output_dir")
     return Finished(record(**data["record"]), data["seconds"], data.get("reads", {}), tuple(data.get("inputs", ())),
