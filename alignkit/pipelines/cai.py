@@ -184,7 +184,8 @@ def contrast_pairs(prompts: list, refuse: list[bool], greedy: list[str], samples
 
 
 def verify_label(row: dict, harmful: bool) -> None:
-    """rl.verifier on one AI-labelled pair (first response `chosen`, P(first better) `probability`) of a prompt people
+    """rl.verifier on one AI-labelled pair (first response `chosen`, P(first better) `probability`; texts or replies in
+    the prompt's form) of a prompt people
     marked harmful or benign: where exactly one response is right by the rules (a refusal offering no harmful act to
     a harmful request, anything but a refusal to a benign one), the label becomes certain for it; the judge's label is
     kept as `judge_probability`. Where both or neither is right, the judge's label stands."""
@@ -193,7 +194,7 @@ def verify_label(row: dict, harmful: bool) -> None:
     def right(text: str) -> bool:
         return refuses_safely(text) if harmful else not is_refusal(text)
 
-    first, second = right(row["chosen"]), right(row["rejected"])
+    first, second = right(reply_text(row["chosen"])), right(reply_text(row["rejected"]))
     if first != second:
         row.update(judge_probability=row["probability"], probability=1.0 if first else 0.0, verified=True)
 

@@ -264,6 +264,12 @@ def test_the_rule_verifier_decides_ai_labels_where_exactly_one_response_is_right
     benign = {"chosen": answer, "rejected": refusal, "probability": 0.3}
     verify_label(benign, False)
     assert benign["probability"] == 1.0 and benign["judge_probability"] == 0.3
+    # Phase 1's pairs hold replies in the prompt's form (a conversation).
+    replies = {"chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": answer}],
+               "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": refusal}],
+               "probability": 0.55}
+    verify_label(replies, True)
+    assert replies["probability"] == 0.0 and replies["verified"]
     both_wrong = {"chosen": answer, "rejected": offer, "probability": 0.7}  # a refusal offering harm is not right
     verify_label(both_wrong, True)
     assert both_wrong == {"chosen": answer, "rejected": offer, "probability": 0.7}
