@@ -90,7 +90,12 @@ def demo_config(out: str, model: str, overrides: list[str] | None = None) -> CAI
                        "group_by_length": True}},
         "rl": {
             "method": "dpo",
-            "prompts": [REDTEAM, BORDERLINE],
+            # The AI labels with the rule verifier beside the judge (people marked which prompts are harmful): where
+            # one response of a pair is right by the rules it wins, whatever the judge said; phase 1's pairs too.
+            # Without it RL-CAI undid SL-CAI's harmlessness (development check: held-back harmful prompts refused
+            # safely 0.905 -> 0.667); with it 0.875 -> 0.810 at lr 2e-5 and 0.857 at 1e-5 (docs/demo.md).
+            "prompts": [{**REDTEAM, "harmful": True}, {**BORDERLINE, "harmful": False}],
+            "verifier": True,
             "jailbreak_suite": None,
             "max_new_tokens": 64,
             "principles_per_label": 2,
@@ -102,9 +107,10 @@ def demo_config(out: str, model: str, overrides: list[str] | None = None) -> CAI
             # request, an answer to a harmful one). At temperature 1 it refused 13% of borderline samples but 33%
             # greedily, the way it is evaluated; its own failures are what DPO needs to see (docs/demo.md).
             "contrast": {"refuse": [REDTEAM], "answer": [BORDERLINE], "samples": 4, "max_new_tokens": 64},
-            # lr 2e-5: at 5e-6 the added pairs changed no greedy answer on the development check; at 4e-5 the
-            # over-refusal went but a third of the train red-team requests were answered again (docs/demo.md).
-            "dpo": {"epochs": 1, "batch_size": 8, "lr": 2e-5, "beta": 0.1, "max_length": 384, "save_every": 10,
+            # lr 1e-5, chosen on the development check (held-back train prompts, one seed, bf16): from SL-CAI's
+            # 0.875 safe refusals of harmful prompts and 0.346 refusals of borderline ones, 1e-5 gave 0.857 and
+            # 0.241, 2e-5 0.810 and 0.183 — 1e-5 keeps RL-CAI as harmless as SL-CAI, the issue's bar (docs/demo.md).
+            "dpo": {"epochs": 1, "batch_size": 8, "lr": 1e-5, "beta": 0.1, "max_length": 384, "save_every": 10,
                     "group_by_length": True},
         },
         "eval": {"max_new_tokens": 64, "batch_size": 128},

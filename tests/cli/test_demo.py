@@ -30,6 +30,8 @@ def test_demo_settings_are_the_dpo_variant_of_the_recipe():
     # demonstrations are all the benign and borderline ones.
     assert [m.limit for m in cfg.critique.prompts + cfg.rl.prompts + cfg.sl.helpful] == [72, 72, 40, None]
     assert cfg.critique.rule_check and cfg.critique.revision_form == "short" and cfg.critique.check_margin == 0.1
+    # The rule verifier labels beside the judge, on prompts people marked harmful or benign.
+    assert cfg.rl.verifier and [m.harmful for m in cfg.rl.prompts] == [True, False]
     # Phase 2 also learns from the policy's own failures on prompts people marked harmful or benign.
     assert cfg.rl.contrast is not None and cfg.rl.contrast.sampled_failures == ["refuse"]
 
