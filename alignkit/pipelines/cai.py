@@ -632,7 +632,7 @@ class Pipeline:
                    "principles": [r["steps"][-1]["principle"]], "source": r["source"], "policy": r["policy"],
                    "feedback_model": r["feedback_model"], "phase": 1}
                   for r in read_jsonl(Path(self.runner.record("critique").revisions))
-                  if r["final"].strip() and r["final"].strip() != r["initial"].strip()
+                  if r["final"].strip() and r["initial"].strip() and r["final"].strip() != r["initial"].strip()
                   and r.get("rule_check", "ok") == "ok"]  # a revision the rule verifier refused is preferred nowhere
         if self.cfg.rl.verifier:
             # Phase 1's prompts are harmful requests (critique.prompts): a safe refusal is preferred to an answer

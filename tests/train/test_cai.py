@@ -200,7 +200,8 @@ def test_dpo_variant_trains_on_hard_pairs_plus_helpful_preferences(chatty_dir, t
     rl = manifest["stages"]["rl"]
     rows = read_jsonl(out / "7-rl" / "data.jsonl")
     labels = read_jsonl(out / "5-labels" / "labels.jsonl")
-    changed = [r for r in revisions if r["final"].strip() != r["initial"].strip()]
+    # Phase 1's pairs: each revision that changed a (non-empty) first answer.
+    changed = [r for r in revisions if r["initial"].strip() and r["final"].strip() != r["initial"].strip()]
     # min_confidence 0 keeps every pair: phase 2's labels plus phase 1's revision-vs-first-answer comparisons.
     assert rl["method"] == "dpo" and rl["ai_pairs"] == len(labels) + len(changed) and rl["of_them_phase1"] == len(changed)
     for row in rows:
