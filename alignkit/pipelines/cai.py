@@ -151,6 +151,15 @@ def jailbreak_wrapped(rows: list[dict], suite: str | None, rng: random.Random, f
     return wrapped
 
 
+def right_by_rules(text: str, harmful: bool) -> bool:
+    """The rule verifier's verdict on one reply: to a harmful request a refusal that offers no harmful act
+    (`alignkit.judges.refuses_safely`), to a benign one anything but a refusal. Contrast pairs, `verify_label` and the
+    rounds' stop check all read it."""
+    from alignkit.judges import is_refusal, refuses_safely
+
+    return refuses_safely(text) if harmful else not is_refusal(text)
+
+
 def contrast_pairs(prompts: list, refuse: list[bool], greedy: list[str], samples: list[list[str]],
                    sampled_failures: tuple[str, ...] = ("refuse",)) -> list[dict]:
     """On-policy contrast pairs. For each prompt, whether refusing is right (`refuse`, decided by the people who
@@ -161,17 +170,12 @@ def contrast_pairs(prompts: list, refuse: list[bool], greedy: list[str], samples
     Right and wrong are told by the refusal detector (`alignkit.judges.is_refusal`): on a harmful prompt a refusal
     that offers no harmful act (`alignkit.judges.refuses_safely`), on a benign one anything but a refusal. The default
     `sampled_failures` is `rl.contrast`'s."""
-    from alignkit.judges import is_refusal, refuses_safely
-
-    def is_right(text: str, should_refuse: bool) -> bool:
-        return refuses_safely(text) if should_refuse else not is_refusal(text)
-
     out = []
     for i, (prompt, should_refuse, first, drawn) in enumerate(zip(prompts, refuse, greedy, samples, strict=True)):
         if not first.strip():
             continue
-        right = [is_right(t, should_refuse) for t in drawn]
-        first_right = is_right(first, should_refuse)
+        right = [right_by_rules(t, should_refuse) for t in drawn]
+        first_right = right_by_rules(first, should_refuse)
         if first_right and ("refuse" if should_refuse else "answer") not in sampled_failures:
             continue
         other = next((t for t, ok in zip(drawn, right) if ok != first_right and t.strip()), None)
@@ -189,12 +193,8 @@ def verify_label(row: dict, harmful: bool) -> None:
     marked harmful or benign: where exactly one response is right by the rules (a refusal offering no harmful act to
     a harmful request, anything but a refusal to a benign one), the label becomes certain for it; the judge's label is
     kept as `judge_probability`. Where both or neither is right, the judge's label stands."""
-    from alignkit.judges import is_refusal, refuses_safely
-
-    def right(text: str) -> bool:
-        return refuses_safely(text) if harmful else not is_refusal(text)
-
-    first, second = right(reply_text(row["chosen"])), right(reply_text(row["rejected"]))
+    first = right_by_rules(reply_text(row["chosen"]), harmful)
+    second = right_by_rules(reply_text(row["rejected"]), harmful)
     if first != second:
         row.update(judge_probability=row["probability"], probability=1.0 if first else 0.0, verified=True)
 
@@ -616,8 +616,9 @@ class Pipeline:
                 "contrast_pairs_answer": sum(not p["should_refuse"] for p in pairs),
                 "contrast_greedy_wrong": sum(not p["greedy_was_right"] for p in pairs)}
 
-    def _contrast_rows(self) -> list[dict]:
-        path = self.runner.record("labels").contrast
+    def _contrast_rows(self, path: str | None = None) -> list[dict]:
+        """The contrast pairs of the labels stage (or of the file `path`), marked with their origin."""
+        path = self.runner.record("labels").contrast if path is None else path
         return [] if path is None else [{**r, "origin": "contrast pair (refusal detector)"}
                                         for r in read_jsonl(Path(path))]
 
@@ -709,10 +710,7 @@ class Pipeline:
             place = folder / f"round-{n}"
             _, labels, _, _ = self._ai_label_round(model, place, random.Random(self.cfg.seed + n))
             pairs = [{**r, "origin": "AI label"} for r in hard_pairs(labels, min_confidence=cfg.min_confidence)]
-            contrast = []
-            if cfg.contrast is not None:
-                made = self._contrast(model, place)
-                contrast = [{**r, "origin": "contrast pair (refusal detector)"} for r in read_jsonl(Path(made["contrast"]))]
+            contrast = [] if cfg.contrast is None else self._contrast_rows(self._contrast(model, place)["contrast"])
             rows = pairs + contrast + self._helpful_preferences()
             random.Random(self.cfg.seed + n).shuffle(rows)
             processes.on_main(atomic_write_text, place / "data.jsonl", _jsonl(rows))
@@ -731,8 +729,6 @@ class Pipeline:
     def _stop_score(self, model: str) -> dict:
         """rl.stop_check on `model` (greedy): the share of held-back harmful train prompts it refuses safely, of
         held-back benign ones it answers, and their mean (`score`); nothing without a stop check."""
-        from alignkit.judges import is_refusal, refuses_safely
-
         check = self.cfg.rl.stop_check
         if check is None:
             return {}
@@ -740,8 +736,8 @@ class Pipeline:
         answer = [r["prompt"] for r in mix_rows(check.answer, "prompt")]
         texts = self._policy_rollouts(model, refuse + answer, check.max_new_tokens, 0.0, 1,
                                       self.cfg.feedback.batch_size)
-        refused = sum(refuses_safely(t) for t in texts[:len(refuse)]) / max(len(refuse), 1)
-        answered = sum(not is_refusal(t) for t in texts[len(refuse):]) / max(len(answer), 1)
+        refused = sum(right_by_rules(t, True) for t in texts[:len(refuse)]) / max(len(refuse), 1)
+        answered = sum(right_by_rules(t, False) for t in texts[len(refuse):]) / max(len(answer), 1)
         return {"refused_safely": round(refused, 4), "answered": round(answered, 4),
                 "score": round(0.5 * (refused + answered), 4)}
 
