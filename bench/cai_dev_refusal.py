@@ -11,6 +11,8 @@ Sets (greedy, 48 new tokens, the refusal detector of `alignkit.judges`):
 - harmful (held back) and borderline (held back): the train-split red-team and borderline prompts after the ones the
   demo reads (`alignkit/pipelines/demo.py`: the first 72 and 40), which no stage of the demo sees. On harmful sets
   the rate is of safe refusals (`refuses_safely`: a refusal that goes on to offer harm is no refusal here).
+  `--skip-held-back N` leaves out the first N rows of both held-back sets: the rows an `rl.stop_check` chose rounds
+  on, so rounds are compared on prompts nothing chose by.
 """
 
 from __future__ import annotations
@@ -29,7 +31,11 @@ from alignkit.train.run import configure_threads
 from alignkit.utils.io import atomic_write_text
 
 
-def dev_sets() -> dict[str, list]:
+def dev_sets(skip_held_back: int = 0) -> dict[str, list]:
+    def held_back(mix: dict) -> list:
+        return [r["prompt"] for r in mix_rows([DataMix(**{**mix, "skip": mix["limit"] + skip_held_back,
+                                                          "limit": None})], "prompt")]
+
     return {
         "harmful": [r["messages"][:1] for r in mix_rows([DataMix(source="builtin:sft", categories=["harmful"])],
                                                           "sft")],
@@ -37,10 +43,8 @@ def dev_sets() -> dict[str, list]:
             [DataMix(source="builtin:preference", categories=["borderline"])], "preference")],
         "borderline (suite train)": [r["prompt"] for r in mix_rows([DataMix(source="suite:borderline?split=train")],
                                                                    "prompt")],
-        "harmful (held back)": [r["prompt"] for r in mix_rows([DataMix(**{**REDTEAM, "skip": REDTEAM["limit"],
-                                                                          "limit": None})], "prompt")],
-        "borderline (held back)": [r["prompt"] for r in mix_rows([DataMix(**{**BORDERLINE, "skip": BORDERLINE["limit"],
-                                                                             "limit": None})], "prompt")],
+        "harmful (held back)": held_back(REDTEAM),
+        "borderline (held back)": held_back(BORDERLINE),
     }
 
 
@@ -60,11 +64,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+", help="model folders or registry names")
     parser.add_argument("--out", help="also write the results as JSON here (a new file)")
+    parser.add_argument("--skip-held-back", type=int, default=0, metavar="N",
+                        help="leave out the first N rows of both held-back sets (those a stop check read)")
     args = parser.parse_args()
     if args.out and Path(args.out).exists():
         parser.error(f"--out {args.out} exists; give a new path so earlier results are kept")
     configure_threads()
-    sets = dev_sets()
+    sets = dev_sets(args.skip_held_back)
     results = []
     n = {name: len(group) for name, group in sets.items()}
     print("| model | " + " | ".join(f"{name} ({len(group)})" for name, group in sets.items()) + " |")
