@@ -12,12 +12,15 @@ A pipeline (`alignkit cai`, `compare`) sets the target of each of its stages its
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_serializer, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_serializer,
+                      model_validator)
+from pydantic.fields import FieldInfo
 
 from alignkit.rollouts.sampler import SamplingSettings
 from alignkit.utils import sampling_defaults as defaults
@@ -42,6 +45,23 @@ class Strict(BaseModel):
             raise ValueError(f"'{found}' holds a secret, and configs are written to disk: put it in an environment "
                              "variable and name that variable instead (api_key_env)")
         return data
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        """A config that only changes a default (`lr: float = 5e-6`) keeps its parent's checks, so
+        `lr=-1` fails as the config is read for every method, not in the optimizer after the model has loaded."""
+        super().__pydantic_init_subclass__(**kwargs)
+        changed = False
+        for name, field in cls.__pydantic_fields__.items():
+            if field.metadata:
+                continue
+            parent = next((base.__pydantic_fields__[name] for base in cls.__mro__[1:]
+                           if name in getattr(base, "__pydantic_fields__", {})), None)
+            if parent is not None and parent.metadata:
+                cls.__pydantic_fields__[name] = FieldInfo.merge_field_infos(parent, field)
+                changed = True
+        if changed:
+            cls.model_rebuild(force=True)
 
 
 class DataConfig(Strict):
@@ -89,10 +109,9 @@ class RunSettings(Strict):
     keep_checkpoints: int = Field(default=2, ge=1, description="how many of the newest checkpoints to keep")
     eval_every: int = Field(default=0, ge=0, description="evaluate every N steps (0 = at the end only)")
     log_every: int = Field(default=1, ge=1, description="write metrics every N steps")
-    report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(default_factory=list,
-                                                                        description="trackers besides "
-                                                                                    "metrics.jsonl: tensorboard, "
-                                                                                    "wandb, trackio")
+    report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(
+        default_factory=list, description="trackers besides metrics.jsonl: tensorboard, wandb, trackio (a list, or "
+                                          "TRL's string form: one name, names with commas, or none)")
     lora: LoraConfig | None = None
     save_merged: bool = Field(default=True, description="with LoRA, save the final model merged (else the adapter)")
     gradient_checkpointing: bool = Field(default=False,
@@ -100,11 +119,32 @@ class RunSettings(Strict):
                                                      "of keeping them: less memory, ~30% longer steps, same result")
     progress: bool = Field(default=True, description="show a progress bar with an ETA")
 
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _trackers_as_list(cls, value: Any) -> Any:
+        """TRL's forms: `report_to: tensorboard`, `"wandb,tensorboard"`, `none`."""
+        if isinstance(value, str):
+            names = [name.strip() for name in value.split(",") if name.strip()]
+            return [] if [n.lower() for n in names] == ["none"] else names
+        return value
+
+    @field_validator("report_to")
+    @classmethod
+    def _trackers_installed(cls, value: list[str]) -> list[str]:
+        """A tracker's package is looked for as the config is read, not after the model has loaded."""
+        import importlib.util
+
+        missing = [name for name in value if importlib.util.find_spec(name) is None]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} not installed: pip install 'alignkit[{','.join(missing)}]' "
+                             "(or leave it out of report_to)")
+        return value
+
 
 class Optimization(Strict):
     """AdamW, its schedule and the length of the run."""
 
-    max_steps: int = Field(default=-1, description="optimizer steps; -1 = run `epochs` epochs")
+    max_steps: int = Field(default=-1, ge=-1, description="optimizer steps; -1 = run `epochs` epochs")
     epochs: float = Field(default=1.0, gt=0, description="passes over the training data when max_steps is -1")
     lr: float = Field(default=1e-5, gt=0, description="AdamW peak learning rate")
     weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay (matrices only)")
@@ -117,6 +157,13 @@ class Optimization(Strict):
     skip_nonfinite: bool = Field(default=False,
                                  description="skip (and count) an update whose loss or gradient is NaN/inf instead "
                                              "of stopping the run at it")
+
+    @field_validator("max_steps")
+    @classmethod
+    def _some_steps(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("0 steps trains nothing: give a positive count, or -1 to run `epochs` epochs")
+        return value
 
 
 class OfflineBatching(Strict):
@@ -290,20 +337,35 @@ def _description(model: type[BaseModel], name: str) -> str:
     return ""
 
 
-def _check_keys(raw: dict, model: type[BaseModel], where: str, prefix: str = "") -> None:
-    """Reject unknown keys with the list of valid ones (pydantic's own message does not list them)."""
-    fields = model.model_fields
+# TRL's (transformers') names for keys that mean the same here: read as ours, so a TRL config's keys carry over.
+TRL_NAMES = {"learning_rate": "lr", "num_train_epochs": "epochs", "per_device_train_batch_size": "batch_size",
+             "per_device_eval_batch_size": "eval_batch_size", "gradient_accumulation_steps": "grad_accum",
+             "lr_scheduler_type": "scheduler", "logging_steps": "log_every", "save_steps": "save_every",
+             "eval_steps": "eval_every", "save_total_limit": "keep_checkpoints", "model_name_or_path": "model",
+             "max_completion_length": "max_new_tokens", "num_generations": "samples_per_prompt"}
+
+
+def _check_keys(raw: dict, model: type[BaseModel], where: str, prefix: str = "") -> dict:
+    """`raw` with TRL's names read as ours; an unknown key is refused with the nearest valid one and the list of
+    valid ones (pydantic's own message names neither)."""
+    fields, checked = model.model_fields, {}
     for key, value in raw.items():
-        dotted = f"{prefix}{key}"
-        if key not in fields:
+        ours = TRL_NAMES.get(key) if key not in fields and TRL_NAMES.get(key) in valid_keys(model) else key
+        dotted = f"{prefix}{ours}"
+        if ours != key and ours in raw:
+            raise ConfigError(f"{where}: both '{prefix}{key}' (TRL's name) and '{dotted}' given for one key: keep one")
+        if ours not in fields:
             reason = getattr(model, "absent_keys", {}).get(key)
+            near = difflib.get_close_matches(key, valid_keys(model), n=1, cutoff=0.75)
+            hint = f" ({reason})." if reason else f"; did you mean '{prefix}{near[0]}'?" if near else "."
             raise ConfigError(
-                f"{where}: unknown key '{dotted}'{f' ({reason})' if reason else ''}. "
+                f"{where}: unknown key '{dotted}'{hint} "
                 f"Valid keys{' under ' + prefix[:-1] if prefix else ''}: " + ", ".join(valid_keys(model))
             )
-        sub = _submodel(fields[key].annotation)
-        if sub is not None and isinstance(value, dict):
-            _check_keys(value, sub, where, prefix=f"{dotted}.")
+        sub = _submodel(fields[ours].annotation)
+        checked[ours] = (_check_keys(value, sub, where, prefix=f"{dotted}.")
+                         if sub is not None and isinstance(value, dict) else value)
+    return checked
 
 
 def _submodel(annotation) -> type[BaseModel] | None:
@@ -358,7 +420,7 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
     raw = merge_config(raw, parse_overrides(overrides or []))
-    _check_keys(raw, cls, where)
+    raw = _check_keys(raw, cls, where)
     try:
         return cls.model_validate(raw)
     except ValidationError as e:

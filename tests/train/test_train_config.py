@@ -86,3 +86,56 @@ def test_override_syntax_errors():
     with pytest.raises(ConfigError):
         parse_overrides(["novalue"])
     assert parse_overrides(["a.b.c=1", "x=[1, 2]", "y=true"]) == {"a": {"b": {"c": 1}}, "x": [1, 2], "y": True}
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_checks_numbers_as_the_config_is_read(name):
+    """A method config that only changes a default (`lr: float = 5e-6`) keeps its parent's check: lr=-1 and 0 steps
+    fail as the config is read, never in the optimizer after the model has loaded."""
+    base = ["output_dir=x", "data.train=a.jsonl"]
+    for bad, key in (("lr=-1", "'lr'"), ("lr=0", "'lr'"), ("max_steps=0", "'max_steps'"),
+                     ("max_steps=-2", "'max_steps'"), ("warmup_ratio=1.5", "'warmup_ratio'")):
+        with pytest.raises(ConfigError) as err:
+            load_config(METHODS[name].config, None, base + [bad])
+        assert key in str(err.value), (name, bad, str(err.value))
+
+
+def test_trl_names_are_read_as_ours():
+    cfg = load_config(DPOConfig, None, ["output_dir=x", "data.train=a.jsonl", "learning_rate=3e-6",
+                                        "per_device_train_batch_size=2", "gradient_accumulation_steps=4",
+                                        "num_train_epochs=2", "save_total_limit=1", "lr_scheduler_type=linear"])
+    assert (cfg.lr, cfg.batch_size, cfg.grad_accum, cfg.epochs, cfg.keep_checkpoints, cfg.scheduler) == (
+        3e-6, 2, 4, 2.0, 1, "linear")
+    cai = load_config(CAIConfig, None, ["output_dir=x", "rl.dpo.learning_rate=3e-6"])
+    assert cai.rl.dpo.lr == 3e-6 and cai.rl.dpo.written() == {"lr": 3e-6}
+    with pytest.raises(ConfigError) as err:
+        load_config(DPOConfig, None, ["output_dir=x", "data.train=a.jsonl", "learning_rate=3e-6", "lr=1e-6"])
+    assert "'learning_rate'" in str(err.value) and "'lr'" in str(err.value)
+
+
+def test_a_near_miss_key_is_answered_with_the_nearest():
+    with pytest.raises(ConfigError) as err:
+        load_config(DPOConfig, None, ["output_dir=x", "data.train=a.jsonl", "bta=0.2"])
+    assert "did you mean 'beta'?" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_config(SFTConfig, None, ["output_dir=x", "data.train=a.jsonl", "data.trian=b.jsonl"])
+    assert "'data.trian'; did you mean 'data.train'?" in str(err.value)
+
+
+def test_report_to_takes_trl_forms():
+    base = ["output_dir=x", "data.train=a.jsonl"]
+    assert load_config(SFTConfig, None, base + ["report_to=tensorboard"]).report_to == ["tensorboard"]
+    assert load_config(SFTConfig, None, base + ["report_to=wandb,tensorboard"]).report_to == ["wandb", "tensorboard"]
+    assert load_config(SFTConfig, None, base + ["report_to=none"]).report_to == []
+    assert load_config(SFTConfig, None, base + ["report_to=[trackio]"]).report_to == ["trackio"]
+
+
+def test_a_missing_tracker_is_named_with_its_extra_as_the_config_is_read(monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else find_spec(
+        name, *a))
+    with pytest.raises(ConfigError) as err:
+        load_config(SFTConfig, None, ["output_dir=x", "data.train=a.jsonl", "report_to=tensorboard"])
+    assert "'report_to'" in str(err.value) and "pip install 'alignkit[tensorboard]'" in str(err.value)
