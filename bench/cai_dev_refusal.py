@@ -9,7 +9,8 @@ Sets (greedy, 48 new tokens, the refusal detector of `alignkit.judges`):
   pairs, its SL stage does not; refusing is over-refusal);
 - borderline (suite train): `suite:borderline?split=train` (phase 2 samples on them; refusing is over-refusal);
 - harmful (held back) and borderline (held back): the train-split red-team and borderline prompts after the ones the
-  demo reads (`alignkit/pipelines/demo.py`: the first 72 and 40), which no stage of the demo sees. On harmful sets
+  demo reads (`alignkit/pipelines/demo.py`: the first 72 and 40), less those with a demonstration the SL stage
+  trains on (120 borderline ones), so no stage of the demo sees them. On harmful sets
   the rate is of safe refusals (`refuses_safely`: a refusal that goes on to offer harm is no refusal here).
   `--skip-held-back N` leaves out the first N rows of both held-back sets: the rows an `rl.stop_check` chose rounds
   on, so rounds are compared on prompts nothing chose by.
@@ -26,15 +27,19 @@ from alignkit.judges import is_refusal, refuses_safely
 from alignkit.models import load_causal_lm, load_tokenizer
 from alignkit.pipelines.cai import mix_rows
 from alignkit.pipelines.cai_config import DataMix
-from alignkit.pipelines.demo import BORDERLINE, REDTEAM
+from alignkit.pipelines.demo import BORDERLINE, DEMONSTRATIONS, REDTEAM
 from alignkit.train.run import configure_threads
 from alignkit.utils.io import atomic_write_text
 
 
 def dev_sets(skip_held_back: int = 0) -> dict[str, list]:
+    # The demo's SL stage trains on every benign and borderline demonstration, and 120 of the held-back borderline
+    # prompts have one: those are not held back, so they are left out.
+    demonstrated = {_text(r["messages"][:1]) for r in mix_rows([DataMix(**DEMONSTRATIONS)], "sft")}
+
     def held_back(mix: dict) -> list:
-        return [r["prompt"] for r in mix_rows([DataMix(**{**mix, "skip": mix["limit"] + skip_held_back,
-                                                          "limit": None})], "prompt")]
+        rows = mix_rows([DataMix(**{**mix, "skip": mix["limit"] + skip_held_back, "limit": None})], "prompt")
+        return [r["prompt"] for r in rows if _text(r["prompt"]) not in demonstrated]
 
     return {
         "harmful": [r["messages"][:1] for r in mix_rows([DataMix(source="builtin:sft", categories=["harmful"])],
@@ -46,6 +51,10 @@ def dev_sets(skip_held_back: int = 0) -> dict[str, list]:
         "harmful (held back)": held_back(REDTEAM),
         "borderline (held back)": held_back(BORDERLINE),
     }
+
+
+def _text(prompt) -> str:
+    return (prompt if isinstance(prompt, str) else prompt[-1]["content"]).strip().lower()
 
 
 def refusal_rates(model: str, sets: dict[str, list], max_new_tokens: int = 48) -> dict[str, float]:
