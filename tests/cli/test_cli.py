@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+
+import pytest
 
 from alignkit.cli import main
 
@@ -50,7 +53,8 @@ def test_generate_is_deterministic_and_refuses_to_overwrite(tiny_dir, tmp_path):
         assert main(["generate", tiny_dir, "--prompts", str(prompts), "--out", str(out), "--max-new-tokens", "8"]) == 0
         outs.append([json.loads(line) for line in out.read_text().splitlines()])
     assert outs[0] == outs[1]
-    assert [row["prompt"] for row in outs[0]] == ["hello", [{"role": "user", "content": "hi"}], "bye"]
+    # The tiny model has a chat template: each prompt is asked as a conversation, and written as asked.
+    assert [row["prompt"] for row in outs[0]] == [[{"role": "user", "content": text}] for text in ("hello", "hi", "bye")]
     assert all(isinstance(row["response"], str) for row in outs[0])
     before = (tmp_path / "a.jsonl").read_text()
     try:
@@ -88,7 +92,7 @@ def test_chat_streams_the_reply_it_would_give_in_one_piece(tiny_dir):
     conversation = [{"role": "user", "content": "hello there"}]
     pieces: list[str] = []
     greedy = SamplingSettings(max_new_tokens=12, temperature=0.0)
-    reply = stream(model, tokenizer, conversation, pieces.append, greedy)
+    reply = stream(model, tokenizer, conversation, pieces.append, greedy).text
     assert len(pieces) > 1, "the reply came in one piece: nothing was streamed"
     assert "".join(pieces).strip() == reply
     assert reply == generate(model, tokenizer, [conversation], greedy).texts[0]
@@ -97,6 +101,67 @@ def test_chat_streams_the_reply_it_would_give_in_one_piece(tiny_dir):
                           input="hello there\n/exit\n", capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"model> {reply}\n" in proc.stdout
+
+
+def test_generate_asks_a_chat_model_as_a_conversation_unless_raw(tiny_dir, tmp_path):
+    from alignkit.models import load_causal_lm, load_tokenizer
+    from alignkit.rollouts import SamplingSettings, generate
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("hello there\n")
+    tokenizer, model = load_tokenizer(tiny_dir), load_causal_lm(tiny_dir)
+    greedy = SamplingSettings(max_new_tokens=8, temperature=0.0)
+    system = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello there"}]
+    expected = {"default": ([{"role": "user", "content": "hello there"}], []), "raw": ("hello there", ["--raw"]),
+                "system": (system, ["--system", "Be brief."])}
+    for name, (prompt, flags) in expected.items():
+        out = tmp_path / f"{name}.jsonl"
+        assert main(["generate", tiny_dir, "--prompts", str(prompts), "--out", str(out), "--max-new-tokens", "8",
+                     *flags]) == 0
+        row = json.loads(out.read_text())
+        assert row["prompt"] == prompt, name
+        assert row["response"] == generate(model, tokenizer, [prompt], greedy).texts[0], name
+    with pytest.raises(SystemExit, match="--system needs a conversation"):
+        main(["generate", tiny_dir, "--prompts", str(prompts), "--raw", "--system", "x"])
+
+
+def test_generate_and_chat_help_show_the_defaults(capsys):
+    for command in ("generate", "chat"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "--top-p" in text and "--system" in text and "(default: 0.0)" in text, command
+
+
+def test_chat_marks_a_reply_cut_at_the_token_limit(tiny_dir):
+    proc = subprocess.run([sys.executable, "-m", "alignkit.cli", "chat", tiny_dir, "--max-new-tokens", "3"],
+                          input="hello there\n/exit\n", capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "[cut at 3 tokens: --max-new-tokens]" in proc.stdout
+
+
+def test_ctrl_c_in_chat_stops_the_reply_and_the_chat_goes_on(tiny_dir):
+    """A real SIGINT to a real `alignkit chat` in the middle of a long reply: the reply stops, the prompt comes
+    back, the next line is answered, and there is no traceback."""
+    proc = subprocess.Popen([sys.executable, "-u", "-m", "alignkit.cli", "chat", tiny_dir, "--max-new-tokens",
+                             "100000", "--temperature", "1.0"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, bufsize=0)
+    try:
+        proc.stdin.write("tell me a long story\n")
+        proc.stdin.flush()
+        seen = ""
+        while "model> " not in seen or len(seen.split("model> ", 1)[1]) < 20:  # the reply is being streamed
+            piece = proc.stdout.read(1)
+            assert piece, proc.stderr.read()[-2000:]
+            seen += piece
+        proc.send_signal(signal.SIGINT)
+        proc.stdin.write("/exit\n")
+        proc.stdin.flush()
+        out, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    assert " [stopped]\nyou> " in seen + out and "Traceback" not in err and "KeyboardInterrupt" not in err
 
 
 def test_help_lists_every_command_on_one_line_and_each_commands_keys(capsys):
