@@ -461,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     from alignkit.models import ModelSpecError
     from alignkit.pipelines.compare import CompareError
     from alignkit.train.config import ConfigError
-    from alignkit.train.run import RunError
+    from alignkit.train.run import Interrupted, RunError
     from alignkit.utils.io import FolderInUse, UnsafeFileError
 
     try:
@@ -474,6 +474,12 @@ def main(argv: list[str] | None = None) -> int:
         return {"prepare": _prepare, "export": _export, "generate": _generate, "chat": _chat, "eval": _eval,
                 "report": _report,
                 "constitution": _constitution, "demo": _demo}[args.command](args)
+    except Interrupted as e:
+        print(f"alignkit {args.command}: {e}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # Ctrl-C outside a training loop's steps (loading, generating), or a second one
+        print(f"\nalignkit {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (ConfigError, DataError, ModelSpecError, RunError, ConstitutionError, FeedbackAuditError,
             CompareError, FolderInUse, UnsafeFileError) as e:
         print(f"alignkit {args.command}: error: {e}", file=sys.stderr)

@@ -32,6 +32,7 @@ from alignkit.train.checkpoint import (
 )
 from alignkit.train.config import TrainConfig
 from alignkit.train.logging import MetricsLog
+from alignkit.utils.interrupts import StopAtStepBoundary
 from alignkit.utils.io import (
     atomic_write_json,
     atomic_write_text,
@@ -51,6 +52,10 @@ class RunError(RuntimeError):
 
 class NonFiniteError(RunError):
     """A step's loss or gradient is NaN or infinite: the run stopped there, before applying it."""
+
+
+class Interrupted(RunError):
+    """Ctrl-C: the run stopped at a step boundary with a checkpoint the same command resumes from."""
 
 
 @dataclass
@@ -291,21 +296,34 @@ class Run:
         last_train: dict = {}
         last_eval: dict = {}
         module.train()
-        for step in range(start, total):
-            metrics = steps.step(step)
-            done = step + 1
-            if self.is_main:
-                last_train = metrics
-                if done % cfg.log_every == 0 or done == total:
-                    log.log(done, {f"train/{k}": v for k, v in metrics.items()})
-                if progress is not None:
-                    progress.update(1)
-                    progress.set_postfix({k: f"{metrics[k]:.4g}" for k in steps.progress if k in metrics})
-            if steps.evaluate is not None and cfg.eval_every and done % cfg.eval_every == 0 and done < total:
-                last_eval = self._evaluate(module, steps.evaluate, log, done, f"step {done}")
-            if cfg.save_every and done % cfg.save_every == 0 and done < total:
-                acc.wait_for_everyone()
-                self._checkpoint(done, module, optimizer, scheduler, total, steps)
+        with StopAtStepBoundary("Ctrl-C: stopping after this step with a checkpoint to resume from") as stop:
+            for step in range(start, total):
+                metrics = steps.step(step)
+                done = step + 1
+                if self.is_main:
+                    last_train = metrics
+                    if done % cfg.log_every == 0 or done == total:
+                        log.log(done, {f"train/{k}": v for k, v in metrics.items()})
+                    if progress is not None:
+                        progress.update(1)
+                        progress.set_postfix({k: f"{metrics[k]:.4g}" for k in steps.progress if k in metrics})
+                if steps.evaluate is not None and cfg.eval_every and done % cfg.eval_every == 0 and done < total:
+                    last_eval = self._evaluate(module, steps.evaluate, log, done, f"step {done}")
+                saved = bool(cfg.save_every and done % cfg.save_every == 0 and done < total)
+                if saved:
+                    acc.wait_for_everyone()
+                    self._checkpoint(done, module, optimizer, scheduler, total, steps)
+                if done < total and stop.agreed():
+                    if not saved:
+                        acc.wait_for_everyone()
+                        self._checkpoint(done, module, optimizer, scheduler, total, steps)
+                    if progress is not None:
+                        progress.close()
+                    if log is not None:
+                        log.close()
+                    raise Interrupted(f"interrupted at step {done} of {total}; the checkpoint "
+                                      f"{list_checkpoints(self.output_dir)[-1] if self.is_main else ''} holds it: run "
+                                      "the same command again to resume from it (resume=auto)")
         if progress is not None:
             progress.close()
         seconds = time.perf_counter() - t0
