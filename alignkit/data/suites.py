@@ -108,6 +108,29 @@ class Suite:
                 chosen.append(item)
         return chosen
 
+    def subset(self, parts: list[str] | None = None, limit: int | None = None) -> Suite:
+        """Only `parts` (the others left empty: their metrics are null), and at most `limit` items of each, spread
+        evenly over it so every category keeps its share. The name says which subset it is."""
+        unknown = sorted(set(parts or []) - set(SUITE_PARTS))
+        if unknown:
+            raise DataError("--parts", f"parts among {list(SUITE_PARTS)}", ", ".join(unknown))
+        if limit is not None and limit < 1:
+            raise DataError("--limit", "an int >= 1", describe(limit))
+        if parts is not None and "jailbreaks" in parts and "redteam" not in parts:
+            raise DataError("--parts", "redteam beside jailbreaks (the templates wrap the red-team requests)",
+                            ",".join(parts))
+        chosen = Suite(self.name, self.split, jailbreak_requests_per_category=self.jailbreak_requests_per_category)
+        for part in SUITE_PARTS:
+            items = getattr(self, part) if parts is None or part in parts else []
+            if limit is not None and len(items) > limit:
+                items = [items[i * len(items) // limit] for i in range(limit)]
+            setattr(chosen, part, list(items))
+        said = ([f"parts {','.join(p for p in SUITE_PARTS if p in parts)}"] if parts is not None else []) + (
+            [f"at most {limit} per part"] if limit is not None else [])
+        if said:
+            chosen.name = f"{self.name} ({'; '.join(said)})"
+        return chosen
+
     def counts(self) -> dict[str, int]:
         return {
             "redteam": len(self.redteam),

@@ -200,3 +200,16 @@ def test_a_run_says_where_its_outputs_go_and_how_to_evaluate_it(tiny_dir, tmp_pa
     assert f"-> {out}/ (config.yaml, metrics.jsonl" in err
     command = err.strip().splitlines()[-1]
     assert command == f"evaluate it: alignkit eval base={tiny_dir} sft={out / 'final'} --out {out / 'eval'}"
+
+
+def test_eval_runs_parts_and_a_limited_sample_of_the_suite(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["eval", f"tiny={tiny_dir}", "--parts", "redteam,borderline", "--limit", "4", "--out", str(out),
+                 "--max-new-tokens", "4"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    text = json.dumps(results)
+    assert "default (parts redteam,borderline; at most 4 per part)" in text
+    metrics = json.loads(capsys.readouterr().out)["metrics"]["tiny"]
+    assert "asr" in metrics and "over_refusal" in metrics and "jailbreak_asr" not in metrics
+    rows = [json.loads(line) for line in next((out / "responses").glob("*.jsonl")).read_text().splitlines()]
+    assert len(rows) == 8

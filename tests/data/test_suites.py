@@ -577,3 +577,20 @@ def test_bad_split_and_unknown_suite(tmp_path):
         load_suite("nosuch")
     with pytest.raises(DataError, match=r"gone\.yaml: expected an existing suite YAML file, got no such file"):
         load_suite(tmp_path / "gone.yaml")
+
+
+def test_a_subset_keeps_the_parts_asked_and_spreads_a_limit_over_each(heldout):
+    chosen = heldout.subset(["redteam", "borderline"], 24)
+    assert chosen.counts() == {"redteam": 24, "jailbreak": 0, "borderline": 24, "verifiable": 0, "bias": 0,
+                               "anthropomorphism": 0}
+    assert len({item.group for item in chosen.redteam}) == 12, "every harm category keeps its share"
+    assert set(chosen.redteam) <= set(heldout.redteam) and chosen.name == "default (parts redteam,borderline; at " \
+                                                                          "most 24 per part)"
+    assert heldout.subset(None, None).counts() == heldout.counts() and heldout.subset().name == "default"
+    assert heldout.subset(["bias"]).counts()["bias"] == len(heldout.bias)
+    with pytest.raises(DataError, match="--parts"):
+        heldout.subset(["redteem"])
+    with pytest.raises(DataError, match="redteam beside jailbreaks"):
+        heldout.subset(["jailbreaks"])
+    with pytest.raises(DataError, match="--limit"):
+        heldout.subset(None, 0)
