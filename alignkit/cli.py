@@ -23,6 +23,8 @@ def _train(method: str, argv: list[str]) -> int:
         config_path, argv = argv[0], argv[1:]
     spec = METHODS[method]
     cfg = load_config(spec.config, config_path, argv)
+    if not cfg.progress:  # transformers' and the hub's own bars (loading weights, writing shards) too
+        quiet_progress()
     out = Path(cfg.output_dir)
     print(f"alignkit {method}: {cfg.model} -> {out}/ (config.yaml, metrics.jsonl, checkpoints/, summary.json; the "
           f"model: {out / 'final'}/)", file=sys.stderr, flush=True)
@@ -30,6 +32,14 @@ def _train(method: str, argv: list[str]) -> int:
     print(json.dumps({"final": str(result.final_dir), "steps": result.steps, "eval": result.eval_metrics}, indent=2))
     print(_next_command(method, cfg.model, result.final_dir), file=sys.stderr)
     return 0
+
+
+def quiet_progress() -> None:
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    disable_progress_bars()
+    transformers_logging.disable_progress_bar()
 
 
 def _next_command(method: str, start: str, final: Path) -> str:
@@ -489,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     from alignkit.pipelines.compare import CompareError
     from alignkit.train.config import ConfigError
     from alignkit.train.run import Interrupted, RunError
-    from alignkit.utils.io import FolderInUse, UnsafeFileError
+    from alignkit.utils.io import FolderInUse, UnsafeFileError, release_folders
 
     try:
         if args.command in METHODS:
@@ -511,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
             CompareError, FolderInUse, UnsafeFileError) as e:
         print(f"alignkit {args.command}: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        release_folders()
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from pathlib import Path
 from torch import nn
 
 from alignkit.models.lora import is_peft, merged_state_dict
-from alignkit.utils.io import atomic_dir
+from alignkit.utils.io import atomic_dir, plain_modes
 
 
 def save_pretrained(model: nn.Module, tokenizer, out_dir: str | Path, *, merge_lora: bool = True, replace: bool = False,
@@ -30,4 +30,5 @@ def save_pretrained(model: nn.Module, tokenizer, out_dir: str | Path, *, merge_l
         tokenizer.save_pretrained(tmp)
         for name, text in (files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
+        plain_modes(tmp)
     return Path(out_dir)

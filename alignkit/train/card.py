@@ -91,7 +91,7 @@ def _version() -> str:
 
 def _table(metrics: dict[str, Any]) -> list[str]:
     rows = ["| metric | value |", "|---|---|"]
-    rows += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
+    rows += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
     return rows
 
 

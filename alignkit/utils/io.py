@@ -45,6 +45,16 @@ def _temp_dir(path: Path) -> Path:
             continue
 
 
+def plain_modes(folder: Path) -> None:
+    """Give every file under `folder` the mode a plain open() gives under the umask: transformers writes
+    model.safetensors owner-only (0600), which other users of a shared model folder then cannot read."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, 0o666 & ~mask)
+
+
 def remove_leftovers(folder: str | Path) -> int:
     """Remove the temporary files and folders (`.NAME.HEX.tmp`) that writes killed half-way left in `folder`; the
     caller holds the folder (`lock_folder`), so no write of another process can be among them. Returns how many."""
@@ -179,7 +189,7 @@ def claim_config_dir(folder: str | Path, config: dict, may_change: tuple[str, ..
 
 
 LOCK_FILE = ".alignkit.lock"
-_held: dict[str, list] = {}  # resolved folder -> [open lock file descriptor, times claimed by this process]
+_held: dict[str, list] = {}  # resolved folder -> [lock file descriptor, times claimed by this process, made by it]
 
 
 class FolderInUse(RuntimeError):
@@ -190,13 +200,16 @@ def lock_folder(folder: str | Path) -> None:
     """Claim the run folder `folder` for this process: a second process that claims it while this one runs is refused
     at once, naming the holder. The claim is an exclusive `flock` on `folder/.alignkit.lock`, which the kernel drops
     when the process ends however it ends (a SIGKILLed run leaves nothing stuck). Claims nest within one process
-    (a pipeline and the run it starts in the same folder): `unlock_folder` as often as `lock_folder`."""
+    (a pipeline and the run it starts in the same folder): `unlock_folder` as often as `lock_folder`. A folder the
+    claim made is removed with the last unlock if nothing but the lock file was written into it (a run that failed
+    before it began)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     key = str(folder.resolve())
     if key in _held:
         _held[key][1] += 1
         return
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -208,7 +221,7 @@ def lock_folder(folder: str | Path) -> None:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(sys.argv)[:300]}\n"
               .encode(), 0)
-    _held[key] = [fd, 1]
+    _held[key] = [fd, 1, created]
 
 
 @contextlib.contextmanager
@@ -221,6 +234,14 @@ def locked_folder(folder: str | Path) -> Iterator[None]:
         unlock_folder(folder)
 
 
+def release_folders() -> None:
+    """Give back every claim this process holds (the command line, as a command ends however it ends: a run that
+    failed before it began leaves no folder holding only the lock file)."""
+    for key in list(_held):
+        _held[key][1] = 1
+        unlock_folder(key)
+
+
 def unlock_folder(folder: str | Path) -> None:
     """Give back one claim of `lock_folder`; the last one releases the folder to other processes."""
     key = str(Path(folder).resolve())
@@ -230,4 +251,9 @@ def unlock_folder(folder: str | Path) -> None:
     entry[1] -= 1
     if entry[1] == 0:
         del _held[key]
+        folder = Path(key)
+        if entry[2] and [p.name for p in folder.iterdir()] == [LOCK_FILE]:  # made for a run that wrote nothing
+            with contextlib.suppress(OSError):
+                (folder / LOCK_FILE).unlink()
+                folder.rmdir()
         os.close(entry[0])  # closing the descriptor drops the flock

@@ -213,3 +213,24 @@ def test_eval_runs_parts_and_a_limited_sample_of_the_suite(tiny_dir, tmp_path, c
     assert "asr" in metrics and "over_refusal" in metrics and "jailbreak_asr" not in metrics
     rows = [json.loads(line) for line in next((out / "responses").glob("*.jsonl")).read_text().splitlines()]
     assert len(rows) == 8
+
+
+def test_a_quiet_run_shows_no_library_bars_saves_readable_weights_and_a_failed_one_leaves_no_folder(tiny_dir,
+                                                                                                     tmp_path):
+    import os
+    import stat
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"q{i}", "completion": f"a{i}"}) + "\n" for i in range(8)))
+    command = [sys.executable, "-m", "alignkit.cli", "sft", f"model={tiny_dir}", f"data.train={data}",
+               "max_steps=1", "progress=false"]
+    quiet = subprocess.run(command + [f"output_dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=300,
+                           preexec_fn=lambda: os.umask(0o022))
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert "Loading weights" not in quiet.stderr and "Writing model shards" not in quiet.stderr
+    assert stat.S_IMODE((tmp_path / "run" / "final" / "model.safetensors").stat().st_mode) == 0o644
+
+    failed = subprocess.run(command + [f"output_dir={tmp_path / 'failed'}", "batch_size=16"], capture_output=True,
+                            text=True, timeout=300)
+    assert failed.returncode == 2 and "fewer than one optimizer step" in failed.stderr
+    assert not (tmp_path / "failed").exists(), "a run that never began leaves no folder holding only its lock"

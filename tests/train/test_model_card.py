@@ -48,7 +48,8 @@ def test_the_card_of_a_tiny_sft_run_names_its_data_results_and_command(tiny_dir,
     assert "`builtin:sft_eval` | people (the alignkit team; built-in dataset)" in body
     # The results of the evaluation that ran, as summary.json has them.
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["eval"] and all(f"| {k} | {v:.4f} |" in body for k, v in summary["eval"].items())
+    assert summary["eval"] and all(f"| {k} | {v:.4g} |" in body for k, v in summary["eval"].items())
+    assert f"| lr | {summary['train']['lr']:.4g} |" in body and "| lr | 0.0000 |" not in body  # a small lr shows
     assert "3 optimizer steps" in body
     # The exact command and config, without this machine's paths.
     assert "alignkit sft model=<...>/" in body and "max_steps=3" in body
