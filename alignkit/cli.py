@@ -14,6 +14,11 @@ from pathlib import Path
 from alignkit.utils import sampling_defaults as defaults
 
 
+class CommandError(Exception):
+    """A command refused as given (a bad argument, an output that exists): `alignkit X: error: ...`, exit status 2,
+    as for a bad config or bad data."""
+
+
 def _train(method: str, argv: list[str]) -> int:
     from alignkit.methods import METHODS
     from alignkit.train.config import load_config
@@ -89,14 +94,14 @@ def _read_prompts(path: str) -> list:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise SystemExit(f"{path}:{number}: not valid JSON ({e.msg})")
+                raise CommandError(f"{path}:{number}: not valid JSON ({e.msg})")
             if "prompt" not in row:
-                raise SystemExit(f"{path}:{number}: field 'prompt': missing")
+                raise CommandError(f"{path}:{number}: field 'prompt': missing")
             prompts.append(row["prompt"])
         else:
             prompts.append(line)
     if not prompts:
-        raise SystemExit(f"{path}: no prompts")
+        raise CommandError(f"{path}: no prompts")
     return prompts
 
 
@@ -107,7 +112,7 @@ def _as_chat(tokenizer, args) -> bool:
         return False
     has_template = bool(getattr(tokenizer, "chat_template", None))
     if args.chat and not has_template:
-        raise SystemExit(f"alignkit generate: {args.model} has no chat template; leave out --chat (or use --raw)")
+        raise CommandError(f"{args.model} has no chat template; leave out --chat (or use --raw)")
     return has_template
 
 
@@ -127,12 +132,12 @@ def _generate(args) -> int:
 
     prompts = _read_prompts(args.prompts)
     if args.out and Path(args.out).exists() and not args.overwrite:
-        raise SystemExit(f"alignkit generate: {args.out} exists; pass --overwrite to replace it")
+        raise CommandError(f"{args.out} exists; pass --overwrite to replace it")
     tokenizer = load_tokenizer(args.model)
     if _as_chat(tokenizer, args):
         prompts = [_conversation(p, args.system) for p in prompts]
     elif args.system:
-        raise SystemExit("alignkit generate: --system needs a conversation: leave out --raw (the model needs a chat "
+        raise CommandError("--system needs a conversation: leave out --raw (the model needs a chat "
                          "template)")
     model = load_causal_lm(args.model)
     settings = SamplingSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
@@ -221,9 +226,9 @@ def _model_specs(arguments: list[str]) -> dict[str, str]:
         if not sep:
             name, spec = argument, argument
         if not name or not spec:
-            raise SystemExit(f"alignkit eval: {argument!r}: expected MODEL or NAME=MODEL")
+            raise CommandError(f"{argument!r}: expected MODEL or NAME=MODEL")
         if name in specs:
-            raise SystemExit(f"alignkit eval: the name {name!r} is given twice; name them NAME=MODEL")
+            raise CommandError(f"the name {name!r} is given twice; name them NAME=MODEL")
         specs[name] = spec
     return specs
 
@@ -236,7 +241,7 @@ def _judge_spec(text: str):
         try:
             return json.loads(text)
         except json.JSONDecodeError as e:
-            raise SystemExit(f"alignkit eval: --judge is not valid JSON ({e.msg})")
+            raise CommandError(f"--judge is not valid JSON ({e.msg})")
     return text
 
 
@@ -250,13 +255,13 @@ def _eval(args) -> int:
     models = _model_specs(args.models)
     out = Path(args.out or f"runs/eval/{datetime.now().strftime('%Y%m%d-%H%M%S')}")
     if out.exists() and not args.overwrite:
-        raise SystemExit(f"alignkit eval: {out} exists; pass --overwrite to replace it, or choose another --out")
+        raise CommandError(f"{out} exists; pass --overwrite to replace it, or choose another --out")
     parts = [part.strip() for part in args.parts.split(",") if part.strip()] if args.parts else None
     suite = load_suite(args.suite, args.split).subset(parts, args.limit)
     try:
         judge = judge_from_spec(_judge_spec(args.judge)) if args.judge else None
     except ValueError as e:
-        raise SystemExit(f"alignkit eval: --judge: {e}")
+        raise CommandError(f"--judge: {e}")
     settings = EvalSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, precision=args.precision)
     results, rows = evaluate(models, suite, judge=judge, judge_name=args.judge, reference=args.reference,
                              reference_name=args.reference, settings=settings)
@@ -272,11 +277,11 @@ def _report(args) -> int:
 
     results_path = Path(args.dir) / "results.json"
     if not results_path.is_file():
-        raise SystemExit(f"alignkit report: {results_path} does not exist (the folder of an `alignkit eval` run)")
+        raise CommandError(f"{results_path} does not exist (the folder of an `alignkit eval` run)")
     try:
         results = EvalResults.read(results_path)
     except ResultsError as e:
-        raise SystemExit(f"alignkit report: {e}")
+        raise CommandError(f"{e}")
     print(write_report(results, args.dir))
     return 0
 
@@ -287,7 +292,7 @@ def _constitution(args) -> int:
     try:
         constitution, issues = lint(args.file)
     except ConstitutionError as e:
-        raise SystemExit(f"alignkit constitution: {e}")
+        raise CommandError(f"{e}")
     if args.action == "lint":
         for issue in issues:
             print(issue)
@@ -518,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nalignkit {args.command}: interrupted", file=sys.stderr)
         return 130
     except (ConfigError, DataError, ModelSpecError, RunError, ConstitutionError, FeedbackAuditError,
-            CompareError, FolderInUse, UnsafeFileError) as e:
+            CompareError, FolderInUse, UnsafeFileError, CommandError) as e:
         print(f"alignkit {args.command}: error: {e}", file=sys.stderr)
         return 2
     finally:

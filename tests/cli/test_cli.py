@@ -44,7 +44,7 @@ def test_bad_data_exits_2_naming_file_line_and_field(tiny_dir, tmp_path, capsys)
     assert f"{data}:2" in err and "'chosen'" in err
 
 
-def test_generate_is_deterministic_and_refuses_to_overwrite(tiny_dir, tmp_path):
+def test_generate_is_deterministic_and_refuses_to_overwrite(tiny_dir, tmp_path, capsys):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("hello\n" + json.dumps({"prompt": [{"role": "user", "content": "hi"}]}) + "\n\nbye\n")
     outs = []
@@ -57,22 +57,19 @@ def test_generate_is_deterministic_and_refuses_to_overwrite(tiny_dir, tmp_path):
     assert [row["prompt"] for row in outs[0]] == [[{"role": "user", "content": text}] for text in ("hello", "hi", "bye")]
     assert all(isinstance(row["response"], str) for row in outs[0])
     before = (tmp_path / "a.jsonl").read_text()
-    try:
-        main(["generate", tiny_dir, "--prompts", str(prompts), "--out", str(tmp_path / "a.jsonl")])
-        raise AssertionError("expected a refusal to overwrite")
-    except SystemExit as e:
-        assert "exists" in str(e)
+    capsys.readouterr()
+    # Refused as every command refuses what it was given: `alignkit X: error: ...`, exit status 2.
+    assert main(["generate", tiny_dir, "--prompts", str(prompts), "--out", str(tmp_path / "a.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "alignkit generate: error:" in err and "exists; pass --overwrite" in err
     assert (tmp_path / "a.jsonl").read_text() == before
 
 
-def test_generate_reports_a_malformed_prompt_line(tiny_dir, tmp_path):
+def test_generate_reports_a_malformed_prompt_line(tiny_dir, tmp_path, capsys):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"prompt": "ok"}\n{"prompt": \n')
-    try:
-        main(["generate", tiny_dir, "--prompts", str(prompts)])
-        raise AssertionError("expected an error")
-    except SystemExit as e:
-        assert f"{prompts}:2" in str(e)
+    assert main(["generate", tiny_dir, "--prompts", str(prompts)]) == 2
+    assert f"alignkit generate: error: {prompts}:2" in capsys.readouterr().err
 
 
 def test_chat_answers_each_line_and_quits(tiny_dir):
@@ -121,8 +118,7 @@ def test_generate_asks_a_chat_model_as_a_conversation_unless_raw(tiny_dir, tmp_p
         row = json.loads(out.read_text())
         assert row["prompt"] == prompt, name
         assert row["response"] == generate(model, tokenizer, [prompt], greedy).texts[0], name
-    with pytest.raises(SystemExit, match="--system needs a conversation"):
-        main(["generate", tiny_dir, "--prompts", str(prompts), "--raw", "--system", "x"])
+    assert main(["generate", tiny_dir, "--prompts", str(prompts), "--raw", "--system", "x"]) == 2
 
 
 def test_generate_and_chat_help_show_the_defaults(capsys):

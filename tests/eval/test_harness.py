@@ -225,14 +225,15 @@ def test_cli_eval_on_a_user_suite(tmp_path, tiny_dir, capsys):
     assert results["metrics"]["base"] == results["metrics"]["other"]  # same weights, same greedy answers
     assert results["metrics"]["base"]["bias_score"] is None  # no bias part in this suite
     assert json.loads(capsys.readouterr().out)["out"] == str(out)
-    with pytest.raises(SystemExit, match="exists; pass --overwrite"):
-        main(argv)
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert "alignkit eval: error:" in (err := capsys.readouterr().err) and "exists; pass --overwrite" in err
     # The report can be written again from results.json alone.
     (out / "report.html").unlink()
     assert main(["report", str(out)]) == 0
     assert "Attack success rate" in (out / "report.html").read_text()
-    with pytest.raises(SystemExit, match="does not exist"):
-        main(["report", str(tmp_path)])
+    assert main(["report", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_cli_eval_reports_bad_input(tmp_path, tiny_dir, capsys):
@@ -240,11 +241,11 @@ def test_cli_eval_reports_bad_input(tmp_path, tiny_dir, capsys):
     bad.write_text("redteam: missing.jsonl\n")
     assert main(["eval", tiny_dir, "--suite", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert "missing.jsonl" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="given twice"):
-        main(["eval", f"x={tiny_dir}", f"x={tiny_dir}", "--out", str(tmp_path / "o")])
-    with pytest.raises(SystemExit, match="--judge"):
-        main(["eval", tiny_dir, "--suite", str(_small_suite(tmp_path)), "--judge", "no-such-kind",
-              "--out", str(tmp_path / "o")])
+    assert main(["eval", f"x={tiny_dir}", f"x={tiny_dir}", "--out", str(tmp_path / "o")]) == 2
+    assert "given twice" in capsys.readouterr().err
+    assert main(["eval", tiny_dir, "--suite", str(_small_suite(tmp_path)), "--judge", "no-such-kind",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "alignkit eval: error: --judge" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 
