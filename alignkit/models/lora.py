@@ -24,7 +24,20 @@ def apply_lora(model: nn.Module, *, r: int, alpha: float, dropout: float, target
         # The reward model's new score head must be trained in full, not only adapted.
         modules_to_save=["score"] if task_type == "SEQ_CLS" else None,
     )
-    return get_peft_model(model, config)
+    adapted = get_peft_model(model, config)
+    trainable, total = trainable_counts(adapted)
+    from alignkit.utils import processes
+
+    if processes.is_main():
+        print(f"LoRA r={r}: {trainable:,} trainable parameters of {total:,} ({100 * trainable / max(total, 1):.2f}%)",
+              flush=True)
+    return adapted
+
+
+def trainable_counts(model: nn.Module) -> tuple[int, int]:
+    """(trainable, all) parameter counts."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
 def merged_state_dict(model: nn.Module, state: dict) -> dict:

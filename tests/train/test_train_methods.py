@@ -93,10 +93,13 @@ def test_dpo_variants_raise_the_margin(tiny_dir, pref_file, tmp_path, loss, extr
     assert result.eval_metrics["reward_accuracy"] >= 0.75
 
 
-def test_dpo_with_lora_uses_the_disabled_adapter_as_reference(tiny_dir, pref_file, tmp_path):
+def test_dpo_with_lora_uses_the_disabled_adapter_as_reference(tiny_dir, pref_file, tmp_path, capsys):
     cfg = DPOConfig(model=tiny_dir, data=DataConfig(train=pref_file, eval=pref_file), output_dir=str(tmp_path / "run"),
                     max_steps=10, batch_size=4, lr=5e-3, beta=0.5, lora=LoraConfig(r=4, alpha=8), **COMMON)
     result = train_dpo(cfg)
+    said = capsys.readouterr().out.split("LoRA r=4: ", 1)[1].split(" trainable parameters of ")
+    trainable, total = int(said[0].replace(",", "")), int(said[1].split()[0].replace(",", ""))
+    assert 0 < trainable < total // 10, "the run says how many parameters its adapters train"
     assert metrics(tmp_path / "run")[0]["train/loss"] == pytest.approx(math.log(2), abs=1e-5)
     assert result.eval_metrics["reward_accuracy"] >= 0.9
     # Saved merged: a plain HF model (no adapter files) whose weights differ from the base only where LoRA applied.
