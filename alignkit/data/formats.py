@@ -354,7 +354,7 @@ def load_records(
     kind: str,
     *,
     skip_invalid: bool = False,
-    split: str = "train",
+    split: str | None = "train",
     limit: int | None = None,
     transcripts: str = "text",
 ) -> LoadResult:

@@ -6,7 +6,9 @@ Each row comes with a location string used in error messages:
 * ``.json``   -> ``path:[INDEX]`` (0-based list index)
 * ``.csv``    -> ``path:LINE`` (1-based line where the record starts; the header is line 1)
 * ``.parquet`` and ``save_to_disk`` folders -> ``path:row N`` (0-based, as ``dataset[N]``)
-* hub datasets -> ``org/name:split row N``
+* hub datasets -> ``org/name:split row N``; a hub name or a ``save_to_disk`` folder may choose its subset (the
+  dataset's config name) and split: ``org/name?subset=x&split=test`` (a config's ``{path, subset, split}`` is
+  written so)
 * ``builtin:NAME`` -> ``builtin:NAME:LINE``
 * ``task:NAME?key=value&...`` (generated prompts with gold references, see ``alignkit.tasks``) -> ``task:...:#N``
 * ``suite:PART?split=train`` (the train split of a built-in evaluation suite part, see ``suites.py``) -> ``suite:...:ID``
@@ -48,7 +50,7 @@ _CSV_BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
 RowOrError = dict[str, Any] | DataError
 
 
-def read_rows(source: str | Path, split: str = "train") -> Iterator[tuple[str, dict[str, Any]]]:
+def read_rows(source: str | Path, split: str | None = "train") -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield ``(location, row)`` for every row of ``source``; raise DataError on a bad row."""
     for where, row in iter_rows(source, split):
         if isinstance(row, DataError):
@@ -56,8 +58,27 @@ def read_rows(source: str | Path, split: str = "train") -> Iterator[tuple[str, d
         yield where, row
 
 
-def iter_rows(source: str | Path, split: str = "train") -> Iterator[tuple[str, RowOrError]]:
-    """Like read_rows, but a row that cannot be read is yielded as its DataError."""
+# A source read as evaluation data without a split of its own: the first of these a dataset has.
+EVAL_SPLITS = ("test", "validation", "eval")
+
+
+def hub_options(text: str) -> tuple[str, dict[str, str]]:
+    """`org/name?subset=x&split=y` (or a folder with the same query) -> (`org/name`, {"subset": x, "split": y})."""
+    base, sep, query = text.partition("?")
+    if not sep:
+        return text, {}
+    options: dict[str, str] = {}
+    for part in query.split("&"):
+        key, eq, value = part.partition("=")
+        if key not in ("subset", "split") or not eq or not value:
+            raise DataError(text, "options subset=NAME and split=NAME after '?'", describe(part))
+        options[key] = value
+    return base, options
+
+
+def iter_rows(source: str | Path, split: str | None = "train") -> Iterator[tuple[str, RowOrError]]:
+    """Like read_rows, but a row that cannot be read is yielded as its DataError. `split` None: evaluation data,
+    the first of EVAL_SPLITS the source has (a split the source names itself wins over `split`)."""
     text = str(source)
     if isinstance(source, str) and text.startswith(BUILTIN_PREFIX):
         yield from _read_builtin(text[len(BUILTIN_PREFIX) :])
@@ -70,13 +91,18 @@ def iter_rows(source: str | Path, split: str = "train") -> Iterator[tuple[str, R
 
         yield from suite_rows(text[len(SUITE_PREFIX) :])
         return
-    path = Path(source)
+    base, options = hub_options(text) if isinstance(source, str) else (text, {})
+    split = options.get("split", split)
+    path = Path(base)
     if path.is_dir():
+        if "subset" in options:
+            raise DataError(text, "subset= only for a hub dataset (a saved folder holds one subset)",
+                            options["subset"])
         yield from _read_saved_dataset(path, split)
-    elif path.is_file():
+    elif path.is_file() and not options:
         yield from _read_file(path, text, split)
-    elif isinstance(source, str) and _looks_like_hub_name(text):
-        yield from _read_hub(text, split)
+    elif isinstance(source, str) and _looks_like_hub_name(base):
+        yield from _read_hub(base, options.get("subset"), split)
     else:
         raise DataError(
             text,
@@ -90,7 +116,7 @@ def _looks_like_hub_name(text: str) -> bool:
     return bool(_HUB_NAME.match(text)) and not text.endswith(_FILE_SUFFIXES)
 
 
-def _read_file(path: Path, label: str, split: str) -> Iterator[tuple[str, RowOrError]]:
+def _read_file(path: Path, label: str, split: str | None) -> Iterator[tuple[str, RowOrError]]:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         return _read_jsonl(path, label)
@@ -134,7 +160,7 @@ def _read_jsonl(path: Path, label: str) -> Iterator[tuple[str, RowOrError]]:
             yield where, _as_object(where, value)
 
 
-def _read_json(path: Path, label: str, split: str) -> Iterator[tuple[str, RowOrError]]:
+def _read_json(path: Path, label: str, split: str | None) -> Iterator[tuple[str, RowOrError]]:
     try:
         document = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as error:
@@ -151,17 +177,17 @@ def _read_json(path: Path, label: str, split: str) -> Iterator[tuple[str, RowOrE
         yield where, _as_object(where, value)
 
 
-def _json_row_list(document: Any, label: str, split: str) -> list[Any]:
+def _json_row_list(document: Any, label: str, split: str | None) -> list[Any]:
     """A .json file holds a list of rows, or an object with that list under the split or "data"."""
     if isinstance(document, list):
         return document
     if isinstance(document, dict):
-        for key in (split, "data"):
+        for key in (*(EVAL_SPLITS if split is None else (split,)), "data"):
             if isinstance(document.get(key), list):
                 return document[key]
     raise DataError(
         label,
-        f"a JSON list of objects, or an object with such a list under '{split}' or 'data'",
+        f"a JSON list of objects, or an object with such a list under '{split or '/'.join(EVAL_SPLITS)}' or 'data'",
         describe(document) if not isinstance(document, dict) else f"an object with keys {sorted(document)}",
     )
 
@@ -242,7 +268,7 @@ def _read_parquet(path: Path, label: str) -> Iterator[tuple[str, RowOrError]]:
                         f"{type(error).__name__}: {str(error)[:200]}") from None
 
 
-def _read_saved_dataset(path: Path, split: str) -> Iterator[tuple[str, RowOrError]]:
+def _read_saved_dataset(path: Path, split: str | None) -> Iterator[tuple[str, RowOrError]]:
     if not ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
         raise DataError(
             str(path),
@@ -258,25 +284,37 @@ def _read_saved_dataset(path: Path, split: str) -> Iterator[tuple[str, RowOrErro
         raise DataError(label, "a folder that datasets' load_from_disk reads back",
                         f"{type(error).__name__}: {str(error)[:200]}") from None
     if isinstance(dataset, DatasetDict):
-        if split not in dataset:
-            raise DataError(label, f"a split named '{split}'", f"splits {sorted(dataset)}")
+        split = _choose_split(label, split, list(dataset))
         dataset = dataset[split]
         label = f"{path}[{split}]"
     for index, row in enumerate(dataset):
         yield f"{label}:row {index}", row
 
 
-def _read_hub(name: str, split: str) -> Iterator[tuple[str, RowOrError]]:
-    from datasets import load_dataset
+def _choose_split(label: str, split: str | None, splits: list[str]) -> str:
+    wanted = EVAL_SPLITS if split is None else (split,)
+    found = next((name for name in wanted if name in splits), None)
+    if found is None:
+        expected = f"a split named '{split}'" if split else f"an evaluation split ({', '.join(EVAL_SPLITS)})"
+        raise DataError(label, expected + " (choose one with ?split=NAME or split: NAME)", f"splits {sorted(splits)}")
+    return found
 
+
+def _read_hub(name: str, subset: str | None, split: str | None) -> Iterator[tuple[str, RowOrError]]:
+    from datasets import DatasetDict, load_dataset
+
+    label = name if subset is None else f"{name}?subset={subset}"
     try:
-        dataset = load_dataset(name, split=split)
+        dataset = load_dataset(name, subset, split=split)
     except Exception as error:  # noqa: BLE001 - any failure here means "not loadable"; say why.
         raise DataError(
-            name, "a local path or a loadable hub dataset", f"{type(error).__name__}: {error}"
+            label, "a local path or a loadable hub dataset", f"{type(error).__name__}: {error}"
         ) from error
+    if isinstance(dataset, DatasetDict):  # split None: the evaluation split it has
+        split = _choose_split(label, split, list(dataset))
+        dataset = dataset[split]
     for index, row in enumerate(dataset):
-        yield f"{name}:{split} row {index}", row
+        yield f"{label}:{split} row {index}", row
 
 
 def _builtin_folder() -> Traversable:

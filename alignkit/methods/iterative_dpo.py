@@ -139,7 +139,7 @@ class IterativeDPO:
         self._loaded = None  # (path, model, tokenizer) of the last model used
         self.judge = judge_from_spec(cfg.judge)
         self.train_prompts = load_prompts(cfg.data.train, cfg.data.limit, cfg.data.skip_invalid)
-        self.eval_prompts = load_prompts(cfg.data.eval, cfg.data.eval_limit, cfg.data.skip_invalid) if cfg.data.eval else []
+        self.eval_prompts = load_prompts(cfg.data.eval, cfg.data.eval_limit, cfg.data.skip_invalid, None) if cfg.data.eval else []
         if len(self.train_prompts) < cfg.prompts_per_round:
             raise RunError(f"{cfg.data.train}: {len(self.train_prompts)} prompts, fewer than prompts_per_round="
                            f"{cfg.prompts_per_round}")

@@ -51,11 +51,11 @@ def load_policy(cfg: TrainConfig):
 def load_splits(cfg: TrainConfig, kind: str) -> tuple[list, list]:
     """Training and eval records of `kind`; reports skipped records (with skip_invalid) instead of hiding them."""
     splits = []
-    for source, limit in ((cfg.data.train, cfg.data.limit), (cfg.data.eval, cfg.data.eval_limit)):
+    for source, limit, split in ((cfg.data.train, cfg.data.limit, "train"), (cfg.data.eval, cfg.data.eval_limit, None)):
         if source is None:
             splits.append([])
             continue
-        result = load_records(source, kind, skip_invalid=cfg.data.skip_invalid, limit=limit,
+        result = load_records(source, kind, skip_invalid=cfg.data.skip_invalid, limit=limit, split=split,
                               transcripts=cfg.data.transcripts)
         if result.skipped:
             print(f"{source}: skipped {result.skipped} invalid record(s); first: {result.errors[0]}", flush=True)

@@ -65,11 +65,27 @@ class Strict(BaseModel):
 
 
 class DataConfig(Strict):
-    train: str = Field(description="training data: a file (.jsonl/.json/.csv/.parquet), a datasets dir, hub name, or builtin:NAME")
-    eval: str | None = Field(default=None, description="evaluation data, same forms as train")
+    train: str = Field(description="training data: a file (.jsonl/.json/.csv/.parquet), a datasets dir, hub name, or "
+                                   "builtin:NAME; a hub dataset's subset and split: {path: org/name, subset: x, split: "
+                                   "train} (or org/name?subset=x&split=train)")
+    eval: str | None = Field(default=None, description="evaluation data, same forms as train (a hub dataset or saved "
+                                                       "folder without a split: its test, validation or eval split)")
     skip_invalid: bool = Field(default=False, description="skip bad records and report the count instead of failing")
     limit: int | None = Field(default=None, ge=1, description="use at most this many training records")
     eval_limit: int | None = Field(default=None, ge=1, description="use at most this many eval records")
+    @field_validator("train", "eval", mode="before")
+    @classmethod
+    def _source_with_options(cls, value: Any) -> Any:
+        """`{path: org/name, subset: x, split: y}` -> `org/name?subset=x&split=y`, the one form every reader takes."""
+        if not isinstance(value, dict):
+            return value
+        unknown = sorted(set(value) - {"path", "subset", "split"})
+        if unknown or not isinstance(value.get("path"), str):
+            raise ValueError("a data source as a mapping takes path (required), subset and split"
+                             + (f"; not {', '.join(unknown)}" if unknown else ""))
+        options = [f"{key}={value[key]}" for key in ("subset", "split") if value.get(key) is not None]
+        return value["path"] + ("?" + "&".join(options) if options else "")
+
     transcripts: Literal["text", "chat"] = Field(
         default="text", description="Human/Assistant transcripts in string fields: text (trained as plain text; a "
                                     "pair's prompt is the transcript both share up to its last shared 'Assistant:') "

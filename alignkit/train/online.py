@@ -122,8 +122,9 @@ class OnlineState:
     generated_tokens: int = 0
 
 
-def load_prompts(source: str, limit: int | None, skip_invalid: bool) -> list:
-    result = load_records(source, "prompt", skip_invalid=skip_invalid, limit=limit)
+def load_prompts(source: str, limit: int | None, skip_invalid: bool, split: str | None = "train") -> list:
+    """Prompt records of `source`; `split` None for evaluation prompts (the source's test/validation split)."""
+    result = load_records(source, "prompt", skip_invalid=skip_invalid, limit=limit, split=split)
     if result.skipped:
         print(f"{source}: skipped {result.skipped} invalid record(s); first: {result.errors[0]}", flush=True)
     return result.records
@@ -206,7 +207,7 @@ class OnlineTrainer:
         # The prompts are checked before any model loads.
         self.train_prompts = load_prompts(cfg.data.train, cfg.data.limit, cfg.data.skip_invalid)
         self.eval_prompts = (
-            load_prompts(cfg.data.eval, cfg.data.eval_limit, cfg.data.skip_invalid) if cfg.data.eval else []
+            load_prompts(cfg.data.eval, cfg.data.eval_limit, cfg.data.skip_invalid, None) if cfg.data.eval else []
         )
         policy, self.tokenizer = load_policy(cfg)
         critic_model = None

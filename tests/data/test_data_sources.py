@@ -108,15 +108,66 @@ def test_hub_names_go_to_load_dataset_lazily(monkeypatch):
 
     calls = []
 
-    def fake_load_dataset(name, split):
-        calls.append((name, split))
+    def fake_load_dataset(name, subset, split):
+        calls.append((name, subset, split))
         if name == "org/broken":
             raise ConnectionError("offline")
         return [{"text": "from the hub"}]
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     records = load_records("org/name", "lm", split="test").records
-    assert calls == [("org/name", "test")]
+    assert calls == [("org/name", None, "test")]
     assert records == [LMRecord("from the hub")] and records[0].where == "org/name:test row 0"
     with pytest.raises(DataError, match=r"org/broken: expected a local path or a loadable hub dataset, got Connection"):
         load_records("org/broken", "lm")
+
+
+def _saved_hub_dataset(root):
+    """A stand-in for the hub, offline: datasets saved with save_to_disk, one folder per (name, subset)."""
+    import datasets
+
+    for subset in ("en", "fr"):
+        datasets.DatasetDict({
+            split: datasets.Dataset.from_list([{"text": f"{subset} {split} {i}"} for i in range(3)])
+            for split in ("train", "test")
+        }).save_to_disk(str(root / subset))
+    return root
+
+
+def test_a_hub_dataset_chooses_its_subset_and_split_and_eval_data_reads_its_test_split(tmp_path, monkeypatch):
+    import datasets
+
+    from alignkit.methods.sft import SFTConfig
+    from alignkit.train.common import load_splits
+    from alignkit.train.config import load_config
+
+    hub = _saved_hub_dataset(tmp_path / "hub")
+
+    def offline_load_dataset(name, subset, split=None):
+        assert name == "org/name"
+        saved = datasets.load_from_disk(str(hub / (subset or "en")))
+        return saved if split is None else saved[split]
+
+    monkeypatch.setattr(datasets, "load_dataset", offline_load_dataset)
+    config = tmp_path / "c.yaml"
+    config.write_text("output_dir: x\ndata:\n  train: {path: org/name, subset: fr, split: train}\n"
+                      "  eval: {path: org/name, subset: fr}\n")
+    cfg = load_config(SFTConfig, config)
+    assert cfg.data.train == "org/name?subset=fr&split=train" and cfg.data.eval == "org/name?subset=fr"
+    train, evaluation = load_splits(cfg, "lm")
+    assert [r.text for r in train] == ["fr train 0", "fr train 1", "fr train 2"]
+    assert [r.text for r in evaluation] == ["fr test 0", "fr test 1", "fr test 2"], "eval data reads the test split"
+    assert train[0].where == "org/name?subset=fr:train row 0"
+
+    # A saved folder: its split chosen the same way; eval without a split takes test, never train.
+    folder = str(hub / "en")
+    cfg = load_config(SFTConfig, None, ["output_dir=x", f"data.train={{path: {folder}, split: test}}",
+                                        f"data.eval={folder}"])
+    train, evaluation = load_splits(cfg, "lm")
+    assert [r.text for r in train] == [r.text for r in evaluation] == ["en test 0", "en test 1", "en test 2"]
+    with pytest.raises(DataError, match=r"a split named 'dev'.*got splits \['test', 'train'\]"):
+        load_records(f"{folder}?split=dev", "lm")
+    with pytest.raises(DataError, match="subset= only for a hub dataset"):
+        load_records(f"{folder}?subset=fr", "lm")
+    with pytest.raises(DataError, match="options subset=NAME and split=NAME"):
+        load_records("org/name?revision=main", "lm")
