@@ -84,6 +84,14 @@ def _export(args) -> int:
     return 0
 
 
+def _push(args) -> int:
+    from alignkit.models.push import push_model
+
+    pushed = push_model(args.model, args.repo, private=args.private, message=args.message)
+    print(f"pushed {len(pushed.files)} files ({', '.join(pushed.files)}) to {pushed.url}")
+    return 0
+
+
 def _read_prompts(path: str) -> list:
     """One prompt per line, or JSONL with a `prompt` field (a string or a list of messages)."""
     prompts = []
@@ -451,6 +459,12 @@ def main(argv: list[str] | None = None) -> int:
                         "$ALIGNKIT_HOME/tools)")
     p.add_argument("--verbose", action="store_true", help="show the converter's log")
     shown = _WithDefaults
+    p = sub.add_parser("push", help="upload a trained model, its card and its config to the Hugging Face Hub",
+                       formatter_class=shown)
+    p.add_argument("model", help="a run's final/ folder or any Hugging Face model folder")
+    p.add_argument("repo", help="OWNER/NAME on the hub (created if missing; HF_TOKEN or `hf auth login` for access)")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    p.add_argument("--message", help="the commit message")
     p = sub.add_parser("generate", help="generate responses to a file of prompts", formatter_class=shown)
     p.add_argument("model")
     p.add_argument("--prompts", required=True,
@@ -501,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     from alignkit.constitution import ConstitutionError, FeedbackAuditError
     from alignkit.data import DataError
     from alignkit.models import ModelSpecError
+    from alignkit.models.push import PushError
     from alignkit.pipelines.compare import CompareError
     from alignkit.train.config import ConfigError
     from alignkit.train.run import Interrupted, RunError
@@ -513,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
             return _cai(args.rest)
         if args.command == "compare":
             return _compare(args.rest)
-        return {"prepare": _prepare, "export": _export, "generate": _generate, "chat": _chat, "eval": _eval,
+        return {"prepare": _prepare, "export": _export, "push": _push, "generate": _generate, "chat": _chat, "eval": _eval,
                 "report": _report,
                 "constitution": _constitution, "demo": _demo}[args.command](args)
     except Interrupted as e:
@@ -523,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nalignkit {args.command}: interrupted", file=sys.stderr)
         return 130
     except (ConfigError, DataError, ModelSpecError, RunError, ConstitutionError, FeedbackAuditError,
-            CompareError, FolderInUse, UnsafeFileError, CommandError) as e:
+            CompareError, FolderInUse, UnsafeFileError, CommandError, PushError) as e:
         print(f"alignkit {args.command}: error: {e}", file=sys.stderr)
         return 2
     finally:
