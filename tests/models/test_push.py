@@ -45,7 +45,7 @@ class FakeHub:
                     repo = f"{request['organization']}/{request['name']}" if request.get("organization") else \
                         request["name"]
                     hub.repos.setdefault(repo, {})
-                    hub.private[repo] = request.get("visibility") == "private" or bool(request.get("private"))
+                    hub.private[repo] = request.get("visibility") == "private"
                     return self._reply(200, {"url": f"{hub.endpoint}/{repo}"})
                 if parts == ["api", "validate-yaml"]:  # the model card's front matter, checked before a commit
                     import yaml
