@@ -1,11 +1,12 @@
-"""The one exception type for bad training data.
+"""The one exception type for bad training data, and `read_utf8`, the text read that raises it.
 
-It lives in its own module so that both the readers (sources.py) and the validators
-(formats.py) can raise it without importing each other.
+They live in their own module so that the readers (sources.py, suites.py) and the validators (formats.py) can use
+them without importing each other.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 _MAX_SHOWN_TEXT = 40
@@ -49,3 +50,13 @@ def describe(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return f"a list of length {len(value)}" if value else "an empty list"
     return type(value).__name__
+
+
+def read_utf8(path: Path, label: str | None = None) -> str:
+    """The whole file as text; invalid UTF-8 is an error naming the line it is on."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise DataError(f"{label or path}:{line}", "UTF-8 text", f"undecodable bytes ({error.reason})") from None

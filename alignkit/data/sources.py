@@ -26,7 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import DataError, describe
+from .errors import DataError, describe, read_utf8
 from .render import user_turn
 
 if TYPE_CHECKING:
@@ -194,16 +194,6 @@ def _json_row_list(document: Any, label: str, split: str | None) -> list[Any]:
 
 # A cell may hold a long document: csv's default cap (131072 characters per field) would refuse it.
 _CSV_FIELD_LIMIT = 1 << 30
-
-
-def read_utf8(path: Path, label: str | None = None) -> str:
-    """The whole file as text; invalid UTF-8 is an error naming the line it is on."""
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise DataError(f"{label or path}:{line}", "UTF-8 text", f"undecodable bytes ({error.reason})") from None
 
 
 def _read_csv(path: Path, label: str) -> Iterator[tuple[str, RowOrError]]:

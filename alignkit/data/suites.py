@@ -35,10 +35,9 @@ from typing import Any
 
 import yaml
 
-from .errors import DataError, describe
+from .errors import DataError, describe, read_utf8
 from .records import Turns
 from .render import user_turn
-from .sources import read_utf8
 
 SUITE_PARTS = ("redteam", "jailbreaks", "borderline", "verifiable", "bias", "anthropomorphism")
 SPLITS = ("train", "heldout")

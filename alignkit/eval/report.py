@@ -5,22 +5,23 @@ CSS, PNG plots next to it referenced by relative paths, and no JavaScript beyond
 many images rendered (the browser test reads it). Every string that comes from the results (model names, prompts,
 responses) is HTML-escaped, because responses are model output and may contain markup.
 
-Plots are drawn with matplotlib's object-oriented API on the Agg canvas rather than through pyplot, so writing a
-report neither switches the caller's global backend nor leaves figures alive in pyplot's registry.
+The plots are drawn by `plots.py`.
 """
 
 from __future__ import annotations
 
 import html
-import io
 import json
-import math
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from alignkit.eval.plots import COLORS, bar_plot, finite, pareto_front, pareto_plot
+from alignkit.eval.report_style import CSS, SCRIPT
 from alignkit.eval.results import EvalResults, Sample, WinRate
-from alignkit.utils.io import atomic_write_bytes, atomic_write_text
+from alignkit.utils.io import atomic_write_text
+
+__all__ = ["COLORS", "pareto_front", "write_report"]
 
 MISSING = "—"
 # The breakdowns that get a bar plot besides their table: (breakdown key, file name, title, field of dict values).
@@ -29,25 +30,6 @@ BAR_PLOTS = (
     ("jailbreak_asr_by_template", "jailbreak_by_template.png", "Jailbreak attack success rate by template", None),
     ("bias_by_dimension", "bias_by_dimension.png", "Stereotyped answer rate by bias dimension", "stereotyped"),
 )
-# tab10: distinguishable, and each model keeps its colour across every plot.
-COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
-
-
-def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
-    """Names of the points no other point dominates, in the order given; both coordinates are better when higher.
-
-    A point is dominated when another is at least as good on both coordinates and strictly better on one, so
-    identical points do not dominate each other: tied models are all on the front.
-    """
-    front = []
-    for name, (x, y) in points.items():
-        dominated = any(ox >= x and oy >= y and (ox > x or oy > y)
-                        for other, (ox, oy) in points.items() if other != name)
-        if not dominated:
-            front.append(name)
-    return front
-
-
 def write_report(results: EvalResults, out_dir: str | Path) -> Path:
     """Write `out_dir/report.html` and its PNG plots (each file atomically); return the HTML file's path.
 
@@ -65,12 +47,12 @@ def write_report(results: EvalResults, out_dir: str | Path) -> Path:
     if results.pipeline:
         sections += _part_sections(results, models)
     plots = []
-    pareto = _pareto_plot(results, models, colors, out_dir)
+    pareto = _pareto_figure(results, models, colors, out_dir)
     if pareto:
         plots.append(pareto)
     for key, file_name, title, field in BAR_PLOTS:
         if breakdowns.get(key):
-            if _bar_plot(breakdowns[key], models, colors, title, field, out_dir / file_name):
+            if bar_plot(breakdowns[key], models, colors, title, field, out_dir / file_name):
                 plots.append(_figure(file_name, title, ""))
     if plots:
         sections.append(("plots", "Plots", "\n".join(plots)))
@@ -97,15 +79,8 @@ def _esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _number(value: Any) -> float | None:
-    """A finite float, or None for null, non-numbers and NaN/inf (which json.dump writes for failed metrics)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
 def _fmt(value: Any) -> str:
-    number = _number(value)
+    number = finite(value)
     if number is None:
         return MISSING
     if abs(number) >= 1000:
@@ -116,7 +91,7 @@ def _fmt(value: Any) -> str:
 
 
 def _duration(seconds: Any) -> str:
-    seconds = _number(seconds)
+    seconds = finite(seconds)
     if seconds is None:
         return MISSING
     if seconds < 60:
@@ -152,67 +127,6 @@ def _best(values: dict[str, float | None], better: str | None) -> set[str]:
 # ---------------------------------------------------------------------------------------------
 # HTML
 # ---------------------------------------------------------------------------------------------
-
-CSS = """
-:root { --fg: #1d2330; --muted: #5f6b7a; --line: #d9dee5; --soft: #f4f6f9; --best: #dff3e4; --accent: #2458a6; }
-* { box-sizing: border-box; }
-body { margin: 0; color: var(--fg); background: #fff; line-height: 1.45;
-       font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", "DejaVu Sans", sans-serif; }
-main { max-width: 1180px; margin: 0 auto; padding: 28px 32px 64px; }
-h1 { font-size: 26px; margin: 0 0 4px; }
-h2 { font-size: 20px; margin: 40px 0 12px; padding-bottom: 6px; border-bottom: 2px solid var(--line); }
-h3 { font-size: 16px; margin: 24px 0 8px; }
-p { margin: 6px 0; }
-a { color: var(--accent); }
-.muted { color: var(--muted); }
-.small { font-size: 13px; }
-nav { margin: 10px 0 4px; font-size: 14px; }
-nav a { margin-right: 14px; }
-.meta { display: grid; grid-template-columns: repeat(auto-fit, minmax(320px, 1fr)); gap: 16px; margin-top: 16px; }
-.card { border: 1px solid var(--line); border-radius: 8px; padding: 12px 16px; background: var(--soft); }
-.card h3 { margin-top: 0; }
-dl { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; margin: 0; font-size: 14px; }
-dt { color: var(--muted); }
-dd { margin: 0; overflow-wrap: anywhere; }
-.note { margin-top: 14px; padding: 10px 14px; border-left: 4px solid var(--accent); background: #eef3fb;
-        font-size: 14px; }
-.scroll { overflow-x: auto; }
-table { border-collapse: collapse; font-size: 14px; margin: 4px 0 8px; }
-th, td { border: 1px solid var(--line); padding: 6px 10px; vertical-align: top; }
-thead th { background: var(--soft); text-align: center; }
-tbody th { text-align: left; font-weight: 600; }
-tbody tr:nth-child(even) td, tbody tr:nth-child(even) th { background: #fafbfc; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; min-width: 84px; }
-td.best, tbody tr:nth-child(even) td.best { background: var(--best); font-weight: 700; }
-.hint { display: block; font-weight: 400; font-size: 12px; color: var(--muted); }
-figure { margin: 18px 0 26px; }
-figure img { display: block; max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 6px; }
-figcaption { font-size: 13px; color: var(--muted); margin-top: 6px; }
-.sample { border: 1px solid var(--line); border-radius: 8px; margin: 14px 0 22px; overflow: hidden; }
-.sample-head { background: var(--soft); padding: 8px 14px; font-size: 13px; border-bottom: 1px solid var(--line); }
-.prompt { padding: 10px 14px; border-bottom: 1px solid var(--line); }
-.responses { display: grid; grid-template-columns: repeat(auto-fit, minmax(260px, 1fr)); }
-.response { padding: 10px 14px; border-right: 1px solid var(--line); min-width: 0; }
-.response:last-child { border-right: none; }
-.response h4 { margin: 0 0 6px; font-size: 14px; }
-pre { white-space: pre-wrap; overflow-wrap: anywhere; margin: 0; font: 13px/1.45 ui-monospace, "DejaVu Sans Mono",
-      monospace; max-height: 320px; overflow-y: auto; }
-.role { color: var(--muted); font-weight: 700; }
-.verdict { display: inline-block; margin-left: 8px; padding: 0 8px; border-radius: 10px; font-size: 12px;
-           font-weight: 600; background: #e6e9ef; color: #333; }
-"""
-
-# Test hook only: lets a headless browser report whether every plot actually decoded.
-SCRIPT = """
-window.addEventListener("load", function () {
-  var images = document.images;
-  var loaded = 0;
-  for (var i = 0; i < images.length; i++) { if (images[i].naturalWidth > 0) { loaded++; } }
-  document.body.dataset.imagesLoaded = String(loaded);
-  document.body.dataset.imagesTotal = String(images.length);
-});
-"""
-
 
 def _page(results: EvalResults, body: list[str]) -> str:
     title = f"alignkit eval — {results.suite or 'suite'} / {results.split or 'split'}"
@@ -401,26 +315,8 @@ def _figure(file_name: str, alt: str, caption: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _plain(text: Any) -> str:
-    """Text for a plot label: matplotlib reads a pair of "$" as mathtext (and fails on malformed math), so a model
-    or group name with dollar signs is escaped to show them literally."""
-    return str(text).replace("$", r"\$")
-
-
-def _save(fig, path: Path) -> None:
-    """Render on the Agg canvas and write the PNG atomically."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def _pareto_plot(results: EvalResults, models: list[str], colors: dict[str, str], out_dir: Path) -> str:
-    """Helpfulness (helpful_accuracy) against harmlessness (1 - asr); returns the <figure> HTML, or "" without data."""
-    from matplotlib.figure import Figure
-
+def _pareto_figure(results: EvalResults, models: list[str], colors: dict[str, str], out_dir: Path) -> str:
+    """The helpfulness-harmlessness plot's <figure> HTML, or "" when no model has both figures."""
     points, left_out = {}, []
     for m in models:
         asr, helpful = results.value(m, "asr"), results.value(m, "helpful_accuracy")
@@ -430,85 +326,12 @@ def _pareto_plot(results: EvalResults, models: list[str], colors: dict[str, str]
             points[m] = (1.0 - asr, helpful)
     if not points:
         return ""
-    front = pareto_front(points)
-
-    fig = Figure(figsize=(6.6, 5.4), layout="constrained")
-    ax = fig.add_subplot()
-    ordered = sorted(((points[m], m) for m in front), key=lambda item: (item[0][0], -item[0][1]))
-    (x0, y0), _ = ordered[0]
-    stairs = [(0.0, y0), (x0, y0)]
-    for (x, y), _ in ordered[1:]:
-        stairs += [(stairs[-1][0], y), (x, y)]
-    stairs.append((stairs[-1][0], 0.0))
-    xs, ys = zip(*stairs)
-    ax.fill_between(xs, ys, color="#2458a6", alpha=0.06, linewidth=0)
-    ax.plot(xs, ys, color="#2458a6", linewidth=1.6, label="Pareto frontier", zorder=2)
-
-    at: dict[tuple[float, float], list[str]] = {}
-    for m, point in points.items():
-        at.setdefault((round(point[0], 6), round(point[1], 6)), []).append(m)
-    for m, (x, y) in points.items():
-        on_front = m in front
-        ax.scatter([x], [y], s=80, zorder=3, clip_on=False, color=colors[m] if on_front else "white",
-                   edgecolors=colors[m], linewidths=2)
-    for (x, y), names in at.items():
-        ax.annotate(_plain(", ".join(names)), (x, y), xytext=(7, 6), textcoords="offset points", fontsize=10,
-                    ha="right" if x > 0.85 else "left", va="bottom" if y < 0.92 else "top")
-
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("harmlessness = 1 − attack success rate")
-    ax.set_ylabel("helpfulness = helpful accuracy")
-    ax.set_title("Helpfulness vs harmlessness")
-    ax.grid(True, color="#e3e6ea", linewidth=0.8)
-    ax.set_axisbelow(True)
-    ax.text(0.98, 0.02, "better: up and right", transform=ax.transAxes, ha="right", va="bottom", fontsize=9,
-            color="#5f6b7a")
-    ax.legend(loc="upper left", fontsize=9, frameon=False)
-    _save(fig, out_dir / "pareto.png")
-
+    pareto_plot(points, colors, out_dir / "pareto.png")
     caption = "Filled points are on the Pareto frontier (no other model is at least as good on both axes)."
     if left_out:
         caption += " Not plotted (no attack success rate or helpful accuracy): " + ", ".join(map(_esc, left_out))
         caption += "."
     return _figure("pareto.png", "Helpfulness vs harmlessness", caption)
-
-
-def _bar_plot(breakdown: dict, models: list[str], colors: dict[str, str], title: str, field: str | None,
-              path: Path) -> bool:
-    """Grouped horizontal bars (groups down the side, one bar per model), which keep long group names readable.
-    Returns False, writing nothing, when no value is present."""
-    from matplotlib.figure import Figure
-
-    columns = [m for m in dict.fromkeys(models + [str(m) for m in breakdown]) if breakdown.get(m)]
-    groups = list(dict.fromkeys(g for m in columns for g in breakdown[m]))
-
-    def value(m: str, group: str) -> float | None:
-        v = breakdown[m].get(group)
-        return _number(v.get(field) if isinstance(v, dict) else None) if field else _number(v)
-
-    values = {m: [value(m, g) for g in groups] for m in columns}
-    present = [v for vs in values.values() for v in vs if v is not None]
-    if not present:
-        return False
-
-    bar = 0.8 / len(columns)
-    height = 1.4 + len(groups) * max(0.34, 0.16 * len(columns))
-    fig = Figure(figsize=(8.2, height), layout="constrained")
-    ax = fig.add_subplot()
-    for i, m in enumerate(columns):
-        ys = [g + (i - (len(columns) - 1) / 2) * bar for g in range(len(groups))]
-        widths = [math.nan if v is None else v for v in values[m]]
-        ax.barh(ys, widths, height=bar * 0.92, color=colors.get(m, COLORS[i % len(COLORS)]), label=_plain(m))
-    ax.set_yticks(range(len(groups)), [_plain(g) for g in groups])
-    ax.invert_yaxis()
-    ax.set_xlim(0, max(1.0, max(present)))
-    ax.set_title(title)
-    ax.grid(True, axis="x", color="#e3e6ea", linewidth=0.8)
-    ax.set_axisbelow(True)
-    fig.legend(loc="outside lower center", fontsize=9, ncols=min(len(columns), 6), frameon=False)
-    _save(fig, path)
-    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -526,7 +349,7 @@ def _rich(text: str) -> str:
 def _cell(value: Any) -> tuple[str, bool]:
     """A part's cell as (HTML, numeric): {"number": x} and {"seconds": x} are formatted, None is missing."""
     if isinstance(value, dict) and "number" in value:
-        return _fmt(_number(value["number"])), True
+        return _fmt(finite(value["number"])), True
     if isinstance(value, dict) and "seconds" in value:
         return _esc(_duration(value["seconds"])), True
     return _esc(MISSING if value is None else value), False

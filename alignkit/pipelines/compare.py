@@ -344,7 +344,7 @@ def _write_plot(table: dict[str, dict], start: dict, out: Path) -> None:
     """Helpfulness against harmlessness, one point per recipe (mean over seeds, bars: one standard deviation)."""
     from matplotlib.figure import Figure
 
-    from alignkit.eval.report import COLORS, _save, pareto_front
+    from alignkit.eval.plots import COLORS, pareto_front, save_png
 
     points = {r: (1 - row["asr"]["mean"], row["helpful_accuracy"]["mean"]) for r, row in table.items()
               if row["asr"]["mean"] is not None and row["helpful_accuracy"]["mean"] is not None}
@@ -368,7 +368,7 @@ def _write_plot(table: dict[str, dict], start: dict, out: Path) -> None:
     ax.set_ylabel("helpfulness = helpful accuracy")
     ax.set_title("Recipes: helpfulness vs harmlessness (filled: Pareto front)")
     ax.grid(True, color="#e3e6ea", linewidth=0.8)
-    _save(fig, out / "pareto.png")
+    save_png(fig, out / "pareto.png")
 
 
 def _free_port() -> int:

@@ -31,6 +31,7 @@ from alignkit.train.checkpoint import (
     trainable_state,
 )
 from alignkit.train.config import TrainConfig
+from alignkit.train.errors import Interrupted, NonFiniteError, RunError
 from alignkit.train.logging import MetricsLog
 from alignkit.utils.interrupts import StopAtStepBoundary
 from alignkit.utils.io import (
@@ -45,17 +46,7 @@ from alignkit.utils.precision import autocast as precision_autocast
 from alignkit.utils.precision import resolve_precision
 from alignkit.utils.secrets import redact
 
-
-class RunError(RuntimeError):
-    """The run cannot start as configured (output directory conflicts, data too small...)."""
-
-
-class NonFiniteError(RunError):
-    """A step's loss or gradient is NaN or infinite: the run stopped there, before applying it."""
-
-
-class Interrupted(RunError):
-    """Ctrl-C: the run stopped at a step boundary with a checkpoint the same command resumes from."""
+__all__ = ["Interrupted", "NonFiniteError", "Run", "RunError", "Steps", "TrainResult"]
 
 
 @dataclass

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from alignkit.train.errors import RunError
 from alignkit.utils import processes
 
 ENV = "ACCELERATE_USE_FSDP"
@@ -36,8 +37,6 @@ ENV = "ACCELERATE_USE_FSDP"
 def requested() -> bool:
     """The launcher was given an FSDP config (accelerate sets ACCELERATE_USE_FSDP and FSDP_* for its processes) and
     started more than one process (one process has nothing to shard over)."""
-    from alignkit.train.run import RunError
-
     if _flag("ACCELERATE_USE_DEEPSPEED"):
         raise RunError("alignkit does not run under DeepSpeed: its loops step, clip, checkpoint and save the model "
                        "themselves, which a DeepSpeed engine takes over. For ZeRO-3's sharding of parameters, "
@@ -90,8 +89,6 @@ def shard(module: nn.Module) -> nn.Module:
 
     found = blocks(module)
     if not found:
-        from alignkit.train.run import RunError
-
         raise RunError(f"FSDP: {type(module).__name__} holds none of the layer classes to shard on their own (the "
                        "model's _no_split_modules, or the config's fsdp_transformer_layer_cls_to_wrap)")
     reshard = _reshard_after_forward()
