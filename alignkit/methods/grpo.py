@@ -14,7 +14,8 @@ from pydantic import Field
 from alignkit.losses import group_relative_advantages, kl_estimate, masked_mean_per_row, ppo_policy_loss
 from alignkit.methods.spec import MethodSpec
 from alignkit.train.config import OnlineConfig
-from alignkit.train.online import Algorithm, OnlineTrainer, group_spread, sampled_kl
+from alignkit.train.experience import group_spread, sampled_kl
+from alignkit.train.online import Algorithm, OnlineTrainer
 from alignkit.train.run import TrainResult
 
 

@@ -25,7 +25,8 @@ from alignkit.losses import (
 )
 from alignkit.methods.spec import MethodSpec
 from alignkit.train.config import OnlineConfig
-from alignkit.train.online import Algorithm, OnlineTrainer, row_sum
+from alignkit.train.experience import row_sum
+from alignkit.train.online import Algorithm, OnlineTrainer
 from alignkit.train.run import TrainResult
 
 

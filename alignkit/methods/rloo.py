@@ -11,7 +11,8 @@ from pydantic import Field
 from alignkit.losses import kl_k1, ppo_policy_loss, rloo_advantages
 from alignkit.methods.spec import MethodSpec
 from alignkit.train.config import OnlineConfig
-from alignkit.train.online import Algorithm, OnlineTrainer, group_spread, row_sum, sampled_kl
+from alignkit.train.experience import group_spread, row_sum, sampled_kl
+from alignkit.train.online import Algorithm, OnlineTrainer
 from alignkit.train.run import TrainResult
 
 

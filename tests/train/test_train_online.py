@@ -22,7 +22,8 @@ from alignkit.methods.ppo import PPOConfig, ppo_algorithm
 from alignkit.methods.rloo import RLOOConfig, rloo_algorithm
 from alignkit.models import load_causal_lm
 from alignkit.rollouts import SamplingSettings, sample
-from alignkit.train.online import OnlineTrainer, PolicyWithValue, rollout_batch, select_rows
+from alignkit.train.experience import PolicyWithValue, rollout_batch, select_rows
+from alignkit.train.online import OnlineTrainer
 from alignkit.utils.stages import read_finished
 
 PROMPTS = [f"question number {i}" for i in range(16)]
