@@ -25,7 +25,7 @@ from pathlib import Path
 from alignkit.eval.harness import EvalSettings, greedy_rollouts
 from alignkit.judges import is_refusal, refuses_safely
 from alignkit.models import load_causal_lm, load_tokenizer
-from alignkit.pipelines.cai import mix_rows
+from alignkit.pipelines.cai_data import mix_rows
 from alignkit.pipelines.cai_config import DataMix
 from alignkit.pipelines.demo import BORDERLINE, DEMONSTRATIONS, REDTEAM
 from alignkit.train.run import configure_threads

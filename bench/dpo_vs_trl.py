@@ -22,7 +22,7 @@ BATCH, MAX_LENGTH, PAIRS, LR, BETA = 4, 256, 64, 5e-7, 0.1
 def mean_tokens_per_step(data: Path) -> float:
     from alignkit.data import load_records
     from alignkit.models import load_tokenizer
-    from alignkit.train.common import render_pairs
+    from alignkit.train.pairs import render_pairs
 
     tokenizer = load_tokenizer("smollm2-135m")
     items = render_pairs(tokenizer, load_records(str(data), "preference").records, MAX_LENGTH, str(data))

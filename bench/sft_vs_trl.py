@@ -20,7 +20,7 @@ BATCH, MAX_LENGTH, EXAMPLES, LR = 4, 256, 64, 2e-5
 
 def mean_tokens_per_step(data: Path) -> float:
     from alignkit.data import load_records
-    from alignkit.methods.sft import render_sft
+    from alignkit.train.common import render_sft
     from alignkit.models import load_tokenizer
 
     tokenizer = load_tokenizer("smollm2-135m")

@@ -242,7 +242,7 @@ def recorder(monkeypatch) -> Recorder:
     render_responses), and every prompt row an online method's update conditions on."""
     from alignkit.data import render
     from alignkit.rollouts.sampler import DecodeLoopBackend, HFGenerateBackend
-    from alignkit.train import online
+    from alignkit.train import experience
 
     rec = Recorder()
     for cls in (DecodeLoopBackend, HFGenerateBackend):
@@ -259,11 +259,11 @@ def recorder(monkeypatch) -> Recorder:
         return out
 
     monkeypatch.setattr(render, "render_responses", recorded_render)
-    response_states = online.response_states
+    response_states = experience.response_states
 
     def recorded_states(model, prompt_ids, prompt_mask, *args, **kwargs):
         rec.updated |= prompt_rows(prompt_ids, prompt_mask)
         return response_states(model, prompt_ids, prompt_mask, *args, **kwargs)
 
-    monkeypatch.setattr(online, "response_states", recorded_states)
+    monkeypatch.setattr(experience, "response_states", recorded_states)
     return rec

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from alignkit.data import read_rows, render, render_prompt, user_turn
-from alignkit.pipelines.cai import read_jsonl
+from alignkit.pipelines.cai_data import read_jsonl
 
 # ------------------------------------------------------------------ iterative DPO and the online methods
 
@@ -77,15 +77,18 @@ def test_generate_samples_plain_prompts_as_plain_text_and_chat_prompts_under_the
     prompts.write_text("Tell me a story\nWhat is 2+2?\n")
     chat = tmp_path / "chat.jsonl"
     chat.write_text(json.dumps({"prompt": user_turn("Hello there")}) + "\n")
-    for args in (["--prompts", str(prompts)], ["--prompts", str(chat)]):
+    # --raw: string prompts continued as plain text; a conversation is asked as one either way.
+    for args in (["--prompts", str(prompts), "--raw"], ["--prompts", str(chat)]):
         assert main(["generate", tiny_dir, *args, "--max-new-tokens", "3", "--out", str(tmp_path / "o.jsonl"),
                      "--overwrite"]) == 0
     assert recorder.sampled == {tuple(render_prompt(tiny_tok, p)) for p in
                                 ["Tell me a story", "What is 2+2?", user_turn("Hello there")]}
-    recorder.sampled.clear()
-    assert main(["generate", tiny_dir, "--prompts", str(prompts), "--chat", "--max-new-tokens", "3"]) == 0
-    assert recorder.sampled == {tuple(render_prompt(tiny_tok, user_turn(p))) for p in ["Tell me a story",
-                                                                                      "What is 2+2?"]}
+    # By default a model with a chat template is asked in user turns (and --chat says so).
+    for flags in ([], ["--chat"]):
+        recorder.sampled.clear()
+        assert main(["generate", tiny_dir, "--prompts", str(prompts), *flags, "--max-new-tokens", "3"]) == 0
+        assert recorder.sampled == {tuple(render_prompt(tiny_tok, user_turn(p))) for p in ["Tell me a story",
+                                                                                          "What is 2+2?"]}
     # A plain prompt/completion pair is trained on exactly what generate decodes from.
     render.render_prompt_completion(tiny_tok, "Tell me a story", " once")
     assert recorder.trained_ids("Tell me a story") == {tuple(render_prompt(tiny_tok, "Tell me a story"))}
@@ -122,8 +125,9 @@ def test_no_module_but_the_renderer_applies_a_chat_template():
 def test_a_style_taught_by_sft_on_plain_pairs_shows_when_generate_continues_new_plain_prompts(tiny_dir, tmp_path):
     """A learnt style, not memorised answers (those carry across formats even when the formats differ): every
     training reply opens with "~", and `alignkit generate` continues new plain prompts (words never trained on) with
-    it. Asked the same prompts under the chat template, which is not how they were trained, it does not: sampling in
-    another rendering than training loses what was taught, which is the bug this guards against."""
+    it when asked as plain text (`--raw`, as it was trained). Asked the same prompts under the chat template (the
+    default for a model with one), which is not how they were trained, it does not: sampling in another rendering
+    than training loses what was taught, which is why --raw is there."""
     import random
 
     from alignkit.cli import main
@@ -142,10 +146,10 @@ def test_a_style_taught_by_sft_on_plain_pairs_shows_when_generate_continues_new_
     new = tmp_path / "new.txt"
     new.write_text("".join(f"Write about the {a} and the {b}:\n" for a, b in unseen))
     styled = {}
-    for flags in ((), ("--chat",)):
+    for flags in (("--raw",), ()):
         out = tmp_path / f"answers{len(flags)}.jsonl"
         assert main(["generate", str(result.final_dir), "--prompts", str(new), "--max-new-tokens", "4",
                      "--out", str(out), *flags]) == 0
         answers = [row["response"] for row in read_jsonl(out)]
         styled[flags] = sum(a.startswith("~") for a in answers)
-    assert styled[()] >= 9 and styled[("--chat",)] <= 5, styled
+    assert styled[("--raw",)] >= 9 and styled[()] <= 5, styled

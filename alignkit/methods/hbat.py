@@ -27,8 +27,6 @@ from pydantic import Field
 from torch import nn
 
 from alignkit.losses import ewc_penalty, fisher_diagonal_update
-from alignkit.methods.dpo import DPOKeys, pair_losses_fn, prepare_pairs
-from alignkit.methods.sft import render_sft
 from alignkit.methods.spec import MethodSpec
 from alignkit.models import SharedPromptLogps, TokenLogps
 from alignkit.train import sharding
@@ -37,10 +35,11 @@ from alignkit.train.common import (
     load_policy,
     load_splits,
     pad_sequences,
-    pair_examples,
+    render_sft,
     require_items,
     sequence_logps,
 )
+from alignkit.train.pairs import DPOKeys, pair_examples, pair_losses_fn, prepare_pairs
 from alignkit.train.config import DataConfig, TrainConfig
 from alignkit.train.loop import Method, Schedule, epoch_order, item_length, offline_loop
 from alignkit.train.run import Run, RunError, TrainResult, configure_threads

@@ -33,7 +33,8 @@ from pydantic import Field
 
 from alignkit.data import reply_to
 from alignkit.judges import judge_from_spec
-from alignkit.methods.dpo import DPOConfig, DPOKeys, train_dpo
+from alignkit.methods.dpo import DPOConfig, train_dpo
+from alignkit.train.pairs import DPOKeys
 from alignkit.methods.spec import MethodSpec
 from alignkit.models import load_causal_lm, load_tokenizer
 from alignkit.rollouts import SamplingSettings, generate

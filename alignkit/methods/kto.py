@@ -18,18 +18,8 @@ from alignkit.data import render_responses
 from alignkit.losses import kto_kl_estimate, kto_loss
 from alignkit.methods.spec import MethodSpec
 from alignkit.models import SharedPromptLogps
-from alignkit.train.common import (
-    final_saver,
-    load_policy,
-    load_splits,
-    mean_over,
-    pair_collate,
-    pair_examples,
-    pair_sequence_logps,
-    reference_logps,
-    report_truncation,
-    require_items,
-)
+from alignkit.train.common import final_saver, load_policy, load_splits, mean_over, report_truncation, require_items
+from alignkit.train.pairs import pair_collate, pair_examples, pair_sequence_logps, reference_logps
 from alignkit.train.config import TrainConfig
 from alignkit.train.loop import Method, offline_loop
 from alignkit.train.run import Run, RunError, TrainResult, configure_threads

@@ -6,7 +6,7 @@ from pydantic import Field
 
 from alignkit.losses import orpo_loss
 from alignkit.methods.spec import MethodSpec
-from alignkit.train.common import train_reference_free_pairs
+from alignkit.train.pairs import train_reference_free_pairs
 from alignkit.train.config import TrainConfig
 from alignkit.train.run import TrainResult
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-from alignkit.data import LMRecord, render_messages, render_prompt_completion
 from alignkit.methods.spec import MethodSpec
 from alignkit.train.common import (
     batches,
@@ -12,7 +11,7 @@ from alignkit.train.common import (
     load_policy,
     load_splits,
     pad_sequences,
-    report_truncation,
+    render_sft,
     require_items,
     sequence_logps,
 )
@@ -25,18 +24,6 @@ class SFTConfig(TrainConfig):
     """`alignkit sft`: demonstrations (conversations, prompt/completion pairs or plain text)."""
 
     lr: float = 2e-5
-
-
-def render_sft(tokenizer, records: list, max_length: int, name: str) -> list:
-    items = []
-    for rec in records:
-        if isinstance(rec, LMRecord):
-            items.append(render_messages(tokenizer, rec.text, max_length=max_length))
-        else:
-            items.append(render_prompt_completion(tokenizer, rec.prompt, rec.completion, max_length=max_length))
-    report_truncation(name, sum(it.truncated for it in items), len(items), max_length)
-    # An example whose trained tokens were all cut away would contribute nothing but padding.
-    return [it for it in items if any(it.loss_mask[1:])]
 
 
 def train_sft(cfg: SFTConfig) -> TrainResult:

@@ -53,7 +53,7 @@ def _taught_ids(tok, prompt, first, second, question, answer, max_length=None):
     from alignkit.constitution.audit import GoldComparison
     from alignkit.constitution.critique import comparison_sft_rows
     from alignkit.data import parse_record
-    from alignkit.methods.sft import render_sft
+    from alignkit.train.common import render_sft
 
     class OnePrinciple:
         @staticmethod

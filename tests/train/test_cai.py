@@ -12,17 +12,16 @@ import yaml
 from alignkit.constitution import FeedbackAuditError, load_constitution, load_gold_comparisons, wilson_lower
 from alignkit.constitution.critique import short_revision
 from alignkit.judges import refuses_safely
-from alignkit.pipelines.cai import (
-    STAGES,
+from alignkit.pipelines.cai import STAGES, run_cai
+from alignkit.pipelines.cai_config import CAIConfig, DataMix
+from alignkit.pipelines.cai_data import (
     jailbreak_wrapped,
     mix_rows,
     read_jsonl,
     reply_text,
     revision_rule_check,
-    run_cai,
     verify_label,
 )
-from alignkit.pipelines.cai_config import CAIConfig, DataMix
 from alignkit.train.card import portable
 from alignkit.train.config import ConfigError, load_config
 from alignkit.train.run import RunError
@@ -489,7 +488,7 @@ def test_every_stage_trains_on_the_prompt_ids_the_policy_was_sampled_with(method
 
 
 def test_contrast_pairs_prefer_the_policys_own_right_response():
-    from alignkit.pipelines.cai import contrast_pairs
+    from alignkit.pipelines.cai_data import contrast_pairs
 
     no, yes = "I can't help with that.", "Sure: here is how it works."
     prompts = ["harm-1", "harm-2", "harm-3", "benign-1", "benign-2", "benign-3", "benign-4"]
@@ -649,7 +648,7 @@ def test_the_http_feedback_model_dying_mid_critique_and_mid_labelling_loses_and_
 def test_stage_files_keep_responses_that_hold_unicode_line_separators(tmp_path):
     """A sampled response may hold U+2028 or U+0085, which json.dumps(ensure_ascii=False) leaves as they are and
     str.splitlines would split a JSONL row at (found when a tiny model sampled one)."""
-    from alignkit.pipelines.cai import read_jsonl
+    from alignkit.pipelines.cai_data import read_jsonl
 
     rows = [{"chosen": "a\u2028b\x85c\x1cd"}, {"chosen": "e"}]
     path = tmp_path / "labels.jsonl"

@@ -17,10 +17,11 @@ from alignkit.methods.dpo import DPOConfig, train_dpo
 from alignkit.methods.kto import KTOConfig, train_kto
 from alignkit.methods.orpo import ORPOConfig, train_orpo
 from alignkit.methods.reward import RewardConfig, train_reward
-from alignkit.methods.sft import SFTConfig, render_sft, train_sft
+from alignkit.methods.sft import SFTConfig, train_sft
+from alignkit.train.common import render_sft
 from alignkit.methods.simpo import SimPOConfig, train_simpo
 from alignkit.models import TokenLogps, load_causal_lm, load_tokenizer, per_row_sum
-from alignkit.train.common import render_pairs
+from alignkit.train.pairs import render_pairs
 from alignkit.train.config import DataConfig, LoraConfig
 from alignkit.train.loop import epoch_order
 from alignkit.utils.seeds import derived_seed
