@@ -281,4 +281,8 @@ def train_hbat(cfg: HBATConfig) -> TrainResult:
 
 METHOD = MethodSpec("hbat", HBATConfig, train_hbat, "HBAT: SFT and preference blocks in turn with EWC, or the joint "
                     "SFT+DPO objective", "preferences", recipes={"hbat": ("hbat",), "joint": ("joint",)},
-                    presets={"joint": {"mode": "joint"}}, owned=("model", "data", "output_dir", "sft_data"))
+                    presets={"joint": {"mode": "joint"}}, owned=("model", "data", "output_dir", "sft_data"),
+                    # In `alignkit compare`, sft-dpo's budget: `steps` of each objective, in turn; joint: `steps`
+                    # steps, each on a batch of each (the same examples as sft-dpo, in half the optimizer steps).
+                    compare=lambda c: {"sft_data": {"train": c.sft_data}, "sft_steps": c.steps,
+                                       "preference_steps": c.steps, "max_steps": -1})

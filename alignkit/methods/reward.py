@@ -193,4 +193,4 @@ def train_reward(cfg: RewardConfig) -> TrainResult:
 
 
 METHOD = MethodSpec("reward", RewardConfig, train_reward, "a reward model on pairs, rankings or ratings (Bradley-Terry, "
-                    "Plackett-Luce, regression)", "preferences")
+                    "Plackett-Luce, regression)", "preferences", scorer=True)

@@ -21,6 +21,10 @@ class MethodSpec:
     recipes   its recipes in `alignkit compare`: name -> chain of stages from the starting model
     presets   named variants of this method for recipes: stage name -> keys it fixes (HBAT's `joint` mode)
     owned     keys a pipeline sets for a stage of this method (never a stage's own setting)
+    scorer    its model scores responses (a reward model) rather than answering them: runs are told to train
+              against it, and `alignkit compare` judges an online stage right after it with it
+    compare   the keys `alignkit compare` sets for a stage of this method besides the matched budget, from the
+              comparison's config (HBAT: its SFT data and each objective's steps)
     """
 
     name: str
@@ -31,6 +35,8 @@ class MethodSpec:
     recipes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
     owned: tuple[str, ...] = ("model", "data", "output_dir")
+    scorer: bool = False
+    compare: Callable[[Any], dict[str, Any]] | None = None
 
     @property
     def online(self) -> bool:

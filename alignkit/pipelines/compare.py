@@ -36,7 +36,6 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -46,11 +45,11 @@ from alignkit.eval.metrics import HEADLINE, METRIC
 from alignkit.eval.results import EvalResults
 from alignkit.methods import METHODS, MethodSpec
 from alignkit.pipelines.cai_config import CAIStage
+from alignkit.pipelines.compare_stage import TrainedStage, die_with_parent, free_port
 from alignkit.train.config import Strict, WrittenOnly, merge_config, stage_settings
 from alignkit.utils import processes
 from alignkit.utils.io import atomic_write_json, atomic_write_text, claim_config_dir, locked_folder, remove_leftovers
 from alignkit.utils import sampling_defaults as defaults
-from alignkit.utils.memory import peak_rss_gb
 from alignkit.utils.stages import Finished, Stage, StageRunner
 
 # The recipes: those the methods' rows declare, and Constitutional AI (a pipeline of its own).
@@ -119,17 +118,6 @@ class CompareError(RuntimeError):
     """The comparison cannot run as configured."""
 
 
-@dataclass(frozen=True)
-class TrainedStage:
-    """A training stage of a recipe, trained in its own process: the model it gave (None where the recipe's own
-    gate stopped it, saying why in `failed`) and that process's peak memory."""
-
-    kind: str
-    model: str | None
-    peak_rss_gb: float
-    failed: str | None = None
-
-
 class Comparison:
     def __init__(self, cfg: CompareConfig, log: Callable[[str], None] = print):
         # Under `accelerate launch` every process runs the comparison: each stage's process is started by every one
@@ -165,15 +153,12 @@ class Comparison:
                   "data": {"train": cfg.sft_data if spec.data == "demonstrations" else cfg.preference_data}}
         if spec.online:  # prompts: the preferences' prompts
             common.update(prompts_per_step=cfg.batch_size, minibatch_size=cfg.batch_size)
-            if chain[-2:-1] == ("reward",):  # judged by the reward model trained just before
+            if len(chain) > 1 and STAGES[chain[-2]][0].scorer:  # judged by the scorer trained just before
                 common["judge"] = {"reward_model": str(self.stage_dir(chain[:-1], seed) / "run" / "final")}
         else:
             common.update(max_length=cfg.max_length, group_by_length=True)
-        if spec.name == "hbat":
-            # HBAT: sft-dpo's budget, `steps` of each objective, in turn. Joint: `steps` steps, each on a batch of
-            # each (the same examples as sft-dpo, in half the optimizer steps).
-            common.update(sft_data={"train": cfg.sft_data}, sft_steps=cfg.steps, preference_steps=cfg.steps,
-                          max_steps=-1)
+        if spec.compare is not None:  # the method's own part of the budget (HBAT: `steps` of each objective)
+            common.update(spec.compare(cfg))
         own = getattr(cfg.stages, stage)
         config = merge_config({**common, **preset}, own.written() if own is not None else {})
         return {"kind": spec.name, "config": config}
@@ -197,9 +182,9 @@ class Comparison:
                 # The stage's processes form a group of their own, on a port of their own, with a store of their
                 # own (torchrun's agent store, which the launcher's variables point to, serves this command's group).
                 env = {k: v for k, v in env.items() if not k.startswith("TORCHELASTIC_")}
-                env["MASTER_PORT"] = str(processes.from_main(_free_port))
-            proc = subprocess.run([sys.executable, "-m", "alignkit.pipelines.compare", str(folder / "stage.json")],
-                                  env=env, capture_output=True, text=True, preexec_fn=_die_with_parent)
+                env["MASTER_PORT"] = str(processes.from_main(free_port))
+            proc = subprocess.run([sys.executable, "-m", "alignkit.pipelines.compare_stage", str(folder / "stage.json")],
+                                  env=env, capture_output=True, text=True, preexec_fn=die_with_parent)
             if proc.returncode != 0:
                 log = folder / ("error.log" if processes.is_main() else f"error-{processes.rank()}.log")
                 atomic_write_text(log, proc.stdout + proc.stderr)
@@ -371,52 +356,5 @@ def _write_plot(table: dict[str, dict], start: dict, out: Path) -> None:
     save_png(fig, out / "pareto.png")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _die_with_parent() -> None:
-    """In a stage's subprocess, before it starts (Linux): be killed when compare dies, however it dies, so that a
-    killed comparison leaves no orphan still training in the folder its rerun is about to use."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def run_compare(cfg: CompareConfig, log: Callable[[str], None] = print) -> dict:
     return Comparison(cfg, log).run()
-
-
-def _stage_main(spec_path: str) -> int:
-    """One stage in this process (`python -m alignkit.pipelines.compare STAGE.json`): train, then write result.json
-    with the final model and this process's peak memory."""
-    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
-    folder = Path(spec_path).parent
-    if spec["kind"] == "cai":
-        from alignkit.constitution.audit import FeedbackAuditError
-        from alignkit.pipelines.cai import run_cai
-        from alignkit.pipelines.cai_config import CAIConfig
-
-        try:
-            manifest = run_cai(CAIConfig.model_validate(spec["config"]))
-        except FeedbackAuditError as err:  # the recipe's own gate stopped it: an outcome of this seed, not a crash
-            failed = TrainedStage("cai", None, round(peak_rss_gb(), 2), f"feedback audit: {err}")
-            processes.on_main(atomic_write_json, folder / "result.json", dataclasses.asdict(failed))
-            return 0
-        model = manifest["final"]
-    else:
-        method = METHODS[spec["kind"]]
-        model = str(method.train(method.config.model_validate(spec["config"])).final_dir)
-    processes.on_main(atomic_write_json, folder / "result.json",
-                      dataclasses.asdict(TrainedStage(spec["kind"], model, round(peak_rss_gb(), 2))))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_stage_main(sys.argv[1]))
