@@ -135,6 +135,21 @@ def test_a_recipe_stopped_by_its_own_gate_is_reported_not_raised(tiny_dir, tmp_p
     assert run_compare(tiny_compare(tiny_dir, out, "recipes=[cai]", "seeds=[0]", *gate))["runs"] == [run]  # not retried
 
 
+def test_what_a_stage_trains_comes_from_its_method_row(tmp_path):
+    """No method is branched on by name: the stage after a scorer (the reward model) is judged by it, and a row's
+    own compare keys (HBAT's) join the matched budget."""
+    cfg = load_config(CompareConfig, None, [f"output_dir={tmp_path / 'cmp'}", "steps=3"])
+    comparison = Comparison(cfg, lambda message: None)
+    ppo = comparison.stage_spec(("sft", "reward", "ppo"), 0, "start")["config"]
+    assert ppo["judge"] == {"reward_model": str(tmp_path / "cmp" / "stages" / "sft+reward" / "seed-0" / "run" /
+                                                "final")}
+    assert "judge" not in comparison.stage_spec(("sft", "dpo"), 0, "start")["config"]
+    hbat = comparison.stage_spec(("hbat",), 0, "start")["config"]
+    assert (hbat["sft_steps"], hbat["preference_steps"], hbat["max_steps"]) == (3, 3, -1)
+    assert hbat["sft_data"] == {"train": cfg.sft_data}
+    assert "sft_steps" not in comparison.stage_spec(("sft", "dpo"), 0, "start")["config"]
+
+
 def test_config_errors_name_the_problem():
     with pytest.raises(ConfigError, match="unknown key 'stages.dpo.betta'.*beta"):
         load_config(CompareConfig, None, ["stages={dpo: {betta: 1}}"])
