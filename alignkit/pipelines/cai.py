@@ -26,7 +26,6 @@ The aligned model is copied to `output_dir/final` (HF format).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import shutil
@@ -58,15 +57,8 @@ from alignkit.pipelines.cai_sl import SLStages
 from alignkit.train.config import StageSettings
 from alignkit.train.run import RunError
 from alignkit.utils import processes
-from alignkit.utils.io import (
-    atomic_dir,
-    atomic_write_json,
-    atomic_write_text,
-    claim_config_dir,
-    locked_folder,
-    remove_leftovers,
-)
-from alignkit.utils.stages import Stage, StageError, StageRunner
+from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text
+from alignkit.utils.stages import Stage, StageError, StageRunner, pipeline_folder
 
 STAGES = ("feedback", "audit", "critique", "sl", "labels", "preference", "rl", "eval")
 
@@ -136,16 +128,6 @@ class Pipeline(SLStages, RLAIFStages):
     def folder(self, stage: str) -> Path:
         return self.out / f"{STAGES.index(stage) + 1}-{stage}"
 
-    def _claim_output_dir(self) -> None:
-        """Finished stages are reused only by the same configuration: another one in this folder is refused, so a
-        run never silently mixes with, or overwrites, another run's results."""
-        conflict = processes.from_main(claim_config_dir, self.out, computed_settings(self.cfg))
-        if conflict == "foreign":
-            raise RunError(f"{self.out} exists and is not a Constitutional AI run; use another output_dir")
-        if conflict:
-            raise RunError(f"{self.out} holds a Constitutional AI run with another configuration (differs in "
-                           f"{', '.join(conflict)}); use another output_dir, or delete that folder to start over")
-
     def _take_over_from(self) -> Path | None:
         """`reuse: RUN`: the run whose finished stages stand in for this run's wherever they read the same settings
         (phase 1 and the AI labels do not depend on the RL method, so another RL variant starts from the same
@@ -158,14 +140,11 @@ class Pipeline(SLStages, RLAIFStages):
         return other
 
     def run(self) -> dict:
-        # A second command on this run folder is refused at once (the main process holds it for all of this one's).
-        with locked_folder(self.out) if processes.is_main() else contextlib.nullcontext():
+        # Finished stages are reused only by the same configuration (GATE_SETTINGS aside).
+        with pipeline_folder(self.out, computed_settings(self.cfg), "Constitutional AI run", RunError):
             return self._run()
 
     def _run(self) -> dict:
-        # What a killed run was writing here (its config.json, say): before the claim.
-        processes.on_main(remove_leftovers, self.out)
-        self._claim_output_dir()
         started = time.perf_counter()
         other = self._take_over_from()
         for stage in self.stages():

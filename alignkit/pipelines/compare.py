@@ -28,7 +28,6 @@ rate, over-refusal, helpfulness, KL from the start model, time and peak memory) 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -48,9 +47,9 @@ from alignkit.pipelines.cai_config import CAIStage
 from alignkit.pipelines.compare_stage import TrainedStage, die_with_parent, free_port
 from alignkit.train.config import Strict, WrittenOnly, merge_config, stage_settings
 from alignkit.utils import processes
-from alignkit.utils.io import atomic_write_json, atomic_write_text, claim_config_dir, locked_folder, remove_leftovers
+from alignkit.utils.io import atomic_write_json, atomic_write_text
 from alignkit.utils import sampling_defaults as defaults
-from alignkit.utils.stages import Finished, Stage, StageRunner
+from alignkit.utils.stages import Finished, Stage, StageRunner, pipeline_folder
 
 # The recipes: those the methods' rows declare, and Constitutional AI (a pipeline of its own).
 RECIPES: dict[str, tuple[str, ...]] = {**{name: chain for spec in METHODS.values() for name, chain in spec.recipes.items()},
@@ -242,14 +241,13 @@ class Comparison:
         return results
 
     def run(self) -> dict:
-        # A second command on this comparison folder is refused at once (the main process holds it for this one).
-        with locked_folder(self.out) if processes.is_main() else contextlib.nullcontext():
+        # A rerun with the same settings resumes, and may add or drop recipes and seeds (each stage's run depends on
+        # neither).
+        with pipeline_folder(self.out, self.cfg.model_dump(mode="json"), "comparison", CompareError,
+                             may_change=("recipes", "seeds")):
             return self._run()
 
     def _run(self) -> dict:
-        # What a killed run was writing here (its config.json, say): before the claim.
-        processes.on_main(remove_leftovers, self.out)
-        self._claim_output_dir()
         runs = [self.run_recipe(recipe, seed) for recipe in self.cfg.recipes for seed in self.cfg.seeds]
         results = self.evaluate(runs)
         table = comparison_table(runs, results.metrics, self.cfg.seeds)
@@ -260,17 +258,6 @@ class Comparison:
         processes.on_main(_write_plot, table, results.metrics.get("start", {}), self.out)
         self.log(f"[compare] table: {self.out / 'comparison.md'}")
         return summary
-
-    def _claim_output_dir(self) -> None:
-        """A folder holds one comparison: a rerun with the same settings resumes it, and may add or drop recipes and
-        seeds (each stage's run depends on neither); other settings are refused."""
-        conflict = processes.from_main(claim_config_dir, self.out, self.cfg.model_dump(mode="json"),
-                                       may_change=("recipes", "seeds"))
-        if conflict == "foreign":
-            raise CompareError(f"{self.out} is not empty and holds no comparison; use another output_dir")
-        if conflict:
-            raise CompareError(f"{self.out} holds a comparison with other settings ({', '.join(conflict)} differ); "
-                               "use another output_dir")
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
