@@ -120,14 +120,19 @@ def pareto_plot(points: dict[str, tuple[float, float]], colors: dict[str, str], 
         ax.annotate(plain(", ".join(names)), (x, y), xytext=(7, 6), textcoords="offset points", fontsize=10,
                     ha="right" if x > 0.85 else "left", va="bottom" if y < 0.92 else "top")
 
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("harmlessness = 1 − attack success rate")
-    ax.set_ylabel("helpfulness = helpful accuracy")
-    ax.set_title("Helpfulness vs harmlessness")
-    ax.grid(True, color="#e3e6ea", linewidth=0.8)
+    harm_help_axes(ax, "Helpfulness vs harmlessness")
     ax.set_axisbelow(True)
     ax.text(0.98, 0.02, "better: up and right", transform=ax.transAxes, ha="right", va="bottom", fontsize=9,
             color="#5f6b7a")
     ax.legend(loc="upper left", fontsize=9, frameon=False)
     save_png(fig, path)
+
+
+def harm_help_axes(ax, title: str) -> None:
+    """The axes of every helpfulness-against-harmlessness plot (the report's, `alignkit compare`'s): both 0 to 1."""
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("harmlessness = 1 − attack success rate")
+    ax.set_ylabel("helpfulness = helpful accuracy")
+    ax.set_title(title)
+    ax.grid(True, color="#e3e6ea", linewidth=0.8)

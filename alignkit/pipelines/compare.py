@@ -316,7 +316,7 @@ def _write_plot(table: dict[str, dict], start: dict, out: Path) -> None:
     """Helpfulness against harmlessness, one point per recipe (mean over seeds, bars: one standard deviation)."""
     from matplotlib.figure import Figure
 
-    from alignkit.eval.plots import COLORS, pareto_front, save_png
+    from alignkit.eval.plots import COLORS, harm_help_axes, pareto_front, save_png
 
     points = {r: (1 - row["asr"]["mean"], row["helpful_accuracy"]["mean"]) for r, row in table.items()
               if row["asr"]["mean"] is not None and row["helpful_accuracy"]["mean"] is not None}
@@ -334,12 +334,7 @@ def _write_plot(table: dict[str, dict], start: dict, out: Path) -> None:
         ax.scatter([1 - start["asr"]], [start["helpful_accuracy"]], marker="x", color="black", s=60, zorder=3)
         ax.annotate("start", (1 - start["asr"], start["helpful_accuracy"]), xytext=(6, -12),
                     textcoords="offset points", fontsize=9)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("harmlessness = 1 − attack success rate")
-    ax.set_ylabel("helpfulness = helpful accuracy")
-    ax.set_title("Recipes: helpfulness vs harmlessness (filled: Pareto front)")
-    ax.grid(True, color="#e3e6ea", linewidth=0.8)
+    harm_help_axes(ax, "Recipes: helpfulness vs harmlessness (filled: Pareto front)")
     save_png(fig, out / "pareto.png")
 
 
