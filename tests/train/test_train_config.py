@@ -85,6 +85,8 @@ def test_robust_dpo_requires_label_smoothing():
 def test_override_syntax_errors():
     with pytest.raises(ConfigError):
         parse_overrides(["novalue"])
+    with pytest.raises(ConfigError, match=r"override 'data.eval=\{path:': its value is not valid YAML"):
+        parse_overrides(["data.eval={path:"])  # a shell split a value with spaces
     assert parse_overrides(["a.b.c=1", "x=[1, 2]", "y=true"]) == {"a": {"b": {"c": 1}}, "x": [1, 2], "y": True}
 
 
