@@ -122,7 +122,9 @@ class RunSettings(Strict):
     )
     overwrite: bool = Field(default=False, description="allow replacing a finished run in output_dir")
     save_every: int = Field(default=0, ge=0, description="checkpoint every N steps (0 = only at the end)")
-    keep_checkpoints: int = Field(default=2, ge=1, description="how many of the newest checkpoints to keep")
+    keep_checkpoints: int = Field(default=2, ge=0, description="how many of the newest checkpoints to keep (TRL: "
+                                                               "save_total_limit); 0: one while the run needs it, "
+                                                               "none once it has finished")
     eval_every: int = Field(default=0, ge=0, description="evaluate every N steps (0 = at the end only)")
     log_every: int = Field(default=1, ge=1, description="write metrics every N steps")
     report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(

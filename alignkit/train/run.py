@@ -350,6 +350,8 @@ class Run:
             }
             atomic_write_json(self.output_dir / "summary.json", summary)
             log.close()
+            if cfg.keep_checkpoints == 0:  # finished: nothing left to resume, so no optimizer states left behind
+                shutil.rmtree(self.output_dir / "checkpoints", ignore_errors=True)
         acc.wait_for_everyone()
         return TrainResult(output_dir=self.output_dir, final_dir=self.final_dir, steps=total, seconds=seconds,
                            peak_rss_gb=peak_rss_gb(), resumed_from=start, train_metrics=last_train,
@@ -378,7 +380,7 @@ class Run:
         try:
             save_checkpoint(self.output_dir, step, weights, optimizer_state, scheduler,
                             {"total_steps": total, "method": self.method_name,
-                             "skipped_nonfinite": self.skipped_nonfinite}, self.cfg.keep_checkpoints,
+                             "skipped_nonfinite": self.skipped_nonfinite}, max(self.cfg.keep_checkpoints, 1),
                             steps.state() if steps.state is not None else None)
         except (OSError, SafetensorError) as err:
             earlier = list_checkpoints(self.output_dir)

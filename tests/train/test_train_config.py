@@ -141,3 +141,19 @@ def test_a_missing_tracker_is_named_with_its_extra_as_the_config_is_read(monkeyp
     with pytest.raises(ConfigError) as err:
         load_config(SFTConfig, None, ["output_dir=x", "data.train=a.jsonl", "report_to=tensorboard"])
     assert "'report_to'" in str(err.value) and "pip install 'alignkit[tensorboard]'" in str(err.value)
+
+
+def test_keep_checkpoints_0_leaves_no_optimizer_state_behind_a_finished_run(tiny_dir, tmp_path):
+    """TRL's save_total_limit is keep_checkpoints; 0 keeps one while the run may need to resume from it and none once
+    it has finished (a finished 135M run otherwise keeps two optimizer states, about 1.5 GB each)."""
+    from alignkit.cli import main
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(f'{{"prompt": "q{i}", "completion": "a{i}"}}\n' for i in range(8)))
+    base = ["sft", f"model={tiny_dir}", f"data.train={data}", "max_steps=4", "batch_size=2", "save_every=1",
+            "progress=false"]
+    assert main(base + [f"output_dir={tmp_path / 'none'}", "save_total_limit=0"]) == 0
+    assert (tmp_path / "none" / "final" / "model.safetensors").is_file()
+    assert not (tmp_path / "none" / "checkpoints").exists()
+    assert main(base + [f"output_dir={tmp_path / 'two'}"]) == 0
+    assert len(list((tmp_path / "two" / "checkpoints").iterdir())) == 2
