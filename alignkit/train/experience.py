@@ -3,6 +3,8 @@ prompt kept once), the policy with its value head, and the per-row statistics th
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import torch
 from torch import nn
 
@@ -11,6 +13,32 @@ from alignkit.models.forward import response_logits, response_states
 from alignkit.rollouts import Rollout
 
 Batch = dict[str, torch.Tensor]
+
+
+class Experience(TypedDict, total=False):
+    """One iteration's experience, B = prompts x samples rows (P: distinct prompts, R: response tokens); the row
+    operations (`select_rows`, `merge_batches`, the gather over processes) treat it as a `Batch`.
+
+    From the rollout (`rollout_batch`): prompt_ids, prompt_mask [P, T] each distinct prompt once, left-padded;
+    prompt_index [B] the prompt of each row; response_ids, response_mask [B, R] (the mask up to the first EOS).
+    From the loop: scores [B] the judge's; eos [B] ended by the model (not cut at max_new_tokens); sample_logps
+    [B, R] the sampler's log-probs; old_logps [B, R] and values [B, R] the rollout policy's (when the update is not
+    one on-policy step, or there is a critic); ref_logps [B, R] the reference's (when there is a KL term).
+    From the algorithm: advantages [B, R]; returns [B, R] (with a critic)."""
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    prompt_index: torch.Tensor
+    response_ids: torch.Tensor
+    response_mask: torch.Tensor
+    scores: torch.Tensor
+    eos: torch.Tensor
+    sample_logps: torch.Tensor
+    old_logps: torch.Tensor
+    values: torch.Tensor
+    ref_logps: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
 
 
 class PolicyWithValue(nn.Module):

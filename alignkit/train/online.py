@@ -50,7 +50,14 @@ from alignkit.train.run import Run, RunError, Steps, TrainResult, configure_thre
 from alignkit.utils import processes
 from alignkit.utils.seeds import derived_seed
 
-from alignkit.train.experience import Batch, PolicyWithValue, merge_batches, pad_to, rollout_batch, select_rows
+from alignkit.train.experience import (
+    Experience,
+    PolicyWithValue,
+    merge_batches,
+    pad_to,
+    rollout_batch,
+    select_rows,
+)
 
 
 @dataclass
@@ -63,8 +70,8 @@ class Algorithm:
     """
 
     name: str
-    advantages: Callable[[Batch, dict], dict[str, float]]
-    loss: Callable[[dict[str, torch.Tensor], Batch], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+    advantages: Callable[[Experience, dict], dict[str, float]]
+    loss: Callable[[dict[str, torch.Tensor], Experience], tuple[torch.Tensor, dict[str, torch.Tensor]]]
     critic: str | None = None  # None, "shared" or "separate"
     uses_reference: bool = True
     adapts_kl: bool = False  # steers the KL coefficient itself (PPO's kl_target), so needs the KL even from 0
@@ -161,13 +168,13 @@ class OnlineTrainer:
         return [self.train_prompts[i] for i in order[k * size : (k + 1) * size].tolist()]
 
     @torch.no_grad()
-    def experience(self, iteration: int, state: OnlineState) -> tuple[Batch, dict[str, float]]:
+    def experience(self, iteration: int, state: OnlineState) -> tuple[Experience, dict[str, float]]:
         # Sharded, each process samples with the whole policy: its answers end after different numbers of forward
         # passes, which per-layer gathers would have to match.
         with sharding.whole(self.model):
             return self._experience(iteration, state)
 
-    def _experience(self, iteration: int, state: OnlineState) -> tuple[Batch, dict[str, float]]:
+    def _experience(self, iteration: int, state: OnlineState) -> tuple[Experience, dict[str, float]]:
         cfg, alg = self.cfg, self.algorithm
         share = cfg.prompts_per_step // self.world  # this process's consecutive share of the iteration's prompts
         records = self.prompts_for(iteration)[self.rank * share : (self.rank + 1) * share]
@@ -182,7 +189,7 @@ class OnlineTrainer:
         scores = self.judge.score([records[i].prompt for i in rows], rollout.texts,
                                   [records[i].reference for i in rows])
         t_score = time.perf_counter() - t0 - t_generate
-        exp = rollout_batch(rollout)
+        exp: Experience = rollout_batch(rollout)
         exp["scores"] = torch.tensor(scores, dtype=torch.float32, device=self.device)
         exp["eos"] = rollout.eos.to(self.device)
         exp["sample_logps"] = rollout.logps[:, : exp["response_ids"].shape[1]].float().to(self.device)
@@ -212,12 +219,12 @@ class OnlineTrainer:
         }
         return exp, metrics
 
-    def gathered(self, exp: Batch) -> Batch:
+    def gathered(self, exp: Experience) -> Experience:
         """Every process's experience, in prompt order, on every process."""
         parts = processes.gathered([{k: v.cpu() for k, v in exp.items()}])
         return {k: v.to(self.device) for k, v in merge_batches(parts, self.tokenizer.pad_token_id).items()}
 
-    def forward_chunks(self, exp: Batch, with_values: bool) -> dict[str, torch.Tensor]:
+    def forward_chunks(self, exp: Experience, with_values: bool) -> dict[str, torch.Tensor]:
         """No-grad forward over the whole batch in micro-batches of `eval_batch_size` (default 2 x batch_size)."""
         size = self.cfg.eval_batch_size or 2 * self.cfg.batch_size
         n, width = exp["response_ids"].shape
@@ -232,7 +239,7 @@ class OnlineTrainer:
         self.model.train()
         return {k: torch.cat(v) for k, v in parts.items()}
 
-    def reference_logps(self, exp: Batch) -> torch.Tensor:
+    def reference_logps(self, exp: Experience) -> torch.Tensor:
         size = self.cfg.eval_batch_size or 2 * self.cfg.batch_size
         n, width = exp["response_ids"].shape
         chunks = []
@@ -250,7 +257,7 @@ class OnlineTrainer:
         total = self.cfg.prompts_per_step * self.cfg.samples_per_prompt
         return min(self.cfg.minibatch_size or total, total)
 
-    def update(self, exp: Batch, optimizer, scheduler, iteration: int) -> dict[str, float]:
+    def update(self, exp: Experience, optimizer, scheduler, iteration: int) -> dict[str, float]:
         """`ppo_epochs` passes over the (whole, gathered) batch in minibatches; this process computes its share of
         each minibatch, micro-batch by micro-batch, and DDP sums the gradients over the processes at the last one."""
         cfg, acc, n = self.cfg, self.run.accelerator, exp["response_ids"].shape[0]
