@@ -51,7 +51,7 @@ def _next_command(method: str, start: str, final: Path) -> str:
 
     from alignkit.methods import METHODS
 
-    if METHODS[method].scorer:  # a scorer, not a policy: it is used by training against it
+    if method in METHODS and METHODS[method].scorer:  # a scorer, not a policy: it is used by training against it
         return (f"use it: alignkit ppo configs/ppo.yaml "
                 f"{shlex.quote('judge={reward_model: ' + str(final) + '}')}  (or as eval --judge)")
     name = method.replace("-", "_")

@@ -13,6 +13,7 @@ A pipeline (`alignkit cai`, `compare`) sets the target of each of its stages its
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
@@ -53,13 +54,10 @@ class Strict(BaseModel):
         super().__pydantic_init_subclass__(**kwargs)
         changed = False
         for name, field in cls.__pydantic_fields__.items():
-            if field.metadata:
-                continue
             parent = next((base.__pydantic_fields__[name] for base in cls.__mro__[1:]
                            if name in getattr(base, "__pydantic_fields__", {})), None)
-            if parent is not None and parent.metadata:
-                cls.__pydantic_fields__[name] = FieldInfo.merge_field_infos(parent, field)
-                changed = True
+            if not field.metadata and parent is not None and parent.metadata:
+                cls.__pydantic_fields__[name], changed = FieldInfo.merge_field_infos(parent, field), True
         if changed:
             cls.model_rebuild(force=True)
 
@@ -77,9 +75,9 @@ class DataConfig(Strict):
     @classmethod
     def _source_with_options(cls, value: Any) -> Any:
         """`{path: org/name, subset: x, split: y}` -> `org/name?subset=x&split=y`, the one form every reader takes."""
-        if not isinstance(value, dict):
+        unknown = sorted(set(value) - {"path", "subset", "split"}) if isinstance(value, dict) else None
+        if unknown is None:
             return value
-        unknown = sorted(set(value) - {"path", "subset", "split"})
         if unknown or not isinstance(value.get("path"), str):
             raise ValueError("a data source as a mapping takes path (required), subset and split"
                              + (f"; not {', '.join(unknown)}" if unknown else ""))
@@ -150,8 +148,6 @@ class RunSettings(Strict):
     @classmethod
     def _trackers_installed(cls, value: list[str]) -> list[str]:
         """A tracker's package is looked for as the config is read, not after the model has loaded."""
-        import importlib.util
-
         missing = [name for name in value if importlib.util.find_spec(name) is None]
         if missing:
             raise ValueError(f"{', '.join(missing)} not installed: pip install 'alignkit[{','.join(missing)}]' "

@@ -230,3 +230,16 @@ def test_a_quiet_run_shows_no_library_bars_saves_readable_weights_and_a_failed_o
                             text=True, timeout=300)
     assert failed.returncode == 2 and "fewer than one optimizer step" in failed.stderr
     assert not (tmp_path / "failed").exists(), "a run that never began leaves no folder holding only its lock"
+
+
+def test_the_next_command_after_a_run_of_every_command_that_trains():
+    """After a run the command line says how to measure what it made: a policy is evaluated, a scorer is trained
+    against; `alignkit cai` is no method of the table and gets the evaluation (a KeyError once)."""
+    from pathlib import Path
+
+    from alignkit.cli import _next_command
+    from alignkit.methods import METHODS
+
+    for name in [*METHODS, "cai"]:
+        said = _next_command(name, "start", Path("runs/x/final"))
+        assert said.startswith("use it: alignkit ppo" if name == "reward" else "evaluate it: alignkit eval"), name

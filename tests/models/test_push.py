@@ -82,9 +82,14 @@ class FakeHub:
 
 @pytest.fixture
 def hub(monkeypatch):
+    import huggingface_hub.constants as constants
+
     fake = FakeHub()
     monkeypatch.setenv("HF_TOKEN", "hf_test_token_for_the_stand_in")
+    # The suite runs offline (make test sets HF_HUB_OFFLINE=1, which the hub client reads once, at import); the
+    # stand-in is local, so pushing to it is allowed.
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     yield fake
     fake.server.shutdown()
 

@@ -386,7 +386,7 @@ def test_config_rejects_unknown_stage_keys_and_non_runs(tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     (other / "results.json").write_text("{}")
-    with pytest.raises(RunError, match="not a Constitutional AI run"):
+    with pytest.raises(RunError, match="holds no Constitutional AI run"):
         run_cai(load_config(CAIConfig, None, [f"output_dir={other}"]))
     assert (other / "results.json").read_text() == "{}"
 
