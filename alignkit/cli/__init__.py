@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from alignkit.cli import evaluate, talk
@@ -202,6 +204,10 @@ def _keys_help(config) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if threading.current_thread() is threading.main_thread():
+        # Ctrl-C raises KeyboardInterrupt even where the process was started with SIGINT ignored (a shell's
+        # background job): chat stops a reply on it, and every command ends on it without a traceback.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = argparse.ArgumentParser(prog="alignkit", description="Align causal language models.",
                                      formatter_class=_CommandList)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
