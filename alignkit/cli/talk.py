@@ -134,7 +134,7 @@ def chat(args) -> int:
         shown: list[str] = []
 
         def show(piece: str) -> None:
-            if not "".join(shown):  # the reply as printed is the reply as kept: no leading whitespace
+            if not any(shown):  # the reply as printed is the reply as kept: no leading whitespace
                 piece = piece.lstrip()
             shown.append(piece)
             print(piece, end="", flush=True)
