@@ -30,10 +30,7 @@ def _train(method: str, argv: list[str]) -> int:
     cfg = load_config(spec.config, config_path, argv)
     if not cfg.progress:  # transformers' and the hub's own bars (loading weights, writing shards) too
         quiet_progress()
-    out = Path(cfg.output_dir)
-    print(f"alignkit {method}: {cfg.model} -> {out}/ (config.yaml, metrics.jsonl, checkpoints/, summary.json; the "
-          f"model: {out / 'final'}/)", file=sys.stderr, flush=True)
-    result = spec.train(cfg)
+    result = spec.train(cfg)  # says where its outputs go once it begins writing them (Run.begin)
     print(json.dumps({"final": str(result.final_dir), "steps": result.steps, "eval": result.eval_metrics}, indent=2))
     print(_next_command(method, cfg.model, result.final_dir), file=sys.stderr)
     return 0
@@ -133,8 +130,6 @@ def _cai(argv: list[str]) -> int:
     if not processes.is_main():
         run_cai(cfg)
         return 0
-    print(f"alignkit cai: {cfg.model} -> {cfg.output_dir}/ (a numbered folder per stage, cai.json, report.html; the "
-          f"model: {Path(cfg.output_dir) / 'final'}/)", file=sys.stderr, flush=True)
     manifest = run_cai(cfg)
     report = manifest["stages"].get("eval", {}).get("report")
     print(json.dumps({"final": manifest["final"], "report": report,

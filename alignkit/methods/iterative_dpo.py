@@ -43,8 +43,7 @@ from alignkit.train.config import Sampling, TrainConfig
 from alignkit.train.online import load_prompts
 from alignkit.train.run import Run, RunError, TrainResult, configure_threads
 from alignkit.utils import processes
-from alignkit.utils.io import (atomic_dir, atomic_write_json, atomic_write_text, jsonl_lines, lock_folder,
-                               unlock_folder)
+from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text, jsonl_lines
 from alignkit.utils.memory import peak_rss_gb
 from alignkit.utils.seeds import derived_seed
 from alignkit.utils.stages import Stage, StageRunner
@@ -126,24 +125,22 @@ class IterativeDPO:
         configure_threads()
         processes.join()
         self.cfg = cfg
-        out = Path(cfg.output_dir)
-        self._locked = processes.is_main()
-        if self._locked:
-            lock_folder(out)  # before anything in it is read or removed; train() gives it back
-        started = sorted(out.glob("round-*")) + ([out / "initial_eval.json"] if (out / "initial_eval.json").exists() else [])
-        self._replaced = started if cfg.overwrite else []  # removed when training begins, not before
-        if started and not cfg.overwrite and cfg.resume == "never":
-            raise RunError(f"{out} holds an unfinished iterative DPO run ({started[0].name}, ...). Use resume=auto to "
-                           "continue it, overwrite=true to start over, or another output_dir.")
-        self.run = Run(cfg, "iterative-dpo")
+        # The rounds and the evaluation before them are its unfinished work: resumed, refused or replaced as a
+        # training run's checkpoints are (`RunFolder`).
+        self.run = Run(cfg, "iterative-dpo", work=("round-*", "initial_eval.json"))
         self.out = self.run.output_dir
         self._loaded = None  # (path, model, tokenizer) of the last model used
-        self.judge = judge_from_spec(cfg.judge)
-        self.train_prompts = load_prompts(cfg.data.train, cfg.data.limit, cfg.data.skip_invalid)
-        self.eval_prompts = load_prompts(cfg.data.eval, cfg.data.eval_limit, cfg.data.skip_invalid, None) if cfg.data.eval else []
-        if len(self.train_prompts) < cfg.prompts_per_round:
-            raise RunError(f"{cfg.data.train}: {len(self.train_prompts)} prompts, fewer than prompts_per_round="
-                           f"{cfg.prompts_per_round}")
+        try:
+            self.judge = judge_from_spec(cfg.judge)
+            self.train_prompts = load_prompts(cfg.data.train, cfg.data.limit, cfg.data.skip_invalid)
+            self.eval_prompts = (load_prompts(cfg.data.eval, cfg.data.eval_limit, cfg.data.skip_invalid, None)
+                                 if cfg.data.eval else [])
+            if len(self.train_prompts) < cfg.prompts_per_round:
+                raise RunError(f"{cfg.data.train}: {len(self.train_prompts)} prompts, fewer than prompts_per_round="
+                               f"{cfg.prompts_per_round}")
+        except BaseException:
+            self.run.close()  # a run that stops before it begins leaves the folder as it found it
+            raise
 
     def round_dir(self, r: int) -> Path:
         return self.out / f"round-{r:02d}"
@@ -265,18 +262,10 @@ class IterativeDPO:
             return self._train()
         finally:
             self.run.close()
-            if self._locked:
-                self._locked = False
-                unlock_folder(self.out)
 
     def _train(self) -> TrainResult:
         cfg = self.cfg
-        def begin() -> None:
-            for path in self._replaced:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-            self.run.begin()
-
-        processes.on_main(begin)
+        self.run.begin()
         t0 = time.perf_counter()
         base = cfg.model
         history_path = self.out / "initial_eval.json"
@@ -314,13 +303,15 @@ class IterativeDPO:
             "precision": self.run.precision,
             "processes": processes.world(),
         }
+        self.run.folder.final_set_aside()
+
         def write_final() -> None:
-            with atomic_dir(self.run.final_dir, replace=cfg.overwrite or self.run.refinish) as tmp:
+            with atomic_dir(self.run.final_dir, replace=True) as tmp:  # only a replaced run's final/ is there
                 shutil.copytree(current, tmp, dirs_exist_ok=True)
                 (tmp / "README.md").write_text(card, encoding="utf-8")
-            atomic_write_json(self.out / "summary.json", report)
 
         processes.on_main(write_final)
+        self.run.folder.finish(report)
         return TrainResult(output_dir=self.out, final_dir=self.run.final_dir, steps=cfg.rounds, seconds=seconds,
                            peak_rss_gb=peak_rss_gb(), resumed_from=0, train_metrics={}, eval_metrics=report["eval"])
 

@@ -93,11 +93,13 @@ def _merge_adapter(adapter: Path, out: Path) -> Path:
     from transformers import AutoTokenizer
 
     from alignkit.models.loading import load_causal_lm, trust_remote_code
+    from alignkit.models.lora import peft_quietly
 
     base = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
     if not base:
         raise ModelSpecError(f"{adapter / 'adapter_config.json'}: field 'base_model_name_or_path': missing")
-    model = PeftModel.from_pretrained(load_causal_lm(base), str(adapter)).merge_and_unload()
+    with peft_quietly():
+        model = PeftModel.from_pretrained(load_causal_lm(base), str(adapter)).merge_and_unload()
     model.save_pretrained(out, safe_serialization=True)
     AutoTokenizer.from_pretrained(str(adapter), trust_remote_code=trust_remote_code()).save_pretrained(out)
     return out

@@ -7,9 +7,20 @@ second copy of the base model is kept in memory.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Iterator
 
 from torch import nn
+
+
+@contextlib.contextmanager
+def peft_quietly() -> Iterator[None]:
+    """PEFT wrapping a model without transformers' FutureWarning about `is_gradient_checkpointing` (renamed in
+    transformers 5; PEFT still reads the old name as it wraps a model): a warning a user of alignkit can do nothing
+    about, printed into every LoRA run."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 def apply_lora(model: nn.Module, *, r: int, alpha: float, dropout: float, target_modules, task_type: str = "CAUSAL_LM"):
@@ -24,7 +35,8 @@ def apply_lora(model: nn.Module, *, r: int, alpha: float, dropout: float, target
         # The reward model's new score head must be trained in full, not only adapted.
         modules_to_save=["score"] if task_type == "SEQ_CLS" else None,
     )
-    adapted = get_peft_model(model, config)
+    with peft_quietly():
+        adapted = get_peft_model(model, config)
     trainable, total = trainable_counts(adapted)
     from alignkit.utils import processes
 

@@ -58,7 +58,8 @@ from alignkit.train.config import StageSettings
 from alignkit.train.run import RunError
 from alignkit.utils import processes
 from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text
-from alignkit.utils.stages import Stage, StageError, StageRunner, pipeline_folder
+from alignkit.utils.run_folder import RunFolder
+from alignkit.utils.stages import Stage, StageError, StageRunner
 
 STAGES = ("feedback", "audit", "critique", "sl", "labels", "preference", "rl", "eval")
 
@@ -141,7 +142,10 @@ class Pipeline(SLStages, RLAIFStages):
 
     def run(self) -> dict:
         # Finished stages are reused only by the same configuration (GATE_SETTINGS aside).
-        with pipeline_folder(self.out, computed_settings(self.cfg), "Constitutional AI run", RunError):
+        with RunFolder(self.out, "Constitutional AI run", RunError) as folder:
+            folder.claim(computed_settings(self.cfg))
+            self.log(f"alignkit cai: {self.cfg.model} -> {self.out}/ (a numbered folder per stage, cai.json, "
+                     f"report.html; the model: {self.out / 'final'}/)")
             return self._run()
 
     def _run(self) -> dict:

@@ -49,7 +49,8 @@ from alignkit.train.config import Strict, WrittenOnly, merge_config, stage_setti
 from alignkit.utils import processes
 from alignkit.utils.io import atomic_write_json, atomic_write_text
 from alignkit.utils import sampling_defaults as defaults
-from alignkit.utils.stages import Finished, Stage, StageRunner, pipeline_folder
+from alignkit.utils.run_folder import RunFolder
+from alignkit.utils.stages import Finished, Stage, StageRunner
 
 # The recipes: those the methods' rows declare, and Constitutional AI (a pipeline of its own).
 RECIPES: dict[str, tuple[str, ...]] = {**{name: chain for spec in METHODS.values() for name, chain in spec.recipes.items()},
@@ -243,8 +244,8 @@ class Comparison:
     def run(self) -> dict:
         # A rerun with the same settings resumes, and may add or drop recipes and seeds (each stage's run depends on
         # neither).
-        with pipeline_folder(self.out, self.cfg.model_dump(mode="json"), "comparison", CompareError,
-                             may_change=("recipes", "seeds")):
+        with RunFolder(self.out, "comparison", CompareError) as folder:
+            folder.claim(self.cfg.model_dump(mode="json"), may_change=("recipes", "seeds"))
             return self._run()
 
     def _run(self) -> dict:

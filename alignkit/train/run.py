@@ -1,9 +1,9 @@
 """The core every training loop shares: one run directory and what happens around each loop's steps.
 
-A `Run` owns the output directory (conflict checks, config.yaml, summary.json), the device and precision, the AdamW
-optimizer with its weight-decay split and the warmup + cosine/linear schedule, and `fit`: resume from the newest
-checkpoint, the loop over steps with metrics, progress, evaluation and checkpoint cadence, the final save and the
-summary. A loop (`loop.offline_loop`, `online.OnlineTrainer`) supplies only its step logic, as a `Steps` record.
+A `Run` owns the output directory (a `RunFolder`: held, conflict checks, config.yaml, final/, summary.json), the
+device and precision, the AdamW optimizer with its weight-decay split and the warmup + cosine/linear schedule, and
+`fit`: resume from the newest checkpoint, the loop over steps with metrics, progress, evaluation and checkpoint
+cadence, the final save and the summary. A loop (`loop.offline_loop`, `online.OnlineTrainer`) supplies only its step logic, as a `Steps` record.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,16 +35,10 @@ from alignkit.train.config import TrainConfig
 from alignkit.train.errors import Interrupted, NonFiniteError, RunError
 from alignkit.train.logging import MetricsLog
 from alignkit.utils.interrupts import StopAtStepBoundary
-from alignkit.utils.io import (
-    atomic_write_json,
-    atomic_write_text,
-    lock_folder,
-    remove_leftovers,
-    unlock_folder,
-)
 from alignkit.utils.memory import peak_rss_gb
 from alignkit.utils.precision import autocast as precision_autocast
 from alignkit.utils.precision import resolve_precision
+from alignkit.utils.run_folder import Opening, RunFolder
 from alignkit.utils.secrets import redact
 
 __all__ = ["Interrupted", "NonFiniteError", "Run", "RunError", "Steps", "TrainResult"]
@@ -124,7 +119,8 @@ def _os_reason(err: Exception) -> str:
 class Run:
     """One training run in `cfg.output_dir`: created with the output-directory checks, then `fit(...)`."""
 
-    def __init__(self, cfg: TrainConfig, method_name: str):
+    def __init__(self, cfg: TrainConfig, method_name: str, work: tuple[str, ...] = ()):
+        """`work`: what else than checkpoints an unfinished run of this method leaves in its folder (`RunFolder`)."""
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
@@ -135,37 +131,36 @@ class Run:
         self.precision = resolve_precision(cfg.precision, self.device)
         self.output_dir = Path(cfg.output_dir)
         self.skipped_nonfinite = 0  # updates skipped under skip_nonfinite (kept in checkpoints)
-        self._replace = False  # overwrite: the finished run here is removed when training begins
-        self.refinish = False  # final/ is there but not its summary: the run is finished again (_check_output_dir)
-        # Claimed before anything in it is read: a second process on the same run folder is refused at once.
-        self._locked = self.is_main
-        if self._locked:
-            lock_folder(self.output_dir)
-        self.resume_from = self._check_output_dir()
+        # Held before anything in it is read: a second process on the same run folder is refused at once.
+        self.folder = RunFolder(self.output_dir, "run", RunError, ("checkpoints", *work)).hold()
+        try:
+            opening = self.folder.open(resume=cfg.resume, overwrite=cfg.overwrite)
+        except RunError:
+            self.folder.release()
+            raise
+        checkpoints = list_checkpoints(self.output_dir)
+        # Resumed (or finished again, the same steps giving the same final/) from the newest checkpoint.
+        self.resume_from = checkpoints[-1] if checkpoints and opening in (Opening.RESUME, Opening.REFINISH) else None
         set_seed(cfg.seed)
+
+    @property
+    def refinish(self) -> bool:
+        """final/ is there but not its summary: the run is finished again (`RunFolder.open`)."""
+        return self.folder.opening is Opening.REFINISH
 
     def begin(self) -> None:
         """The run starts writing into its folder: a finished run that `overwrite` replaces is removed, and
         config.yaml written. Called when training is about to start, so a run that stops earlier (bad data, a model
         that does not load) leaves the folder as it found it."""
+        self.folder.begin({"method": self.method_name, **redact(self.cfg.model_dump())})
         if self.is_main:
-            import yaml
-
-            for folder in (self.output_dir, self.output_dir / "checkpoints"):  # what a killed run was writing
-                remove_leftovers(folder)
-            if self._replace:
-                for name in ("final", "checkpoints", "metrics.jsonl", "summary.json", "cache"):
-                    target = self.output_dir / name
-                    shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
-                self._replace = False
-            atomic_write_text(self.output_dir / "config.yaml",
-                              yaml.safe_dump({"method": self.method_name, **redact(self.cfg.model_dump())}))
+            out = self.output_dir
+            print(f"alignkit {self.method_name}: {self.cfg.model} -> {out}/ (config.yaml, metrics.jsonl, checkpoints/, "
+                  f"summary.json; the model: {out / 'final'}/)", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         """Release the run folder to other processes (`fit` does it when it ends, however it ends)."""
-        if self._locked:
-            self._locked = False
-            unlock_folder(self.output_dir)
+        self.folder.release()
 
     @property
     def is_main(self) -> bool:
@@ -173,34 +168,7 @@ class Run:
 
     @property
     def final_dir(self) -> Path:
-        return self.output_dir / "final"
-
-    def _check_output_dir(self) -> Path | None:
-        out, cfg = self.output_dir, self.cfg
-        if (out / "final").exists() and not (out / "summary.json").exists() and cfg.resume == "auto" \
-                and not cfg.overwrite:
-            # Killed after saving final/ but before its summary (written last): the run is finished again from its
-            # last checkpoint; the same steps give the same final/, which then replaces this one.
-            self.refinish = True
-            checkpoints = list_checkpoints(out)
-            return checkpoints[-1] if checkpoints else None
-        if (out / "final").exists():
-            if not cfg.overwrite:
-                raise RunError(
-                    f"{out} already holds a finished run (final/ exists). Choose another output_dir, "
-                    "or pass overwrite=true to replace it."
-                )
-            self._replace = True  # the old results go when training starts (`begin`), not before
-            return None
-        checkpoints = list_checkpoints(out)
-        if checkpoints and cfg.resume == "auto":
-            return checkpoints[-1]
-        if checkpoints and not cfg.overwrite:
-            raise RunError(
-                f"{out} holds an unfinished run (checkpoints/). Use resume=auto to continue it, "
-                "overwrite=true to start over, or another output_dir."
-            )
-        return None
+        return self.folder.final
 
     def autocast(self):
         return precision_autocast(self.precision, self.device)
@@ -324,34 +292,32 @@ class Run:
         card = model_card(self.method_name, cfg, steps=total, precision=self.precision, seconds=seconds,
                           train_metrics=last_train, eval_metrics=last_eval,
                           adapter=cfg.lora is not None and not cfg.save_merged, generated=steps.generated)
-        if self.is_main and self.refinish and self.final_dir.exists():  # set aside, removed once the new one is saved
-            aside = self.output_dir / ".final.replaced"
-            shutil.rmtree(aside, ignore_errors=True)
-            os.replace(self.final_dir, aside)
+        self.folder.final_set_aside()
         save_final(self.final_dir, {"README.md": card})  # every process: a sharded model is gathered by all of them
         acc.wait_for_everyone()
-        if self.is_main:
-            shutil.rmtree(self.output_dir / ".final.replaced", ignore_errors=True)
-            summary = {
-                "method": self.method_name,
-                "steps": total,
-                "resumed_from_step": start,
-                "train_seconds": round(seconds, 2),
-                "peak_rss_gb": round(peak_rss_gb(), 3),
-                "precision": self.precision,
-                "processes": acc.num_processes,
-                **({"sharded": {"parameter_share": round(sharding.local_share(module), 4)}}
-                   if sharding.is_sharded(module) else {}),
-                **({"skipped_nonfinite": self.skipped_nonfinite} if cfg.skip_nonfinite else {}),
-                "train": last_train,
-                **({"eval_before": before} if steps.evaluate_first else {}),
-                "eval": last_eval,
-                **(steps.summary() if steps.summary is not None else {}),
-            }
-            atomic_write_json(self.output_dir / "summary.json", summary)
+        summary = {
+            "method": self.method_name,
+            "steps": total,
+            "resumed_from_step": start,
+            "train_seconds": round(seconds, 2),
+            "peak_rss_gb": round(peak_rss_gb(), 3),
+            "precision": self.precision,
+            "processes": acc.num_processes,
+            **({"sharded": {"parameter_share": round(sharding.local_share(module), 4)}}
+               if sharding.is_sharded(module) else {}),
+            **({"skipped_nonfinite": self.skipped_nonfinite} if cfg.skip_nonfinite else {}),
+            "train": last_train,
+            **({"eval_before": before} if steps.evaluate_first else {}),
+            "eval": last_eval,
+            **(steps.summary() if steps.summary is not None else {}),
+        }
+
+        def after() -> None:
             log.close()
             if cfg.keep_checkpoints == 0:  # finished: nothing left to resume, so no optimizer states left behind
                 shutil.rmtree(self.output_dir / "checkpoints", ignore_errors=True)
+
+        self.folder.finish(summary, after)
         acc.wait_for_everyone()
         return TrainResult(output_dir=self.output_dir, final_dir=self.final_dir, steps=total, seconds=seconds,
                            peak_rss_gb=peak_rss_gb(), resumed_from=start, train_metrics=last_train,

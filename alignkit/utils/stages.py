@@ -15,7 +15,6 @@ did not apply in either run), so a new setting that changes a stage is counted t
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import time
@@ -28,7 +27,7 @@ from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
 from alignkit.utils import processes
-from alignkit.utils.io import atomic_write_json, claim_config_dir, locked_folder, remove_leftovers
+from alignkit.utils.io import atomic_write_json, remove_leftovers
 
 RECORD_FILE = "done.json"
 R = TypeVar("R")
@@ -229,21 +228,3 @@ def _short(value: Any) -> str:
 __all__ = ["Finished", "RECORD_FILE", "Stage", "StageError", "StageRunner", "Tracked", "read_finished",
            "setting_at", "write_finished"]
 
-
-@contextlib.contextmanager
-def pipeline_folder(out: Path, settings: dict, what: str, error: type[Exception],
-                    may_change: tuple[str, ...] = ()):
-    """The prologue every pipeline shares (`alignkit cai`, `compare`): the folder held by the main process for the
-    whole command (a second command on it is refused at once), what a killed run was writing there removed, and the
-    folder claimed for `settings` — a folder holding another configuration's results, or anything but a `what`, is
-    refused with `error`, so a run never mixes with or overwrites another's. `may_change`: keys that choose what to
-    run, not how (`claim_config_dir`)."""
-    with locked_folder(out) if processes.is_main() else contextlib.nullcontext():
-        processes.on_main(remove_leftovers, out)
-        conflict = processes.from_main(claim_config_dir, out, settings, may_change=may_change)
-        if conflict == "foreign":
-            raise error(f"{out} is not empty and holds no {what}; use another output_dir")
-        if conflict:
-            raise error(f"{out} holds a {what} with other settings (another configuration: {', '.join(conflict)} "
-                        "differ); use another output_dir, or delete that folder to start over")
-        yield

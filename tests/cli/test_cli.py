@@ -211,8 +211,8 @@ def test_eval_runs_parts_and_a_limited_sample_of_the_suite(tiny_dir, tmp_path, c
     assert len(rows) == 8
 
 
-def test_a_quiet_run_shows_no_library_bars_saves_readable_weights_and_a_failed_one_leaves_no_folder(tiny_dir,
-                                                                                                     tmp_path):
+def test_a_quiet_run_shows_no_library_bars_saves_readable_weights_and_a_failed_one_leaves_no_trace(tiny_dir,
+                                                                                                   tmp_path):
     import os
     import stat
 
@@ -230,6 +230,7 @@ def test_a_quiet_run_shows_no_library_bars_saves_readable_weights_and_a_failed_o
                             text=True, timeout=300)
     assert failed.returncode == 2 and "fewer than one optimizer step" in failed.stderr
     assert not (tmp_path / "failed").exists(), "a run that never began leaves no folder holding only its lock"
+    assert "->" not in failed.stderr, "nor does it say where outputs it never writes go"
 
 
 def test_the_next_command_after_a_run_of_every_command_that_trains():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,16 @@ def test_sequence_scores_read_the_last_real_token_even_when_pad_equals_eos(tiny_
                        batch["attention_mask"][:1, : int(batch["attention_mask"][0].sum())])
     # The short row ends in EOS (== pad id) followed by padding: its score must equal the unpadded score.
     torch.testing.assert_close(padded[0], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_lora_wraps_a_model_without_a_warning_a_user_cannot_act_on(tiny_dir):
+    """PEFT reads transformers' deprecated `is_gradient_checkpointing` as it wraps a model: a FutureWarning in every
+    LoRA run (issue 39), which a user cannot do anything about."""
+    model = load_causal_lm(tiny_dir)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        apply_lora(model, r=2, alpha=4, dropout=0.0, target_modules=["q_proj", "v_proj"])
+    assert [str(w.message) for w in caught if issubclass(w.category, FutureWarning)] == []
 
 
 def test_lora_save_merged_or_adapter_only(tiny_dir, tmp_path):
