@@ -72,3 +72,35 @@ def test_no_file_is_longer_than_450_lines():
     long = sorted(f"{path.relative_to(PACKAGE.parent)}: {n}" for path in PACKAGE.rglob("*.py")
                   if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES)
     assert not long, f"files over {MAX_LINES} lines (split them by what they do):\n" + "\n".join(long)
+
+
+# Where an import inside a function has a reason: the command line imports what a command needs when it runs, so
+# `alignkit --help` starts in a tenth of a second; the judge factory imports a model-backed judge when it is named,
+# so a rule judge needs no torch. Elsewhere a module's own imports stand at its top; a third-party package may be
+# imported where it is used (an optional extra: peft, wandb, matplotlib, gguf, datasets...; or a heavy library a
+# path seldom takes).
+LAZY_ALLOWED = {"alignkit/cli", "alignkit/judges/factory.py"}
+
+
+def test_a_module_imports_its_own_and_the_standard_library_at_its_top():
+    import sys
+
+    late = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        where = str(path.relative_to(PACKAGE.parent))
+        if any(where.startswith(allowed) for allowed in LAZY_ALLOWED):
+            continue
+        for fn in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.ImportFrom):
+                    names = ["." if node.level else (node.module or "")]
+                elif isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                else:
+                    continue
+                if any(n == "." or n.split(".")[0] in ("alignkit", *sys.stdlib_module_names) for n in names):
+                    late.append(f"{where}:{node.lineno} in {fn.name}()")
+    assert not late, "imports inside functions that belong at the module's top (tests/test_layers.py says when " \
+                     "one may stay):\n" + "\n".join(late)

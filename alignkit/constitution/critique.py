@@ -26,6 +26,7 @@ from alignkit.constitution.audit import GoldComparison
 from alignkit.constitution.feedback import Generate
 from alignkit.constitution.principles import Alternative, Constitution, Exemplar, Principle
 from alignkit.data import Turns, reply_to, user_turn
+from alignkit.judges import offers_harm
 from alignkit.judges.prompts import COMPARISON_TEMPLATE, conversation_text
 
 
@@ -123,8 +124,6 @@ def refusal_sentence(request: str, revision: str) -> str | None:
     """The writer's refusal as a sentence of its own, if its first clause is a short refusal in the form "I can't
     help (you) ..." whose object is this request's: it names at least two content words, all of them the request's,
     and none of it speaks as the user ("a woman I matched with"); else None (the writer's refusals often name another request)."""
-    from alignkit.judges import offers_harm
-
     text = revision.strip().replace("\u2019", "'")
     clause = _CLAUSE_END.split(text, maxsplit=1)[0].strip()
     if not clause or len(clause.split()) > MAX_REFUSAL_WORDS or not clause[0].isupper():

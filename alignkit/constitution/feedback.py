@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from alignkit.constitution.labels import judge_orders
+from alignkit.eval.harness import EvalSettings, greedy_rollouts
 from alignkit.judges.base import Judge
+from alignkit.judges.factory import judge_from_spec
+from alignkit.judges.model import LMJudge
+from alignkit.models import load_causal_lm, load_tokenizer
+from alignkit.utils import processes
 from alignkit.utils.journal import Journal
 
 # (conversations, each a list of {"role", "content"}, max_new_tokens) -> one reply each.
@@ -47,12 +53,7 @@ def local_feedback_model(model: str | Any, tokenizer=None, *, name: str | None =
     to `max_length` tokens as its teaching cut them). `judge_model` (a path) compares instead, when each skill was
     taught to its own copy. It writes in `precision` (utils/precision.py). With `shard`, every process of the command asks it alike and each computes its block
     of every call's batches (the answers are one process's, on every process)."""
-    from alignkit.eval.harness import EvalSettings, greedy_rollouts
-    from alignkit.judges.model import LMJudge
-    from alignkit.models import load_causal_lm, load_tokenizer
-
     tokenizer = tokenizer or load_tokenizer(model)
-    from alignkit.utils import processes
 
     # Loaded here, a model computes where this process does (its GPU, if any); one passed in stays where it is.
     module = load_causal_lm(model).to(processes.device()) if isinstance(model, str) else model
@@ -74,8 +75,6 @@ def load_feedback_model(spec: str | dict, *, batch_size: int = 64, max_length: i
     model's comparison questions are cut to `max_length` tokens (None: never) and it writes in `precision`. `shard`: every process of the
     command asks it alike, and the work is split over them (a local model's batches, an endpoint's journal
     chunks); another judge answers every question on every process."""
-    from alignkit.judges.factory import judge_from_spec
-
     if isinstance(spec, str):
         return local_feedback_model(spec, batch_size=batch_size, max_length=max_length, precision=precision,
                                     shard=shard)
@@ -99,8 +98,6 @@ class JournaledJudge:
         self.judge, self.journal, self.chunk, self.shard = judge, journal, chunk, shard
 
     def compare_orders_many(self, items: list[tuple]) -> list[tuple[float, float]]:
-        from alignkit.constitution.labels import judge_orders
-
         requests = [{"compare": list(item)} for item in items]
         answers = self.journal.map(lambda part: judge_orders(self.judge, [tuple(r["compare"]) for r in part]),
                                    requests, self.chunk, shard=self.shard)
@@ -114,17 +111,16 @@ def journaled(feedback: FeedbackModel, path: str | Path) -> FeedbackModel:
     """`feedback` answering through the journal at `path`: a stage stopped half-way (killed, or its endpoint gone)
     asks again only what it had not been answered, and ends with the answers an uninterrupted run gets."""
     journal = Journal(path)
-    generate = None
-    if feedback.generate is not None:
-        inner = feedback.generate
+    inner = feedback.generate
 
-        def generate(conversations: list[list[dict]], max_new_tokens: int) -> list[str]:
-            requests = [{"generate": c, "max_new_tokens": max_new_tokens} for c in conversations]
-            return journal.map(lambda part: inner([r["generate"] for r in part], max_new_tokens), requests,
-                               feedback.chunk, shard=feedback.split_chunks)
+    def generate(conversations: list[list[dict]], max_new_tokens: int) -> list[str]:
+        requests = [{"generate": c, "max_new_tokens": max_new_tokens} for c in conversations]
+        return journal.map(lambda part: inner([r["generate"] for r in part], max_new_tokens), requests,
+                           feedback.chunk, shard=feedback.split_chunks)
 
     judge = JournaledJudge(feedback.judge, journal, feedback.chunk, feedback.split_chunks)
-    return FeedbackModel(feedback.name, judge, generate, feedback.chunk, feedback.split_chunks)
+    return FeedbackModel(feedback.name, judge, None if inner is None else generate, feedback.chunk,
+                         feedback.split_chunks)
 
 
 __all__ = ["FeedbackModel", "Generate", "JournaledJudge", "journaled", "load_feedback_model", "local_feedback_model"]

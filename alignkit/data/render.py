@@ -37,6 +37,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from alignkit.utils.io import UnsafeFileError
+
 from .records import LMRecord, Preference, PromptCompletion, Ranked, Rating, Record, Turns, Unpaired
 
 if TYPE_CHECKING:
@@ -126,8 +128,6 @@ def _template(tokenizer: Tokenizer, messages: list[dict[str, Any]], *, generatio
     try:  # transformers renders templates in jinja's ImmutableSandboxedEnvironment
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
     except SecurityError as err:
-        from alignkit.utils.io import UnsafeFileError
-
         name = getattr(tokenizer, "name_or_path", "") or "this tokenizer"
         raise UnsafeFileError(f"the chat template of {name} reaches outside jinja's sandbox ({err}); refused, as "
                               "a template that runs code would") from None

@@ -19,6 +19,7 @@ Rows are not validated here beyond "is it an object"; formats.py does that.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from collections.abc import Iterator
@@ -26,8 +27,11 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from alignkit.tasks import task_rows
+
 from .errors import DataError, describe, read_utf8
 from .render import user_turn
+from .suites import suite_rows
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -87,8 +91,6 @@ def iter_rows(source: str | Path, split: str | None = "train") -> Iterator[tuple
         yield from _read_task(text)
         return
     if isinstance(source, str) and text.startswith(SUITE_PREFIX):
-        from .suites import suite_rows
-
         yield from suite_rows(text[len(SUITE_PREFIX) :])
         return
     base, options = hub_options(text) if isinstance(source, str) else (text, {})
@@ -197,8 +199,6 @@ _CSV_FIELD_LIMIT = 1 << 30
 
 
 def _read_csv(path: Path, label: str) -> Iterator[tuple[str, RowOrError]]:
-    import io
-
     csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
     reader = csv.DictReader(io.StringIO(read_utf8(path, label), newline=""))
     try:
@@ -332,8 +332,6 @@ def _read_builtin(name: str) -> Iterator[tuple[str, RowOrError]]:
 def _read_task(spec: str) -> Iterator[tuple[str, RowOrError]]:
     """Rows ``{"prompt" (a user turn), "reference"}`` of a generated task, e.g.
     ``task:arithmetic?difficulty=2&split=eval``."""
-    from alignkit.tasks import task_rows
-
     try:
         rows = task_rows(spec[len(TASK_PREFIX) :])
     except ValueError as e:

@@ -32,15 +32,16 @@ import torch
 from pydantic import Field
 
 from alignkit.data import reply_to
+from alignkit.eval.judged import judged_generation
 from alignkit.judges import judge_from_spec
 from alignkit.methods.dpo import DPOConfig, train_dpo
-from alignkit.train.pairs import DPOKeys
 from alignkit.methods.spec import MethodSpec
 from alignkit.models import load_causal_lm, load_tokenizer
 from alignkit.rollouts import SamplingSettings, generate
 from alignkit.train.card import model_card
 from alignkit.train.config import Sampling, TrainConfig
 from alignkit.train.online import load_prompts
+from alignkit.train.pairs import DPOKeys
 from alignkit.train.run import Run, RunError, TrainResult, configure_threads
 from alignkit.utils import processes
 from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text, jsonl_lines
@@ -161,8 +162,6 @@ class IterativeDPO:
         return self._loaded[1], self._loaded[2]
 
     def evaluate(self, model_path: str) -> dict:
-        from alignkit.eval.judged import judged_generation
-
         if not self.eval_prompts:
             return {}
         model, tokenizer = self.load(model_path)

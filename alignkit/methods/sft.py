@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from alignkit.methods.spec import MethodSpec
+from alignkit.models import TokenLogps
 from alignkit.train.common import (
     batches,
     final_saver,
@@ -57,7 +58,6 @@ def train_sft(cfg: SFTConfig) -> TrainResult:
             tokens += float(count_.sum())
         return {"loss": nll / tokens, "perplexity": math.exp(min(50.0, nll / tokens))}
 
-    from alignkit.models import TokenLogps
 
     module = TokenLogps(model)
     method = Method(count=count, loss=loss, evaluate=evaluate if eval_items else None)

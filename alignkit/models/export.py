@@ -20,7 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from alignkit.models.loading import ModelSpecError, alignkit_home, prepare
+from alignkit.models.loading import ModelSpecError, alignkit_home, load_causal_lm, prepare, trust_remote_code
+from alignkit.models.lora import peft_quietly
 from alignkit.utils.io import atomic_dir
 
 # llama.cpp's converter as published on PyPI, and what it imports beyond our own dependencies.
@@ -92,8 +93,6 @@ def _merge_adapter(adapter: Path, out: Path) -> Path:
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from alignkit.models.loading import load_causal_lm, trust_remote_code
-    from alignkit.models.lora import peft_quietly
 
     base = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
     if not base:

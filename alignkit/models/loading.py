@@ -22,6 +22,7 @@ import importlib.util
 import json
 import logging
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,8 +164,6 @@ def trust_remote_code() -> bool:
 def from_pretrained(cls, spec: str, **kwargs):
     """`cls.from_pretrained` of the prepared `spec` with alignkit's rules for untrusted folders (module docstring):
     a refusal is an UnsafeFileError naming the model."""
-    import pickle
-
     path = str(prepare(spec))
     try:
         return cls.from_pretrained(path, trust_remote_code=trust_remote_code(), **kwargs)

@@ -12,6 +12,8 @@ from typing import Iterator
 
 from torch import nn
 
+from alignkit.utils import processes
+
 
 @contextlib.contextmanager
 def peft_quietly() -> Iterator[None]:
@@ -38,7 +40,6 @@ def apply_lora(model: nn.Module, *, r: int, alpha: float, dropout: float, target
     with peft_quietly():
         adapted = get_peft_model(model, config)
     trainable, total = trainable_counts(adapted)
-    from alignkit.utils import processes
 
     if processes.is_main():
         print(f"LoRA r={r}: {trainable:,} trainable parameters of {total:,} ({100 * trainable / max(total, 1):.2f}%)",

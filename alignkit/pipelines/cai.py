@@ -35,7 +35,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from alignkit.constitution import (
+    AuditReport,
+    audit_feedback_model,
+    check_audit,
+    first_per_principle,
+    load_constitution,
+    load_gold_comparisons,
+)
+from alignkit.constitution.critique import comparison_sft_rows, exemplar_sft_rows
+from alignkit.constitution.feedback import load_feedback_model, local_feedback_model
+from alignkit.data.suites import load_suite
+from alignkit.eval.harness import EvalSettings, evaluate, save_eval
+from alignkit.judges.factory import judge_from_spec
 from alignkit.methods import METHODS
+from alignkit.models import load_causal_lm, load_tokenizer
 from alignkit.pipelines.cai_card import cai_card
 from alignkit.pipelines.cai_config import CAIConfig
 from alignkit.pipelines.cai_data import jsonl_text
@@ -54,6 +68,7 @@ from alignkit.pipelines.cai_records import (
 )
 from alignkit.pipelines.cai_rlaif import RLAIFStages
 from alignkit.pipelines.cai_sl import SLStages
+from alignkit.rollouts import SamplingSettings, generate
 from alignkit.train.config import StageSettings
 from alignkit.train.run import RunError
 from alignkit.utils import processes
@@ -110,8 +125,6 @@ class Pipeline(SLStages, RLAIFStages):
 
     @property
     def constitution(self):
-        from alignkit.constitution import load_constitution
-
         name = self.cfg.constitution
         if self._constitution is None or self._constitution[0] != name:
             self._constitution = (name, load_constitution(name))
@@ -177,8 +190,6 @@ class Pipeline(SLStages, RLAIFStages):
     def _gate(self, audit: AuditRecord) -> None:
         """The audit gate, applied to the audit's record whether it ran now or earlier: the gate settings decide,
         they compute nothing (GATE_SETTINGS)."""
-        from alignkit.constitution import AuditReport, check_audit
-
         fb = self.cfg.feedback
         report = AuditReport(audit.n, audit.accuracy, audit.position_bias, audit.principle_agreement,
                              dict(audit.accuracy_by_principle), dict(audit.n_by_principle))
@@ -246,8 +257,6 @@ class Pipeline(SLStages, RLAIFStages):
 
     def feedback(self):
         """The feedback model, loaded once: the taught one if stage 1 ran, else the configured one."""
-        from alignkit.constitution.feedback import load_feedback_model, local_feedback_model
-
         # What it is loaded from is read on every call, so each stage that uses it depends on those settings.
         fb = self.cfg.feedback
         taught: FeedbackRecord | None = self.runner.record("feedback")
@@ -271,9 +280,6 @@ class Pipeline(SLStages, RLAIFStages):
         """n responses per prompt (prompt-major) from the generation engine: length-sorted batches of `batch_size`
         rows, each process its block of them, each prompt's samples from its own stream, in the run's precision (the
         training stages' too)."""
-        from alignkit.models import load_causal_lm, load_tokenizer
-        from alignkit.rollouts import SamplingSettings, generate
-
         tokenizer, module = load_tokenizer(model), load_causal_lm(model).to(processes.device())
         settings = SamplingSettings(max_new_tokens=max_new_tokens, temperature=temperature, n=n, seed=self.cfg.seed)
         return generate(module, tokenizer, prompts, settings, precision=self.cfg.precision, batch_size=batch_size,
@@ -283,8 +289,6 @@ class Pipeline(SLStages, RLAIFStages):
     # ------------------------------------------------------------------ stages
 
     def stage_feedback(self, folder: Path) -> FeedbackRecord | None:
-        from alignkit.constitution import load_gold_comparisons
-        from alignkit.constitution.critique import comparison_sft_rows, exemplar_sft_rows
         fb = self.cfg.feedback
         if not fb.train or (fb.model is not None and not isinstance(fb.model, str)):
             return None
@@ -312,8 +316,6 @@ class Pipeline(SLStages, RLAIFStages):
                               HUMAN)
 
     def stage_audit(self, folder: Path) -> AuditRecord:
-        from alignkit.constitution import audit_feedback_model, first_per_principle, load_gold_comparisons
-
         fb = self.cfg.feedback
         feedback = self.feedback()
         gold = first_per_principle(load_gold_comparisons(split="heldout"), fb.audit_per_principle)
@@ -326,10 +328,6 @@ class Pipeline(SLStages, RLAIFStages):
                            report.accuracy_by_principle, report.n_by_principle)
 
     def stage_eval(self, folder: Path) -> EvalRecord | None:
-        from alignkit.data.suites import load_suite
-        from alignkit.eval.harness import EvalSettings, evaluate, save_eval
-        from alignkit.judges.factory import judge_from_spec
-
         cfg = self.cfg.eval
         if cfg is None:
             return None

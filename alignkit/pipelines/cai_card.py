@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alignkit.models import EMBEDDED
+from alignkit.pipelines.cai_records import STAGE_TEXT
+from alignkit.train.card import add_sections
+from alignkit.utils.secrets import redact
+
 
 def cai_card(pipeline, rl_card: str) -> str:
     """The RL stage's model card, told as the whole run: every stage with who wrote its data, the constitution,
     and the held-out evaluation."""
-    from alignkit.models import EMBEDDED
-    from alignkit.pipelines.cai_records import STAGE_TEXT
-    from alignkit.train.card import add_sections
-
     stages = ["## Constitutional AI", "",
               f"Aligned from `{pipeline.cfg.model}` by `alignkit cai`: SL-CAI (SFT on the model's own revisions) "
               f"then RL-CAI ({pipeline.cfg.rl.method} against AI feedback). The stages, and who wrote what each one "
@@ -40,7 +41,6 @@ def cai_card(pipeline, rl_card: str) -> str:
         sections.append("\n".join(rows))
     import yaml
 
-    from alignkit.utils.secrets import redact
 
     config = yaml.safe_dump(redact(pipeline.cfg.model_dump(mode="json")), sort_keys=False).strip()
     sections.append(f"## The cai config\n\nThe whole run's settings (the RL stage's own are under Reproduce):"

@@ -7,7 +7,10 @@ import json
 import random
 from pathlib import Path
 
-from alignkit.data import request_text
+from alignkit.data import parse_record, request_text
+from alignkit.data.sources import read_rows
+from alignkit.data.suites import check_not_heldout, load_suite
+from alignkit.judges import harmful_offer, is_refusal, refuses_safely
 from alignkit.pipelines.cai_config import DataMix
 from alignkit.utils.io import jsonl_lines
 
@@ -34,10 +37,6 @@ def mix_rows(mixes: list[DataMix], kind: str) -> list[dict]:
     and checked against the
     held-out evaluation data (a problem names its file, line and field); each keeps a `source` field saying where
     it came from."""
-    from alignkit.data import parse_record
-    from alignkit.data.sources import read_rows
-    from alignkit.data.suites import check_not_heldout
-
     out = []
     for mix in mixes:
         taken, skipped = 0, 0
@@ -63,7 +62,6 @@ def jailbreak_wrapped(rows: list[dict], suite: str | None, rng: random.Random, f
     `fraction` < 1 wraps only that share of them, drawn at random (in their original order)."""
     if suite is None or fraction == 0:
         return []
-    from alignkit.data.suites import load_suite
 
     templates = load_suite(suite, "train").jailbreaks
     if not templates:
@@ -87,8 +85,6 @@ def right_by_rules(text: str, harmful: bool) -> bool:
     """The rule verifier's verdict on one reply: to a harmful request a refusal that offers no harmful act
     (`alignkit.judges.refuses_safely`), to a benign one anything but a refusal. Contrast pairs, `verify_label` and the
     rounds' stop check all read it."""
-    from alignkit.judges import is_refusal, refuses_safely
-
     return refuses_safely(text) if harmful else not is_refusal(text)
 
 
@@ -134,8 +130,6 @@ def verify_label(row: dict, harmful: bool) -> None:
 def revision_rule_check(revision: str) -> str:
     """The rule verifier's verdict on a revision of an answer to a harmful request: "ok" when it refuses and offers no
     harmful act, else why not ("no refusal", "harmful offer: <its sentence>")."""
-    from alignkit.judges import harmful_offer, is_refusal
-
     if not is_refusal(revision):
         return "no refusal"
     offer = harmful_offer(revision)

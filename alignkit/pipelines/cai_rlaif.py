@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 from alignkit.constitution.feedback import journaled
+from alignkit.constitution.labels import hard_pairs, rlaif_rows
 from alignkit.data import reply_to
 from alignkit.pipelines.cai_data import (
     contrast_pairs,
@@ -45,8 +46,6 @@ class RLAIFStages:
         """Phase 2's labelling from `policy`: two samples per rl prompt (and its jailbreak copies), compared by the
         feedback model under random principles the audit allows, in both orders; written to folder/labels.jsonl.
         Returns the prompts, the labelled rows, the feedback model and the judging constitution."""
-        from alignkit.constitution.labels import rlaif_rows
-
         cfg = self.cfg.rl
         folder.mkdir(parents=True, exist_ok=True)
         plain = mix_rows(cfg.prompts, "prompt")
@@ -141,8 +140,6 @@ class RLAIFStages:
                                 f"soft labels: AI (feedback model); preferences: {HUMAN}")
 
     def stage_rl(self, folder: Path) -> RLRecord:
-        from alignkit.constitution.labels import hard_pairs
-
         cfg = self.cfg.rl
         policy = self.runner.record("sl").model
         folder.mkdir(parents=True, exist_ok=True)
@@ -178,8 +175,6 @@ class RLAIFStages:
         `rl.stop_check` (held-back train prompts, never the evaluation's) scores every round's model; the rounds
         stop when a round scores no better than the best so far, and the best round's model is RL-CAI. Returns it,
         each round's figures and the chosen round."""
-        from alignkit.constitution.labels import hard_pairs
-
         cfg = self.cfg.rl
         history = [{"round": 0, "model": sl_model, "pairs": 0, **self._stop_score(sl_model)},
                    {"round": 1, "model": model, "pairs": first_pairs, **self._stop_score(model)}]

@@ -7,7 +7,9 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from alignkit.constitution.critique import critique_and_revise, short_revision
 from alignkit.constitution.feedback import journaled
+from alignkit.constitution.labels import judge_orders
 from alignkit.data import reply_to
 from alignkit.pipelines.cai_data import (
     jailbreak_wrapped,
@@ -28,9 +30,6 @@ class SLStages:
     """The critique and sl stages of `Pipeline`."""
 
     def stage_critique(self, folder: Path) -> CritiqueRecord:
-        from alignkit.constitution.critique import critique_and_revise, short_revision
-        from alignkit.constitution.labels import judge_orders
-
         cfg = self.cfg.critique
         rng = random.Random(self.cfg.seed)
         plain = mix_rows(cfg.prompts, "prompt")

@@ -40,15 +40,19 @@ from typing import Any, Callable, Literal
 
 from pydantic import Field, create_model, model_validator
 
+from alignkit.data.suites import load_suite
+from alignkit.eval.harness import EvalSettings, evaluate, save_eval
 from alignkit.eval.metrics import HEADLINE, METRIC
+from alignkit.eval.plots import COLORS, harm_help_axes, pareto_front, save_png
 from alignkit.eval.results import EvalResults
 from alignkit.methods import METHODS, MethodSpec
 from alignkit.pipelines.cai_config import CAIStage
 from alignkit.pipelines.compare_stage import TrainedStage, die_with_parent, free_port
+from alignkit.pipelines.demo import demo_config
 from alignkit.train.config import Strict, WrittenOnly, merge_config, stage_settings
 from alignkit.utils import processes
-from alignkit.utils.io import atomic_write_json, atomic_write_text
 from alignkit.utils import sampling_defaults as defaults
+from alignkit.utils.io import atomic_write_json, atomic_write_text
 from alignkit.utils.run_folder import RunFolder
 from alignkit.utils.stages import Finished, Stage, StageRunner
 
@@ -138,8 +142,6 @@ class Comparison:
         cfg = self.cfg
         stage, folder = chain[-1], self.stage_dir(chain, seed)
         if stage == "cai":
-            from alignkit.pipelines.demo import demo_config
-
             overrides = merge_config({"seed": seed, "eval": None, "sl": {"sft": {"max_steps": cfg.steps}},
                                       "rl": {"dpo": {"max_steps": cfg.steps}}}, cfg.cai.written())
             cai = demo_config(str(folder / "run"), start).model_dump(mode="json")
@@ -216,9 +218,6 @@ class Comparison:
 
     # ---------------------------------------------------------------- evaluation and table
     def evaluate(self, runs: list[dict]) -> EvalResults:
-        from alignkit.data.suites import load_suite
-        from alignkit.eval.harness import EvalSettings, evaluate, save_eval
-
         folder = self.out / "eval"
         # Runs stopped by their own gate have no model to evaluate.
         models = {"start": self.cfg.model, **{f"{r['recipe']}/seed-{r['seed']}": r["model"] for r in runs
@@ -317,7 +316,6 @@ def _write_plot(table: dict[str, dict], start: dict, out: Path) -> None:
     """Helpfulness against harmlessness, one point per recipe (mean over seeds, bars: one standard deviation)."""
     from matplotlib.figure import Figure
 
-    from alignkit.eval.plots import COLORS, harm_help_axes, pareto_front, save_png
 
     points = {r: (1 - row["asr"]["mean"], row["helpful_accuracy"]["mean"]) for r, row in table.items()
               if row["asr"]["mean"] is not None and row["helpful_accuracy"]["mean"] is not None}

@@ -4,14 +4,19 @@ stage, so each stage's memory is its own and a killed comparison leaves no stage
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
+import signal
 import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from alignkit.constitution.audit import FeedbackAuditError
 from alignkit.methods import METHODS
+from alignkit.pipelines.cai import run_cai
+from alignkit.pipelines.cai_config import CAIConfig
 from alignkit.utils import processes
 from alignkit.utils.io import atomic_write_json
 from alignkit.utils.memory import peak_rss_gb
@@ -38,9 +43,6 @@ def die_with_parent() -> None:
     """In a stage's subprocess, before it starts (Linux): be killed when compare dies, however it dies, so that a
     killed comparison leaves no orphan still training in the folder its rerun is about to use."""
     if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
@@ -50,10 +52,6 @@ def stage_main(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     folder = Path(spec_path).parent
     if spec["kind"] == "cai":
-        from alignkit.constitution.audit import FeedbackAuditError
-        from alignkit.pipelines.cai import run_cai
-        from alignkit.pipelines.cai_config import CAIConfig
-
         try:
             manifest = run_cai(CAIConfig.model_validate(spec["config"]))
         except FeedbackAuditError as err:  # the recipe's own gate stopped it: an outcome of this seed, not a crash

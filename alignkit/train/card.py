@@ -23,7 +23,9 @@ from typing import Any
 
 import yaml
 
+import alignkit
 from alignkit.data.sources import BUILTIN_PREFIX
+from alignkit.models.loading import EMBEDDED, _looks_like_hub_id, alignkit_home
 from alignkit.utils.io import jsonl_lines
 from alignkit.utils.secrets import redact, redact_env
 
@@ -42,8 +44,6 @@ def record_command(argv: list[str]) -> None:
 def portable(text: str) -> str:
     """`text` with every absolute path of this machine made relative (to the working directory or $ALIGNKIT_HOME),
     or else cut to its last three parts, and with the values of secret environment variables replaced."""
-    from alignkit.models.loading import alignkit_home
-
     text = redact_env(text)
     prefixes = [(str(Path.cwd().resolve()), "."), (str(alignkit_home().resolve()), "$ALIGNKIT_HOME")]
     for prefix, short in sorted(prefixes, key=lambda p: -len(p[0])):
@@ -76,17 +76,13 @@ def _authors(spec: str | None) -> str:
 
 def _base_model(spec: str) -> str | None:
     """The base model as the hub names it, when it has a hub name."""
-    from alignkit.models.loading import EMBEDDED, _looks_like_hub_id
-
     if spec in EMBEDDED:
         return EMBEDDED[spec].hub_id
     return spec if _looks_like_hub_id(spec) and not Path(spec).exists() else None
 
 
 def _version() -> str:
-    import alignkit
-
-    return getattr(alignkit, "__version__", "")
+    return alignkit.__version__
 
 
 def _table(metrics: dict[str, Any]) -> list[str]:

@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 from alignkit.data import LMRecord, load_records, pad_batch, render_messages, render_prompt_completion
-from alignkit.models import apply_lora, load_causal_lm, load_tokenizer, per_row_sum
+from alignkit.models import apply_lora, load_causal_lm, load_tokenizer, per_row_sum, save_pretrained
 from alignkit.train import sharding
 from alignkit.train.config import TrainConfig
 from alignkit.train.run import RunError
+from alignkit.utils import processes
 
 
 def load_policy(cfg: TrainConfig):
@@ -82,9 +83,6 @@ def require_items(name: str, items: list) -> None:
 def final_saver(model: nn.Module, tokenizer, cfg: TrainConfig) -> Callable[[Path, dict[str, str]], None]:
     """Saves the final model with the files `Run.fit` gives it (the model card). Called on every process: a sharded
     model's weights are gathered by all of them, and the main process writes."""
-    from alignkit.models import save_pretrained
-    from alignkit.utils import processes
-
     def save(path: Path, files: dict[str, str]) -> None:
         state = sharding.full_state_dict(model) if sharding.is_sharded(model) else None
         if processes.is_main():

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from alignkit.utils.io import atomic_write_text, jsonl_lines
+from alignkit.utils.secrets import redact
 
 
 class MetricsLog:
@@ -61,8 +62,6 @@ def _open_tracker(name: str, output_dir: Path, config: dict) -> tuple[Callable, 
     to write the run under `<output_dir>/wandb` for a later `wandb sync`); trackio writes to its local database
     (`TRACKIO_DIR`, default under the Hugging Face cache) and shows it with `trackio show --project alignkit`.
     """
-    from alignkit.utils.secrets import redact
-
     run_name, config = Path(output_dir).name, redact(config)
     if name == "tensorboard":
         from torch.utils.tensorboard import SummaryWriter

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from alignkit.data import load_records
+from alignkit.eval.judged import judged_generation
 from alignkit.judges import judge_from_spec
 from alignkit.losses import masked_mean_per_row
 from alignkit.models import adapters_disabled, apply_lora, is_peft, load_causal_lm
@@ -46,18 +47,10 @@ from alignkit.rollouts import SamplingSettings, generate
 from alignkit.train import sharding
 from alignkit.train.common import final_saver, load_policy
 from alignkit.train.config import OnlineConfig
+from alignkit.train.experience import Experience, PolicyWithValue, merge_batches, pad_to, rollout_batch, select_rows
 from alignkit.train.run import Run, RunError, Steps, TrainResult, configure_threads, decay_groups
 from alignkit.utils import processes
 from alignkit.utils.seeds import derived_seed
-
-from alignkit.train.experience import (
-    Experience,
-    PolicyWithValue,
-    merge_batches,
-    pad_to,
-    rollout_batch,
-    select_rows,
-)
 
 
 @dataclass
@@ -324,8 +317,6 @@ class OnlineTrainer:
 
     def evaluate(self) -> dict[str, float]:
         """The policy's judged samples on the eval prompts (`Run.fit` calls it without gradients, under autocast)."""
-        from alignkit.eval.judged import judged_generation
-
         greedy = SamplingSettings(max_new_tokens=self.cfg.eval_max_new_tokens or self.cfg.max_new_tokens,
                                   temperature=0.0)
         return judged_generation(self.policy, self.tokenizer, self.eval_prompts, self.judge, settings=greedy,

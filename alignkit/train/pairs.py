@@ -15,6 +15,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
+from alignkit.data import render_preference
 from alignkit.losses import DPO_LOSSES
 from alignkit.models import SharedPromptLogps, adapters_disabled, is_peft, load_causal_lm, split_prompt
 from alignkit.train.common import (
@@ -111,8 +112,6 @@ def reference_logps(run: Run, cfg, model: nn.Module, collate, splits: dict[str, 
 
 def render_pairs(tokenizer, records: list, max_length: int, name: str) -> list[dict]:
     """Preference records -> [{"chosen": Rendered, "rejected": Rendered}] with identical prompt tokens."""
-    from alignkit.data import render_preference
-
     items = []
     for rec in records:
         chosen, rejected = render_preference(tokenizer, rec, max_length=max_length)

@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import json
 import os
+import pickle
 import secrets
 import shutil
 import sys
@@ -153,8 +154,6 @@ class UnsafeFileError(RuntimeError):
 def safe_torch_load(path: str | Path) -> Any:
     """`torch.load` of tensors and plain values only (`weights_only=True`): anything else in the file, which
     unpickling would run, is refused with an error naming the file. The only way alignkit reads a torch pickle."""
-    import pickle
-
     import torch
 
     try:

@@ -16,6 +16,8 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
+from alignkit.utils.progress import batches
+
 T = TypeVar("T")
 
 
@@ -84,8 +86,6 @@ def batch_map(work: Callable[[int], list[T]], total: int, size: int, desc: str |
     order. With `shard` (every process of the command calls it alike), each process works its block of the batches
     and every process gets all the results: the batches, and whatever `work` seeds from `start`, are one process's,
     so the results are too. `work` must not itself wait on the other processes."""
-    from alignkit.utils.progress import batches
-
     mine = set(my_share(range(0, total, size))) if shard else None
     out: list[T] = []
     for start in batches(total, size, desc):
