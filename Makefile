@@ -42,7 +42,7 @@ browser:
 install-test: $(VENV)/.installed-test
 
 test: prepare install-test browser
-	$(OFFLINE) $(PY) -m pytest -q tests
+	$(OFFLINE) $(PY) -m pytest -q --durations=25 tests
 
 bench: prepare install-test
 	$(OFFLINE) $(PY) bench/dpo_vs_trl.py
