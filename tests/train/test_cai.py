@@ -155,11 +155,12 @@ def test_whole_chain_with_ppo_keeps_provenance_and_resumes(chatty_dir, tiny_dir,
 
 def test_dpo_variant_trains_on_hard_pairs_plus_helpful_preferences(chatty_dir, tmp_path, monkeypatch):
     import alignkit.eval.harness
+    import alignkit.pipelines.cai
     import alignkit.rollouts
 
     asked = []  # the precision of every generation call: the policy's samples and the feedback model's writing
     engine = alignkit.rollouts.generate
-    for module in (alignkit.rollouts, alignkit.eval.harness):
+    for module in (alignkit.pipelines.cai, alignkit.eval.harness):  # where the pipeline and the feedback model call it
         monkeypatch.setattr(module, "generate", lambda *a, **k: asked.append(k["precision"]) or engine(*a, **k))
     out = tmp_path / "cai"
     manifest = run_cai(tiny_config(chatty_dir, out, method="dpo",
