@@ -44,7 +44,7 @@ from alignkit.train.online import load_prompts
 from alignkit.train.pairs import DPOKeys
 from alignkit.train.run import Run, RunError, TrainResult, configure_threads
 from alignkit.utils import processes
-from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text, jsonl_lines
+from alignkit.utils.io import atomic_dir, atomic_write_json, atomic_write_text, jsonl_lines, plain_modes
 from alignkit.utils.memory import peak_rss_gb
 from alignkit.utils.seeds import derived_seed
 from alignkit.utils.stages import Stage, StageRunner
@@ -306,7 +306,12 @@ class IterativeDPO:
 
         def write_final() -> None:
             with atomic_dir(self.run.final_dir, replace=True) as tmp:  # only a replaced run's final/ is there
-                shutil.copytree(current, tmp, dirs_exist_ok=True)
+                if Path(current).is_dir():  # a round's model (or a start given as a folder)
+                    shutil.copytree(current, tmp, dirs_exist_ok=True)
+                else:  # no round trained: the start, an alias, a .gguf or a hub id, saved as a folder
+                    load_causal_lm(current).save_pretrained(tmp, safe_serialization=True)
+                    load_tokenizer(current).save_pretrained(tmp)
+                    plain_modes(tmp)
                 (tmp / "README.md").write_text(card, encoding="utf-8")
 
         processes.on_main(write_final)

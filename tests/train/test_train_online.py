@@ -17,10 +17,11 @@ from alignkit.data import render_prompt, user_turn
 from alignkit.judges import CallableJudge
 from alignkit.losses import per_token_rewards
 from alignkit.methods.grpo import GRPOConfig, grpo_algorithm
-from alignkit.methods.iterative_dpo import IterativeDPO, IterativeDPOConfig, RoundRecord, best_worst_pairs
+from alignkit.methods.iterative_dpo import (IterativeDPO, IterativeDPOConfig, RoundRecord, best_worst_pairs,
+                                            train_iterative_dpo)
 from alignkit.methods.ppo import PPOConfig, ppo_algorithm
 from alignkit.methods.rloo import RLOOConfig, rloo_algorithm
-from alignkit.models import load_causal_lm
+from alignkit.models import load_causal_lm, load_tokenizer
 from alignkit.rollouts import SamplingSettings, sample
 from alignkit.train.experience import PolicyWithValue, rollout_batch, select_rows
 from alignkit.train.online import OnlineTrainer
@@ -243,6 +244,21 @@ def test_best_worst_pairs_skips_prompts_without_spread_and_empty_responses():
     pairs, skipped = best_worst_pairs(samples)
     assert skipped == 2
     assert [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs] == [("p1", "b", "a"), ("p3", "x", "y")]
+
+
+def test_iterative_dpo_where_no_round_trains_ends_with_the_start_model_from_its_alias(prompt_file, tmp_path):
+    """A run whose rounds all find too few pairs keeps the model it started from as final/: given as an alias (or a
+    .gguf, or a hub id) it is no folder to copy (a FileNotFoundError after the whole run, once)."""
+    cfg = IterativeDPOConfig(model="smollm2-135m", data={"train": prompt_file}, output_dir=str(tmp_path / "out"),
+                             rounds=1, prompts_per_round=2, samples_per_prompt=2, max_new_tokens=4, batch_size=8,
+                             judge="refusal", progress=False)
+    result = train_iterative_dpo(cfg)
+    record = read_finished(tmp_path / "out" / "round-01", RoundRecord).record
+    assert record.dpo_steps == 0 and record.model == "smollm2-135m"
+    final = result.final_dir
+    assert (final / "README.md").is_file() and (tmp_path / "out" / "summary.json").is_file()
+    assert load_causal_lm(str(final)).num_parameters() == load_causal_lm("smollm2-135m").num_parameters()
+    assert load_tokenizer(str(final)).chat_template == load_tokenizer("smollm2-135m").chat_template
 
 
 @pytest.mark.parametrize("reference", ["fixed", "refresh"])
