@@ -128,7 +128,8 @@ class IterativeDPO:
         self.cfg = cfg
         # The rounds and the evaluation before them are its unfinished work: resumed, refused or replaced as a
         # training run's checkpoints are (`RunFolder`).
-        self.run = Run(cfg, "iterative-dpo", work=("round-*", "initial_eval.json"))
+        self.run = Run(cfg, "iterative-dpo", work=("round-*", "initial_eval.json"),
+                       writes="config.yaml, initial_eval.json, round-NN/ (samples, pairs, its DPO run), summary.json")
         self.out = self.run.output_dir
         self._loaded = None  # (path, model, tokenizer) of the last model used
         try:

@@ -119,8 +119,10 @@ def _os_reason(err: Exception) -> str:
 class Run:
     """One training run in `cfg.output_dir`: created with the output-directory checks, then `fit(...)`."""
 
-    def __init__(self, cfg: TrainConfig, method_name: str, work: tuple[str, ...] = ()):
-        """`work`: what else than checkpoints an unfinished run of this method leaves in its folder (`RunFolder`)."""
+    def __init__(self, cfg: TrainConfig, method_name: str, work: tuple[str, ...] = (),
+                 writes: str = "config.yaml, metrics.jsonl, checkpoints/, summary.json"):
+        """`work`: what else than checkpoints an unfinished run of this method leaves in its folder (`RunFolder`);
+        `writes`: what the folder will hold, as the run says when it begins."""
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
@@ -131,6 +133,7 @@ class Run:
         self.precision = resolve_precision(cfg.precision, self.device)
         self.output_dir = Path(cfg.output_dir)
         self.skipped_nonfinite = 0  # updates skipped under skip_nonfinite (kept in checkpoints)
+        self.writes = writes
         # Held before anything in it is read: a second process on the same run folder is refused at once.
         self.folder = RunFolder(self.output_dir, "run", RunError, ("checkpoints", *work)).hold()
         try:
@@ -155,8 +158,8 @@ class Run:
         self.folder.begin({"method": self.method_name, **redact(self.cfg.model_dump())})
         if self.is_main:
             out = self.output_dir
-            print(f"alignkit {self.method_name}: {self.cfg.model} -> {out}/ (config.yaml, metrics.jsonl, checkpoints/, "
-                  f"summary.json; the model: {out / 'final'}/)", file=sys.stderr, flush=True)
+            print(f"alignkit {self.method_name}: {self.cfg.model} -> {out}/ ({self.writes}; the model: {out / 'final'}/)",
+                  file=sys.stderr, flush=True)
 
     def close(self) -> None:
         """Release the run folder to other processes (`fit` does it when it ends, however it ends)."""
