@@ -7,7 +7,6 @@ import csv
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 
 from alignkit.models.tiny import tiny_model, tiny_tokenizer
+from alignkit.utils.processes import free_port
 
 # Formats write_data can produce; "disk" and "diskdict" are datasets' save_to_disk folders.
 DATA_FORMATS = ("jsonl", "json", "csv", "parquet", "disk", "diskdict")
@@ -102,13 +102,6 @@ def write_data(tmp_path: Path) -> Callable[..., Path]:
 # ------------------------------------------------------------------ a real llama.cpp server
 
 SERVER_START_LIMIT_S = 180.0
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _embedded_gguf() -> Path:

@@ -4,6 +4,7 @@ seed-to-seed spread and the plot; more seeds train only what is new, a rerun res
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 
@@ -20,6 +21,7 @@ from alignkit.pipelines.compare import (
 )
 from alignkit.pipelines.demo import demo_config
 from alignkit.train.config import ConfigError, load_config
+from alignkit.utils import processes
 from alignkit.utils.stages import read_finished
 
 # The CAI recipe is the demo's settings with only step counts and lengths cut (a random tiny model cannot pass the
@@ -187,3 +189,19 @@ def test_a_folder_that_is_not_a_comparison_is_refused(tmp_path):
     with pytest.raises(CompareError, match="not empty and holds no comparison"):
         run_compare(load_config(CompareConfig, None, [f"output_dir={other}"]))
     assert (other / "results.json").read_text() == "{}"
+
+
+def test_a_stage_group_meets_on_a_port_outside_the_range_given_to_outgoing_connections(monkeypatch):
+    """A port of the ephemeral range can be taken by an outgoing connection (or a polling client connected to
+    itself) before the stage's main process listens on it: the stage then failed now and then on two processes."""
+    low = processes._ephemeral_low()
+    ports = {processes.free_port() for _ in range(20)}
+    assert len(ports) > 1  # drawn, not one fixed port two concurrent comparisons would share
+    for port in ports:
+        assert (port < low) if low > 11024 else port > 0
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", port))  # free to listen on
+    monkeypatch.setattr(processes, "_ephemeral_low", lambda: 2000)  # no room below the range: any free port
+    port = processes.free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", port))

@@ -47,7 +47,7 @@ from alignkit.eval.plots import COLORS, harm_help_axes, pareto_front, save_png
 from alignkit.eval.results import EvalResults
 from alignkit.methods import METHODS, MethodSpec
 from alignkit.pipelines.cai_config import CAIStage
-from alignkit.pipelines.compare_stage import TrainedStage, die_with_parent, free_port
+from alignkit.pipelines.compare_stage import TrainedStage, die_with_parent
 from alignkit.pipelines.demo import demo_config
 from alignkit.train.config import Strict, WrittenOnly, merge_config, stage_settings
 from alignkit.utils import processes
@@ -184,7 +184,7 @@ class Comparison:
                 # The stage's processes form a group of their own, on a port of their own, with a store of their
                 # own (torchrun's agent store, which the launcher's variables point to, serves this command's group).
                 env = {k: v for k, v in env.items() if not k.startswith("TORCHELASTIC_")}
-                env["MASTER_PORT"] = str(processes.from_main(free_port))
+                env["MASTER_PORT"] = str(processes.from_main(processes.free_port))
             proc = subprocess.run([sys.executable, "-m", "alignkit.pipelines.compare_stage", str(folder / "stage.json")],
                                   env=env, capture_output=True, text=True, preexec_fn=die_with_parent)
             if proc.returncode != 0:

@@ -8,7 +8,6 @@ import ctypes
 import dataclasses
 import json
 import signal
-import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,12 +30,6 @@ class TrainedStage:
     model: str | None
     peak_rss_gb: float
     failed: str | None = None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def die_with_parent() -> None:

@@ -10,7 +10,10 @@ N processes produce exactly what one does. Files are written by the main process
 from __future__ import annotations
 
 import os
+import random
+import socket
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 import torch
@@ -28,6 +31,33 @@ def join() -> None:
         from accelerate import PartialState
 
         PartialState(cpu=not torch.cuda.is_available())
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now, for a process group's (or a server's) rendezvous.
+
+    Chosen below the system's ephemeral range: a port in it may be handed to an outgoing connection between this
+    choice and the listener's bind, and a client that polls a not-yet-listening port of that range can connect to
+    itself (same source and destination port) and hold it — either way the listener fails to bind, now and then."""
+    low = _ephemeral_low()
+    if low > 11024:
+        for port in random.Random().sample(range(10000, low - 1000), 64):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # no room below it: any port the system gives
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text(encoding="ascii").split()[0])
+    except (OSError, ValueError, IndexError):  # not Linux: the IANA dynamic range
+        return 49152
 
 
 def launched() -> int:

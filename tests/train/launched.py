@@ -36,7 +36,10 @@ def command(args: list[str], processes: int, fsdp: bool = False) -> list[str]:
 
 def run(args: list[str], processes: int, fsdp: bool = False) -> None:
     done = subprocess.run(command(args, processes, fsdp), env=ENV, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    # What alignkit reported (from its first "error:" line: a failed compare stage's message carries that stage's
+    # output) comes first; the launcher's and the other processes' tracebacks bury it at the end.
+    said = done.stderr[done.stderr.find(": error: "):][:4000] if ": error: " in done.stderr else ""
+    assert done.returncode == 0, said + "\n...\n" + done.stderr[-3000:]
 
 
 def kill_after_checkpoint(cmd: list[str], env: dict, out: Path, step: int) -> None:
@@ -71,11 +74,25 @@ def metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def assert_same_weights(one: Path, two: Path) -> None:
+def assert_same_weights(one: Path, two: Path, adam_moves: float = 0.0) -> None:
+    """The two final models agree within 1e-5 (+1e-4 of the value).
+
+    `adam_moves` (lr x steps of an Adam stage that may disagree): Adam divides each entry's gradient by its own running
+    size, so an entry whose gradient is round-off-sized at a step moves by up to lr in a way its last bits decide.
+    One process summing two micro-batches and two processes all-reducing them round differently, so such entries (a
+    few in 10,000: one embedding entry of 16,576 in the CAI chain's PPO stage on an avx512_bf16 CPU, none on an AMX
+    one) may then differ by up to `adam_moves`; every other entry must agree."""
     w1, w2 = load_file(str(one / "final" / "model.safetensors")), load_file(str(two / "final" / "model.safetensors"))
     assert w1.keys() == w2.keys()
     for key in w1:
-        torch.testing.assert_close(w1[key], w2[key], atol=1e-5, rtol=1e-4, msg=key)
+        if adam_moves:
+            off = ~torch.isclose(w1[key], w2[key], atol=1e-5, rtol=1e-4)
+            assert off.float().mean().item() <= 1e-3, (key, int(off.sum()), off.numel())
+            gap = (w1[key] - w2[key]).abs().max().item()
+            assert gap <= adam_moves, (key, gap, adam_moves)
+        else:
+            torch.testing.assert_close(w1[key], w2[key], atol=1e-5, rtol=1e-4,
+                                       msg=lambda said, key=key: f"{key}: {said}")
 
 
 def assert_moved(base_dir: str, out: Path) -> None:
