@@ -115,6 +115,7 @@ def test_a_model_trained_by_a_tiny_sft_run_exports_with_its_training(embedded, t
     from peft import PeftModel
 
     from alignkit.methods.sft import SFTConfig, train_sft
+    from alignkit.models.lora import peft_quietly
     from alignkit.train.config import DataConfig, LoraConfig
 
     tokenizer, base_answers = embedded
@@ -125,7 +126,8 @@ def test_a_model_trained_by_a_tiny_sft_run_exports_with_its_training(embedded, t
     ))
     final = result.final_dir
     assert (final / "adapter_config.json").is_file() and not (final / "config.json").exists()
-    merged = PeftModel.from_pretrained(load_causal_lm("smollm2-135m"), str(final)).merge_and_unload().eval()
+    with peft_quietly():
+        merged = PeftModel.from_pretrained(load_causal_lm("smollm2-135m"), str(final)).merge_and_unload().eval()
     expected = hf_answers(merged, tokenizer)
     assert expected != base_answers, "the tiny SFT run did not change a single greedy answer; nothing is tested"
 
