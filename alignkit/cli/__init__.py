@@ -252,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fresh", action="store_true", help="delete an earlier demo run in --out first")
 
     args = parser.parse_args(argv)
+    if args.command != "constitution" and not sys.stderr.isatty():
+        quiet_progress()  # transformers' and the hub's bars, like alignkit's own, are drawn on a terminal only
     from alignkit.train.card import record_command
 
     record_command(["alignkit", *argv])

@@ -211,6 +211,16 @@ def test_eval_runs_parts_and_a_limited_sample_of_the_suite(tiny_dir, tmp_path, c
     assert len(rows) == 8
 
 
+def test_a_command_writing_to_a_log_shows_no_library_bars(tiny_dir, tmp_path):
+    """Away from a terminal (a log, a pipe) transformers' loading bar is not drawn, as alignkit's own bars are not."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("hello\n")
+    done = subprocess.run([sys.executable, "-m", "alignkit.cli", "generate", tiny_dir, "--prompts", str(prompts),
+                           "--max-new-tokens", "2"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["prompt"] and "Loading weights" not in done.stderr, done.stderr
+
+
 def test_a_quiet_run_shows_no_library_bars_saves_readable_weights_and_a_failed_one_leaves_no_trace(tiny_dir,
                                                                                                    tmp_path):
     import os
