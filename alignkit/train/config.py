@@ -438,8 +438,9 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
-    raw = merge_config(raw, parse_overrides(overrides or []))
-    raw = _check_keys(raw, cls, where)
+    # Names are read in each source apart: a command-line key overrides the file's, whichever name either uses.
+    raw = merge_config(_check_keys(raw, cls, where),
+                       _check_keys(parse_overrides(overrides or []), cls, "command line"))
     try:
         return cls.model_validate(raw)
     except ValidationError as e:

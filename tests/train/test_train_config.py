@@ -115,6 +115,19 @@ def test_trl_names_are_read_as_ours():
     assert "'learning_rate'" in str(err.value) and "'lr'" in str(err.value)
 
 
+def test_a_command_line_key_overrides_the_files_under_either_name(tmp_path):
+    """configs/sft.yaml says `lr:`; `learning_rate=...` on the command line replaces it (it was refused as a key
+    given twice), and `lr=...` replaces a file's `learning_rate:`."""
+    ours, trl = tmp_path / "ours.yaml", tmp_path / "trl.yaml"
+    ours.write_text("output_dir: x\ndata: {train: a.jsonl}\nlr: 1.0e-5\nbatch_size: 8\n")
+    trl.write_text("output_dir: x\ndata: {train: a.jsonl}\nlearning_rate: 1.0e-5\nper_device_train_batch_size: 8\n")
+    cfg = load_config(SFTConfig, ours, ["learning_rate=2.5e-6", "per_device_train_batch_size=2"])
+    assert (cfg.lr, cfg.batch_size) == (2.5e-6, 2)
+    cfg = load_config(SFTConfig, trl, ["lr=2.5e-6", "batch_size=2"])
+    assert (cfg.lr, cfg.batch_size) == (2.5e-6, 2)
+    assert load_config(SFTConfig, trl, []).lr == 1e-5
+
+
 def test_a_near_miss_key_is_answered_with_the_nearest():
     with pytest.raises(ConfigError) as err:
         load_config(DPOConfig, None, ["output_dir=x", "data.train=a.jsonl", "bta=0.2"])
