@@ -20,7 +20,8 @@ from alignkit.pipelines.compare import (
     run_compare,
 )
 from alignkit.pipelines.demo import demo_config
-from alignkit.train.config import ConfigError, load_config
+from alignkit.train.config import ConfigError
+from alignkit.train.config_loading import load_config
 from alignkit.utils import processes
 from alignkit.utils.stages import read_finished
 

@@ -168,7 +168,8 @@ def test_a_config_refuses_a_secret_before_anything_is_written(tmp_path):
     from alignkit.methods import METHODS
     from alignkit.pipelines.cai_config import CAIConfig
     from alignkit.pipelines.compare import CompareConfig
-    from alignkit.train.config import ConfigError, load_config
+    from alignkit.train.config import ConfigError
+    from alignkit.train.config_loading import load_config
 
     judge = {"http": {"base_url": "http://127.0.0.1:1/v1", "api_key": SECRET}}
     kinds = {name: spec.config for name, spec in METHODS.items()} | {"cai": CAIConfig, "compare": CompareConfig}

@@ -21,7 +21,7 @@ __all__ = ["CommandError", "main"]
 
 def _train(method: str, argv: list[str]) -> int:
     from alignkit.methods import METHODS
-    from alignkit.train.config import load_config
+    from alignkit.train.config_loading import load_config
 
     config_path = None
     if argv and "=" not in argv[0]:
@@ -119,7 +119,7 @@ def _constitution(args) -> int:
 def _cai(argv: list[str]) -> int:
     from alignkit.pipelines.cai import run_cai
     from alignkit.pipelines.cai_config import CAIConfig
-    from alignkit.train.config import load_config
+    from alignkit.train.config_loading import load_config
     from alignkit.utils import processes
 
     config_path = None
@@ -143,7 +143,7 @@ def _cai(argv: list[str]) -> int:
 
 def _compare(argv: list[str]) -> int:
     from alignkit.pipelines.compare import CompareConfig, run_compare
-    from alignkit.train.config import load_config
+    from alignkit.train.config_loading import load_config
 
     config_path = None
     if argv and "=" not in argv[0]:
@@ -176,7 +176,7 @@ def _keys_help(config) -> str:
     import shutil
     import textwrap
 
-    from alignkit.train.config import config_keys
+    from alignkit.train.config_loading import config_keys
 
     rows = config_keys(config)
     key_width = min(30, max(len(key) for key, _, _ in rows))

@@ -49,7 +49,8 @@ from alignkit.methods import METHODS, MethodSpec
 from alignkit.pipelines.cai_config import CAIStage
 from alignkit.pipelines.compare_stage import TrainedStage, die_with_parent
 from alignkit.pipelines.demo import demo_config
-from alignkit.train.config import Strict, WrittenOnly, merge_config, stage_settings
+from alignkit.train.config import Strict, WrittenOnly, stage_settings
+from alignkit.train.config_loading import merge_config
 from alignkit.utils import processes
 from alignkit.utils import sampling_defaults as defaults
 from alignkit.utils.io import atomic_write_json, atomic_write_text

@@ -22,7 +22,7 @@ from pathlib import Path
 from alignkit.eval.metrics import HEADLINE
 from alignkit.pipelines.cai import run_cai
 from alignkit.pipelines.cai_config import CAIConfig
-from alignkit.train.config import merge_config, parse_overrides
+from alignkit.train.config_loading import merge_config, parse_overrides
 from alignkit.train.run import configure_threads
 from alignkit.utils.io import LOCK_FILE, locked_folder
 

@@ -139,7 +139,7 @@ def test_a_hub_dataset_chooses_its_subset_and_split_and_eval_data_reads_its_test
 
     from alignkit.methods.sft import SFTConfig
     from alignkit.train.common import load_splits
-    from alignkit.train.config import load_config
+    from alignkit.train.config_loading import load_config
 
     hub = _saved_hub_dataset(tmp_path / "hub")
 

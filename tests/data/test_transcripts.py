@@ -83,7 +83,7 @@ def test_transcript_messages_refuses_what_is_not_a_transcript():
 
 def test_a_dpo_run_trains_on_transcript_pairs(tiny_dir, tmp_path):
     from alignkit.methods import METHODS
-    from alignkit.train.config import load_config
+    from alignkit.train.config_loading import load_config
 
     path = tmp_path / "hh.jsonl"
     rows = [ROW, {"chosen": "\n\nHuman: Name a prime.\n\nAssistant: 7.", "rejected": "\n\nHuman: Name a prime."

@@ -23,7 +23,8 @@ from alignkit.pipelines.cai_data import (
     verify_label,
 )
 from alignkit.train.card import portable
-from alignkit.train.config import ConfigError, load_config
+from alignkit.train.config import ConfigError
+from alignkit.train.config_loading import load_config
 from alignkit.train.run import RunError
 
 

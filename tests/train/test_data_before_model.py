@@ -9,7 +9,7 @@ import pytest
 
 from alignkit.data import DataError
 from alignkit.methods import METHODS
-from alignkit.train.config import load_config
+from alignkit.train.config_loading import load_config
 
 
 @pytest.mark.parametrize("name", list(METHODS))

@@ -11,7 +11,8 @@ from alignkit.data.render import Rendered
 from alignkit.methods.dpo import DPOConfig, train_dpo
 from alignkit.methods.ppo import PPOConfig
 from alignkit.methods.sft import SFTConfig, train_sft
-from alignkit.train.config import ConfigError, DataConfig, load_config
+from alignkit.train.config import ConfigError, DataConfig
+from alignkit.train.config_loading import load_config
 from alignkit.train.loop import epoch_order, item_length
 from alignkit.train.run import RunError
 

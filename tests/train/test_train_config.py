@@ -11,7 +11,8 @@ from alignkit.methods.dpo import DPOConfig
 from alignkit.methods.sft import SFTConfig
 from alignkit.pipelines.cai_config import CAIConfig
 from alignkit.pipelines.compare import CompareConfig
-from alignkit.train.config import ConfigError, load_config, parse_overrides
+from alignkit.train.config import ConfigError
+from alignkit.train.config_loading import load_config, parse_overrides
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
@@ -126,6 +127,17 @@ def test_a_command_line_key_overrides_the_files_under_either_name(tmp_path):
     cfg = load_config(SFTConfig, trl, ["lr=2.5e-6", "batch_size=2"])
     assert (cfg.lr, cfg.batch_size) == (2.5e-6, 2)
     assert load_config(SFTConfig, trl, []).lr == 1e-5
+
+
+def test_a_bad_value_is_named_with_where_it_came_from(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("output_dir: x\ndata: {train: a.jsonl}\nlr: -1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(SFTConfig, path, ["max_steps=0"])
+    assert f"{path}: 'lr'" in str(err.value) and "command line: 'max_steps'" in str(err.value), str(err.value)
+    with pytest.raises(ConfigError) as err:  # a section set on the command line
+        load_config(SFTConfig, path, ["lr=1e-5", "lora={r: 0}"])
+    assert "command line: 'lora.r'" in str(err.value), str(err.value)
 
 
 def test_a_near_miss_key_is_answered_with_the_nearest():

@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 from test_train_methods import pair_logps, sft_nll  # same folder (pytest puts it on sys.path)
 
 from alignkit.methods.hbat import HBATConfig, HBATPlan, estimate_fisher, hbat_blocks, train_hbat
-from alignkit.train.config import ConfigError, DataConfig, load_config
+from alignkit.train.config import ConfigError, DataConfig
+from alignkit.train.config_loading import load_config
 
 
 def margin(model: str, pref_file: str) -> float:
