@@ -86,7 +86,9 @@ def _check_keys(raw: dict, model: type[BaseModel], where: str, prefix: str = "")
             raise ConfigError(f"{where}: both '{prefix}{key}' (TRL's name) and '{dotted}' given for one key: keep one")
         if ours not in fields:
             reason = getattr(model, "absent_keys", {}).get(key)
-            near = difflib.get_close_matches(key, valid_keys(model), n=1, cutoff=0.75)
+            # TRL's names are candidates too: `lerning_rate` is nearest to `learning_rate`, read as `lr`.
+            candidates = valid_keys(model) + [k for k, v in TRL_NAMES.items() if v in valid_keys(model)]
+            near = difflib.get_close_matches(key, candidates, n=1, cutoff=0.75)
             hint = f" ({reason})." if reason else f"; did you mean '{prefix}{near[0]}'?" if near else "."
             raise ConfigError(
                 f"{where}: unknown key '{dotted}'{hint} "

@@ -147,6 +147,9 @@ def test_a_near_miss_key_is_answered_with_the_nearest():
     with pytest.raises(ConfigError) as err:
         load_config(SFTConfig, None, ["output_dir=x", "data.train=a.jsonl", "data.trian=b.jsonl"])
     assert "'data.trian'; did you mean 'data.train'?" in str(err.value)
+    with pytest.raises(ConfigError) as err:  # a TRL name mistyped
+        load_config(SFTConfig, None, ["output_dir=x", "data.train=a.jsonl", "lerning_rate=1e-5"])
+    assert "did you mean 'learning_rate'?" in str(err.value)
 
 
 def test_report_to_takes_trl_forms():
