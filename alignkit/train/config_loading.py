@@ -87,7 +87,8 @@ def _check_keys(raw: dict, model: type[BaseModel], where: str, prefix: str = "")
         if ours not in fields:
             reason = getattr(model, "absent_keys", {}).get(key)
             # TRL's names are candidates too: `lerning_rate` is nearest to `learning_rate`, read as `lr`.
-            candidates = valid_keys(model) + [k for k, v in TRL_NAMES.items() if v in valid_keys(model)]
+            valid = valid_keys(model)
+            candidates = valid + [k for k, v in TRL_NAMES.items() if v in valid]
             near = difflib.get_close_matches(key, candidates, n=1, cutoff=0.75)
             hint = f" ({reason})." if reason else f"; did you mean '{prefix}{near[0]}'?" if near else "."
             raise ConfigError(
